@@ -1,0 +1,459 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MaxQuantity is the largest stock, capacity or change an item may have.
+// Lua numbers are doubles that Redis prints with 14 significant digits, so
+// every value the scripts handle stays below 10^14 and is exact.
+const MaxQuantity int64 = 1e14 - 1
+
+// Config is what a generated package knows about its prefix.
+type Config[K any] struct {
+	// Namespace is the first segment of every Redis key (spec: redis.namespace).
+	Namespace string
+	// Prefix is the business prefix, a validated identifier.
+	Prefix string
+	// Shards is the number of hash-tag shards of the prefix.
+	Shards int
+	// Codec checks item keys and gives their Redis form.
+	Codec Codec[K]
+	// Ledger is the prefix's SQL side.
+	Ledger Ledger[K]
+	// Redis is a Client, ClusterClient or Ring.
+	Redis redis.UniversalClient
+}
+
+// Core is the inventory manager of one prefix, generic over its key type.
+// It is safe for concurrent use. Generated packages wrap it in a Manager
+// whose methods take the prefix's key type.
+type Core[K any] struct {
+	prefix string
+	codec  Codec[K]
+	ledger Ledger[K]
+	rdb    redis.UniversalClient
+	ks     keyspace
+	opt    options
+	// Durations in milliseconds, as the scripts take them.
+	leaseMS, opTTLMS, rejectTTLMS, fenceMS string
+}
+
+// Result is the outcome of a change.
+type Result struct {
+	// Available is the item's stock right after the change. For a replay
+	// it is the stock recorded with the first outcome, or the current stock
+	// when only the ledger remembers the op key.
+	Available int64
+	// Delta is the change the operation made: −n for Decr, +n for Incr and
+	// Release, the adjustment for Adjust.
+	Delta int64
+	// Replayed is true when the op key had been used before and this call
+	// returned its first outcome without changing anything.
+	Replayed bool
+}
+
+// NewCore checks cfg and the options and returns a Core. It makes no call
+// to Redis or SQL.
+func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
+	o := defaults()
+	o.namespace = cfg.Namespace
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Codec == nil || cfg.Ledger == nil:
+		return nil, argError("codec and ledger are required")
+	case cfg.Redis == nil:
+		return nil, argError("redis client is nil")
+	case cfg.Shards < 1 || cfg.Shards > 1024:
+		return nil, argError("shards %d is out of range 1..1024", cfg.Shards)
+	}
+	if err := checkName("prefix", cfg.Prefix); err != nil {
+		return nil, err
+	}
+	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+	return &Core[K]{
+		prefix:      cfg.Prefix,
+		codec:       cfg.Codec,
+		ledger:      cfg.Ledger,
+		rdb:         cfg.Redis,
+		ks:          newKeyspace(o.namespace, cfg.Prefix, cfg.Shards),
+		opt:         o,
+		leaseMS:     ms(o.lease),
+		opTTLMS:     ms(o.opTTL),
+		rejectTTLMS: ms(o.rejectTTL),
+		fenceMS:     ms(o.fenceTTL),
+	}, nil
+}
+
+// Ping checks that Redis answers and that the ledger's database answers.
+func (c *Core[K]) Ping(ctx context.Context) error {
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("invgen: redis: %w", err)
+	}
+	if _, err := c.ledger.TablesInitialized(ctx); err != nil {
+		return fmt.Errorf("invgen: ledger: %w", err)
+	}
+	return nil
+}
+
+// CreateTables creates the prefix's ledger tables if they are missing.
+func (c *Core[K]) CreateTables(ctx context.Context) error {
+	if err := c.ledger.CreateTables(ctx); err != nil {
+		return fmt.Errorf("invgen: create tables of %s: %w", c.prefix, err)
+	}
+	return nil
+}
+
+// TablesInitialized reports whether the prefix's ledger tables exist.
+func (c *Core[K]) TablesInitialized(ctx context.Context) (bool, error) {
+	ok, err := c.ledger.TablesInitialized(ctx)
+	if err != nil {
+		return false, fmt.Errorf("invgen: check tables of %s: %w", c.prefix, err)
+	}
+	return ok, nil
+}
+
+// Init creates an item with qty units (0 <= qty <= MaxQuantity). The ledger
+// row is written first; the item is then loaded into Redis. An item that
+// exists already gets ErrAlreadyExists and is left as it is.
+func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
+	if _, err := c.codec.Encode(id); err != nil {
+		return err
+	}
+	if qty < 0 || qty > MaxQuantity {
+		return argError("quantity %d is out of range 0..%d", qty, MaxQuantity)
+	}
+	err := c.ledger.Insert(ctx, Entry[K]{Item: id, Kind: KindInit, Delta: qty, OpKey: string(KindInit)})
+	switch {
+	case isUniqueViolation(err):
+		return fmt.Errorf("%w: item %v of %s", ErrAlreadyExists, id, c.prefix)
+	case err != nil:
+		return fmt.Errorf("invgen: init %v: %w", id, err)
+	}
+	// The ledger is the truth from here on; an item Redis lacks is loaded on
+	// first use, so a failure below leaves nothing inconsistent.
+	if err := c.Refresh(ctx, id); err != nil {
+		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
+	}
+	return nil
+}
+
+// Get returns the units of an item available now. An item Redis lacks is
+// loaded from the ledger first; one the ledger lacks too is ErrNotFound.
+func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
+	item, err := c.codec.Encode(id)
+	if err != nil {
+		return 0, err
+	}
+	key := c.ks.forItem(item).item
+	for healed := false; ; healed = true {
+		v, err := c.rdb.HGet(ctx, key, "a").Int64()
+		switch {
+		case err == nil:
+			return v, nil
+		case !errors.Is(err, redis.Nil):
+			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
+		case healed:
+			return 0, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
+		}
+		if err := c.Refresh(ctx, id); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Decr takes n units of an item for the operation opKey (a purchase). It
+// returns ErrInsufficientStock, and takes nothing, when fewer than n are
+// available. It succeeds only once the usage row is committed in the
+// ledger. Repeating it with the same op key returns the first outcome.
+func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
+	if err := checkUnits(n); err != nil {
+		return Result{}, err
+	}
+	return c.change(ctx, KindDecr, id, strconv.FormatInt(n, 10), opKey)
+}
+
+// Incr returns n units to an item for the operation opKey. It never returns
+// more units than were sold: an Incr that would take the stock over the
+// item's capacity gets ErrOverLimit. Repeating it with the same op key
+// returns the first outcome.
+func (c *Core[K]) Incr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
+	if err := checkUnits(n); err != nil {
+		return Result{}, err
+	}
+	return c.change(ctx, KindIncr, id, strconv.FormatInt(n, 10), opKey)
+}
+
+// Release gives back exactly the units that the Decr with the same op key
+// took, once. A release of an op key that took nothing (unknown, rejected
+// or voided) gets ErrNotFound. Repeating it returns the first outcome.
+func (c *Core[K]) Release(ctx context.Context, id K, opKey string) (Result, error) {
+	return c.change(ctx, KindRelease, id, "", opKey)
+}
+
+// Adjust changes an item's capacity and stock by delta (an operator's
+// correction or a restock), recorded in the modification table under
+// opKey. A negative delta larger than the available stock gets
+// ErrInsufficientStock. Repeating it with the same op key returns the first
+// outcome.
+func (c *Core[K]) Adjust(ctx context.Context, id K, delta int64, opKey string) (Result, error) {
+	if delta == 0 || delta > MaxQuantity || delta < -MaxQuantity {
+		return Result{}, argError("delta %d is zero or out of range ±%d", delta, MaxQuantity)
+	}
+	return c.change(ctx, KindAdjust, id, strconv.FormatInt(delta, 10), opKey)
+}
+
+func checkUnits(n int64) error {
+	if n <= 0 || n > MaxQuantity {
+		return argError("units %d are out of range 1..%d", n, MaxQuantity)
+	}
+	return nil
+}
+
+// reserveReply is the reply of reserve.lua.
+type reserveReply struct {
+	code      int64
+	available int64
+	delta     int64
+	state     string
+	reject    int64
+}
+
+// change runs one change through reserve.lua and then the ledger. arg is
+// what reserve.lua takes as ARGV[2].
+func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string) (Result, error) {
+	item, err := c.codec.Encode(id)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := checkOpKey(opKey); err != nil {
+		return Result{}, err
+	}
+	k := c.ks.forItem(item)
+	opRec := k.op(kind, opKey)
+	keys := []string{k.item, opRec, k.journal}
+	if kind == KindRelease {
+		keys = append(keys, k.op(KindDecr, opKey))
+	}
+	var wait backoff
+	healed := false
+	for {
+		r, err := c.reserve(ctx, keys, kind, arg, item, opKey)
+		if err != nil {
+			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+		}
+		switch r.code {
+		case codeReserved:
+			return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey}, k, opRec, r.available)
+		case codeDuplicate:
+			if r.state == opPending {
+				if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+					return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
+				}
+				continue
+			}
+			return c.replay(id, r)
+		case codeMissing:
+			if healed {
+				return Result{}, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
+			}
+			if err := c.Refresh(ctx, id); err != nil {
+				return Result{}, err
+			}
+			healed = true
+		case codeBusy:
+			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+				return Result{}, fmt.Errorf("%w: item %v of %s is fenced or op key %q is in progress", ErrBusy, id, c.prefix, opKey)
+			}
+		case codeUnknown:
+			// A release whose purchase Redis no longer remembers: the
+			// ledger knows what it took, if anything.
+			res, taken, err := c.releaseFromLedger(ctx, id, k, opKey)
+			if err != nil || taken == 0 {
+				return res, err
+			}
+			arg = strconv.FormatInt(taken, 10)
+		default:
+			return Result{}, rejection(r.code, r.available, id, opKey)
+		}
+	}
+}
+
+func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey string) (reserveReply, error) {
+	v, err := reserveScript.Run(ctx, c.rdb, keys,
+		string(kind), arg, c.leaseMS, c.rejectTTLMS, item, opKey, MaxQuantity).Slice()
+	if err != nil {
+		return reserveReply{}, err
+	}
+	if len(v) != 5 {
+		return reserveReply{}, fmt.Errorf("reserve.lua: unexpected reply %v", v)
+	}
+	r := reserveReply{}
+	r.code, _ = v[0].(int64)
+	r.available, _ = v[1].(int64)
+	r.delta, _ = v[2].(int64)
+	r.state, _ = v[3].(string)
+	r.reject, _ = v[4].(int64)
+	return r, nil
+}
+
+// rejection maps a reserve.lua refusal to its error.
+func rejection(code, available int64, id any, opKey string) error {
+	switch code {
+	case codeShort:
+		return fmt.Errorf("%w: item %v has %d available", ErrInsufficientStock, id, available)
+	case codeLimit:
+		return fmt.Errorf("%w: item %v, op key %q", ErrOverLimit, id, opKey)
+	case codeNothing:
+		return fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
+	}
+	return fmt.Errorf("invgen: unexpected reply code %d from reserve.lua", code)
+}
+
+// replay returns the first outcome of a repeated op key.
+func (c *Core[K]) replay(id K, r reserveReply) (Result, error) {
+	switch r.state {
+	case opCommitted:
+		return Result{Available: r.available, Delta: r.delta, Replayed: true}, nil
+	case opVoid:
+		return Result{}, fmt.Errorf("%w: item %v", ErrVoided, id)
+	case opRejected:
+		return Result{}, rejection(r.reject, r.available, id, "")
+	}
+	return Result{}, fmt.Errorf("invgen: op record of %v in unknown state %q", id, r.state)
+}
+
+// record writes the ledger row of a reserved change and settles its
+// journal entry.
+func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64) (Result, error) {
+	err := c.ledger.Insert(ctx, e)
+	if err == nil {
+		// The row is committed: the change happened. Should the commit
+		// step fail, the entry stays journaled and Reconcile confirms it.
+		_ = commitScript.Run(ctx, c.rdb, []string{opRec, k.journal}, c.opTTLMS).Err()
+		return Result{Available: available, Delta: e.Delta}, nil
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	switch {
+	case isUniqueViolation(err):
+		// The op key is in the ledger already: a retry whose first record
+		// Redis lost (expired or restarted), or a late commit of a voided op.
+		state, delta, found, lerr := c.ledger.Lookup(sctx, e.Item, e.Kind, e.OpKey)
+		if lerr != nil || !found {
+			return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, lerr))
+		}
+		if state == StateCommitted {
+			if aerr := c.abort(sctx, k, opRec, "committed"); aerr != nil {
+				return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, aerr)
+			}
+			cur, _ := c.rdb.HGet(sctx, k.item, "a").Int64()
+			return Result{Available: cur, Delta: delta, Replayed: true}, nil
+		}
+		if aerr := c.abort(sctx, k, opRec, "void"); aerr != nil {
+			return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, aerr)
+		}
+		return Result{}, fmt.Errorf("%w: %s %v", ErrVoided, e.Kind, e.Item)
+	case definitelyNotWritten(err):
+		if aerr := c.abort(sctx, k, opRec, "forget"); aerr != nil {
+			return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, err, aerr)
+		}
+		return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, err)
+	}
+	// The insert may or may not have committed. Settle it now: a void row
+	// either goes in (and the change is undone) or finds the committed row.
+	state, err2 := c.settle(sctx, e, k, opRec)
+	switch {
+	case err2 != nil:
+		return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, err2))
+	case state == StateCommitted:
+		return Result{Available: available, Delta: e.Delta}, nil
+	}
+	return Result{}, fmt.Errorf("%w: %s %v: ledger write failed: %w", ErrVoided, e.Kind, e.Item, err)
+}
+
+// settle decides a pending change by the ledger: it writes a void row for
+// it unless a row exists, then commits or aborts the op record to match.
+func (c *Core[K]) settle(ctx context.Context, e Entry[K], k itemKeys, opRec string) (State, error) {
+	state, _, err := c.ledger.Void(ctx, e)
+	if err != nil {
+		return "", err
+	}
+	if state == StateCommitted {
+		return state, commitScript.Run(ctx, c.rdb, []string{opRec, k.journal}, c.opTTLMS).Err()
+	}
+	return state, c.abort(ctx, k, opRec, "void")
+}
+
+func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string) error {
+	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal}, mode, c.opTTLMS).Err()
+}
+
+// releaseFromLedger answers a release whose purchase Redis has forgotten.
+// It returns the units to release, or a final result when there are none.
+func (c *Core[K]) releaseFromLedger(ctx context.Context, id K, k itemKeys, opKey string) (Result, int64, error) {
+	state, delta, found, err := c.ledger.Lookup(ctx, id, KindRelease, opKey)
+	if err != nil {
+		return Result{}, 0, fmt.Errorf("invgen: release %v: %w", id, err)
+	}
+	if found {
+		if state != StateCommitted {
+			return Result{}, 0, fmt.Errorf("%w: release %v", ErrVoided, id)
+		}
+		cur, err := c.rdb.HGet(ctx, k.item, "a").Int64()
+		if err != nil {
+			return Result{}, 0, fmt.Errorf("invgen: release %v: %w", id, err)
+		}
+		return Result{Available: cur, Delta: delta, Replayed: true}, 0, nil
+	}
+	state, delta, found, err = c.ledger.Lookup(ctx, id, KindDecr, opKey)
+	switch {
+	case err != nil:
+		return Result{}, 0, fmt.Errorf("invgen: release %v: %w", id, err)
+	case !found || state != StateCommitted || delta >= 0:
+		return Result{}, 0, fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
+	}
+	return Result{}, -delta, nil
+}
+
+// backoff sleeps between retries of a busy operation: 1ms doubling to 50ms,
+// for at most the given total.
+type backoff struct {
+	start time.Time
+	step  time.Duration
+}
+
+// sleep waits for the next try; it returns an error when the total wait
+// would be exceeded or ctx is done.
+func (b *backoff) sleep(ctx context.Context, total time.Duration) error {
+	now := time.Now()
+	if b.start.IsZero() {
+		b.start, b.step = now, time.Millisecond
+	}
+	if now.Add(b.step).Sub(b.start) > total {
+		return errors.New("wait exceeded")
+	}
+	t := time.NewTimer(b.step)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	b.step = min(2*b.step, 50*time.Millisecond)
+	return nil
+}
+
+func newToken() string { return rand.Text() }

@@ -1,0 +1,38 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, checked with errors.Is. Generated packages re-export them.
+var (
+	// ErrNotFound: the item does not exist (it was never initialized), or a
+	// release names a purchase that does not exist.
+	ErrNotFound = errors.New("invgen: not found")
+	// ErrAlreadyExists: Init of an item that was initialized before.
+	ErrAlreadyExists = errors.New("invgen: already exists")
+	// ErrInsufficientStock: the item has fewer units available than asked
+	// for. It is an ordinary outcome of a sale, not a failure.
+	ErrInsufficientStock = errors.New("invgen: insufficient stock")
+	// ErrOverLimit: an Incr would return more units than were sold, or an
+	// Adjust would take the item's capacity over MaxQuantity.
+	ErrOverLimit = errors.New("invgen: over limit")
+	// ErrInvalidArgument: an argument is wrong. Nothing was written.
+	ErrInvalidArgument = errors.New("invgen: invalid argument")
+	// ErrBusy: the item is being refreshed, or an operation with the same op
+	// key is still in progress. Retrying later is safe.
+	ErrBusy = errors.New("invgen: busy")
+	// ErrVoided: an earlier operation with this op key failed and was voided
+	// in the ledger. The op key cannot be used again; nothing was taken.
+	ErrVoided = errors.New("invgen: operation voided")
+	// ErrInDoubt: the ledger could not be reached to learn whether the row of
+	// this operation was committed. Its units stay held until Reconcile
+	// settles it after its lease; retrying with the same op key is safe.
+	ErrInDoubt = errors.New("invgen: outcome in doubt")
+)
+
+// argError reports a bad argument; it matches ErrInvalidArgument.
+func argError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+}

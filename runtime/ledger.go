@@ -1,0 +1,73 @@
+package runtime
+
+import "context"
+
+// Kind says what a ledger row records.
+type Kind string
+
+// The kinds of ledger rows. Init and adjust rows live in the prefix's
+// modification table, the others in its usage table.
+const (
+	KindInit    Kind = "init"    // first stock of an item
+	KindAdjust  Kind = "adjust"  // an operator's correction, + or −
+	KindDecr    Kind = "decr"    // a purchase, −n
+	KindIncr    Kind = "incr"    // units returned to stock, +n
+	KindRelease Kind = "release" // a purchase given back whole, +n
+)
+
+// Modification reports whether rows of kind k belong to the modification
+// table (they change an item's capacity) rather than the usage table.
+func (k Kind) Modification() bool { return k == KindInit || k == KindAdjust }
+
+// State is the state of a ledger row.
+type State string
+
+// Ledger row states. Only committed rows count towards stock.
+const (
+	StateCommitted State = "committed"
+	StateVoid      State = "void"
+)
+
+// Entry is one ledger row as the runtime sees it.
+type Entry[K any] struct {
+	Item  K
+	Kind  Kind
+	Delta int64
+	OpKey string
+}
+
+// Totals is an item's stock as the ledger computes it.
+type Totals[K any] struct {
+	Item K
+	// Capacity is the sum of the item's committed modifications.
+	Capacity int64
+	// Available is Capacity plus the sum of its committed usage.
+	Available int64
+}
+
+// Ledger is the SQL side of a prefix. Generated packages implement it with
+// their sqlc queries; the runtime never writes SQL itself. Errors are
+// returned as the driver gives them: the runtime classifies them.
+type Ledger[K any] interface {
+	// CreateTables creates the prefix's tables and indexes if they are
+	// missing.
+	CreateTables(ctx context.Context) error
+	// TablesInitialized reports whether both tables exist.
+	TablesInitialized(ctx context.Context) (bool, error)
+	// Insert writes e as a committed row. A row with the same item, kind
+	// and op key makes it fail with a unique violation.
+	Insert(ctx context.Context, e Entry[K]) error
+	// Void writes e as a void row unless a row with its item, kind and op
+	// key exists, and returns the state and delta of the row that exists
+	// afterwards.
+	Void(ctx context.Context, e Entry[K]) (State, int64, error)
+	// Lookup returns the row of item, kind and op key; found is false when
+	// there is none.
+	Lookup(ctx context.Context, item K, kind Kind, opKey string) (state State, delta int64, found bool, err error)
+	// Totals returns the stock of one item; found is false when the item
+	// was never initialized.
+	Totals(ctx context.Context, item K) (t Totals[K], found bool, err error)
+	// Items returns up to limit items in key order, starting after the
+	// item after (or from the first item when first is true).
+	Items(ctx context.Context, after K, first bool, limit int) ([]Totals[K], error)
+}

@@ -1,0 +1,101 @@
+package runtime
+
+import (
+	"fmt"
+	"time"
+)
+
+// Option configures a Core. Generated packages re-export the constructors.
+type Option func(*options)
+
+type options struct {
+	namespace     string
+	lease         time.Duration
+	opTTL         time.Duration
+	rejectTTL     time.Duration
+	fenceTTL      time.Duration
+	busyWait      time.Duration
+	ledgerTimeout time.Duration
+}
+
+// defaults is the one place where option defaults live.
+func defaults() options {
+	return options{
+		lease:         10 * time.Second,
+		opTTL:         24 * time.Hour,
+		rejectTTL:     time.Hour,
+		fenceTTL:      5 * time.Second,
+		busyWait:      2 * time.Second,
+		ledgerTimeout: 5 * time.Second,
+	}
+}
+
+// WithNamespace replaces the spec's Redis namespace, the first segment of
+// every key. Tests use it to give each run keys of its own.
+func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithLease sets how long a change may stay between its Redis step and its
+// ledger commit before Reconcile may void it (default 10s). It must be well
+// above the slowest SQL insert you expect.
+func WithLease(d time.Duration) Option { return func(o *options) { o.lease = d } }
+
+// WithOpTTL sets how long Redis remembers a completed op key (default 24h).
+// After that the ledger still answers for committed and voided op keys, so
+// idempotency holds for as long as the ledger keeps its rows.
+func WithOpTTL(d time.Duration) Option { return func(o *options) { o.opTTL = d } }
+
+// WithRejectTTL sets how long a rejected outcome (insufficient stock, over
+// limit) is remembered (default 1h). A retry within it gets the same answer;
+// after it the retry is a new attempt.
+func WithRejectTTL(d time.Duration) Option { return func(o *options) { o.rejectTTL = d } }
+
+// WithFenceTTL sets how long a refresh may hold an item's fence (default
+// 5s). A refresher that dies holds it at most this long.
+func WithFenceTTL(d time.Duration) Option { return func(o *options) { o.fenceTTL = d } }
+
+// WithBusyWait sets how long an operation waits for a fenced item, or for
+// an earlier operation with the same op key, before it returns ErrBusy
+// (default 2s).
+func WithBusyWait(d time.Duration) Option { return func(o *options) { o.busyWait = d } }
+
+// WithLedgerTimeout bounds the SQL calls that settle a change whose ledger
+// write failed in an unknown way (default 5s). They run even when the
+// caller's context is done, so a cancelled request does not strand units.
+func WithLedgerTimeout(d time.Duration) Option { return func(o *options) { o.ledgerTimeout = d } }
+
+func (o *options) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"lease", o.lease}, {"op TTL", o.opTTL}, {"reject TTL", o.rejectTTL}, {"fence TTL", o.fenceTTL}, {"ledger timeout", o.ledgerTimeout}} {
+		if d.v < time.Millisecond {
+			return argError("%s %v is under 1ms", d.name, d.v)
+		}
+	}
+	if o.busyWait < 0 {
+		return argError("busy wait %v is negative", o.busyWait)
+	}
+	if err := checkName("namespace", o.namespace); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkName accepts what may stand before a hash tag in a key: letters,
+// digits, '_', '-', '.' and ':'.
+func checkName(what, s string) error {
+	if s == "" {
+		return argError("%s is empty", what)
+	}
+	for _, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			r == '_' || r == '-' || r == '.' || r == ':'
+		if !ok {
+			return argError("%s %q: %q is not allowed", what, s, r)
+		}
+	}
+	if len(s) > 64 {
+		return fmt.Errorf("%w: %s %q is over 64 bytes", ErrInvalidArgument, what, s)
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Refresh sets an item's Redis stock to exactly what the ledger says, while
+// purchases go on. It fences the item (changes of it wait, or get ErrBusy
+// after WithBusyWait), waits for the item's pending changes to reach the
+// ledger (settling those that outlive half the fence), computes the stock
+// from the ledger, loads it only if the fence still holds and nothing is
+// pending, and lifts the fence. It never overwrites a change that happened
+// meanwhile. It rebuilds an item whose Redis keys are gone; an item the
+// ledger does not know is ErrNotFound.
+func (c *Core[K]) Refresh(ctx context.Context, id K) error {
+	item, err := c.codec.Encode(id)
+	if err != nil {
+		return err
+	}
+	t, found, err := c.ledger.Totals(ctx, id)
+	if err != nil {
+		return fmt.Errorf("invgen: refresh %v: %w", id, err)
+	}
+	if !found {
+		return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
+	}
+	return c.refresh(ctx, id, item, t)
+}
+
+// refresh runs the fenced load of one item. known holds the ledger's totals
+// read before fencing; they are used when nothing was pending, which saves a
+// query per item in RefreshAll.
+func (c *Core[K]) refresh(ctx context.Context, id K, item string, known Totals[K]) error {
+	k := c.ks.forItem(item)
+	token := newToken()
+	var wait backoff
+	for {
+		ok, err := fenceScript.Run(ctx, c.rdb, []string{k.item}, token, c.fenceMS).Int()
+		if err != nil {
+			return fmt.Errorf("invgen: refresh %v: fence: %w", id, err)
+		}
+		if ok == 1 {
+			break
+		}
+		if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+			return fmt.Errorf("%w: item %v of %s is being refreshed", ErrBusy, id, c.prefix)
+		}
+	}
+	err := c.loadFenced(ctx, id, k, token, known)
+	if err != nil {
+		// Lift the fence at once rather than let purchases wait for it to
+		// expire; a fence we no longer hold is left alone.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+		defer cancel()
+		_ = unfenceScript.Run(uctx, c.rdb, []string{k.item}, token).Err()
+	}
+	return err
+}
+
+func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string, t Totals[K]) error {
+	fenced := time.Now()
+	settleAfter := fenced.Add(c.opt.fenceTTL / 2)
+	stale := true // t was read before the fence; valid only if nothing was pending
+	var wait backoff
+	for {
+		pending, err := c.pendingOf(ctx, k)
+		if err != nil {
+			return fmt.Errorf("invgen: refresh %v: %w", id, err)
+		}
+		if len(pending) > 0 {
+			stale = true
+			if time.Now().After(settleAfter) {
+				// Changes that outlive half the fence are settled now: a
+				// void row makes their late commit fail harmlessly.
+				for _, member := range pending {
+					if _, err := c.settleMember(ctx, member); err != nil {
+						return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
+					}
+				}
+				continue
+			}
+			if err := wait.sleep(ctx, c.opt.fenceTTL); err != nil {
+				return fmt.Errorf("%w: refresh %v: changes still pending", ErrBusy, id)
+			}
+			continue
+		}
+		if stale {
+			var found bool
+			t, found, err = c.ledger.Totals(ctx, id)
+			if err != nil {
+				return fmt.Errorf("invgen: refresh %v: %w", id, err)
+			}
+			if !found {
+				return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
+			}
+			stale = false
+		}
+		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal},
+			token, t.Available, t.Capacity, k.opPrefix).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
+		case res == 1:
+			return nil
+		case res == 0:
+			return fmt.Errorf("%w: refresh %v: fence expired after %v", ErrBusy, id, time.Since(fenced).Round(time.Millisecond))
+		}
+		stale = true // a change slipped in before the fence: look again
+	}
+}
+
+// pendingOf lists the journal members of one item. The journal holds only
+// changes between their Redis and ledger steps, so it is short.
+func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
+	all, err := c.rdb.ZRange(ctx, k.journal, 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	var mine []string
+	for _, m := range all {
+		if strings.HasPrefix(m, k.opPrefix) {
+			mine = append(mine, m)
+		}
+	}
+	return mine, nil
+}
+
+// RefreshAll refreshes every item the ledger knows, one at a time, so
+// changes of the other items never stop. Items whose Redis keys are gone are
+// rebuilt. It returns how many items it loaded; errors of single items are
+// joined and do not stop the others.
+func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
+	const page = 500
+	var (
+		after K
+		first = true
+		n     int
+		errs  []error
+	)
+	for {
+		items, err := c.ledger.Items(ctx, after, first, page)
+		if err != nil {
+			return n, errors.Join(append(errs, fmt.Errorf("invgen: refresh all %s: %w", c.prefix, err))...)
+		}
+		for _, t := range items {
+			item, err := c.codec.Encode(t.Item)
+			if err == nil {
+				err = c.refresh(ctx, t.Item, item, t)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return n, ctx.Err()
+				}
+				errs = append(errs, err)
+				continue
+			}
+			n++
+		}
+		if len(items) < page {
+			return n, errors.Join(errs...)
+		}
+		after, first = items[len(items)-1].Item, false
+	}
+}
+
+// ReconcileReport tells what Reconcile found and did.
+type ReconcileReport struct {
+	// Seen counts the journal entries whose lease had passed.
+	Seen int
+	// Confirmed counts those whose ledger row was committed after all.
+	Confirmed int
+	// Voided counts those that got a void row and were undone.
+	Voided int
+	// Units is the sum of |delta| of the voided changes: units given back
+	// to stock (or taken back, for voided returns and restocks).
+	Units int64
+}
+
+// Reconcile settles every journal entry whose lease has passed: changes
+// whose process died, or lost Redis or SQL, between their two steps. For
+// each it writes a void row unless the ledger holds the change (a late
+// commit of the dead request then fails on the unique key), and commits or
+// undoes it in Redis to match. Run it after a crash, or on a schedule.
+func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
+	now, err := c.rdb.Time(ctx).Result()
+	if err != nil {
+		return rep, fmt.Errorf("invgen: reconcile %s: %w", c.prefix, err)
+	}
+	until := strconv.FormatInt(now.UnixMilli(), 10)
+	for shard := range c.ks.tags {
+		members, err := c.rdb.ZRangeByScore(ctx, c.ks.journal(shard), &redis.ZRangeBy{Min: "-inf", Max: until}).Result()
+		if err != nil {
+			return rep, fmt.Errorf("invgen: reconcile %s: %w", c.prefix, err)
+		}
+		for _, m := range members {
+			o, err := c.settleMember(ctx, m)
+			if err != nil {
+				return rep, fmt.Errorf("invgen: reconcile %s: %s: %w", c.prefix, m, err)
+			}
+			rep.Seen++
+			switch o.state {
+			case StateCommitted:
+				rep.Confirmed++
+			case StateVoid:
+				rep.Voided++
+				rep.Units += max(o.delta, -o.delta)
+			}
+		}
+	}
+	return rep, nil
+}
+
+type settled struct {
+	state State
+	delta int64
+}
+
+// settleMember settles the journal entry whose op record key is member.
+func (c *Core[K]) settleMember(ctx context.Context, member string) (settled, error) {
+	rec, err := c.rdb.HMGet(ctx, member, "s", "k", "d", "i", "o").Result()
+	if err != nil {
+		return settled{}, err
+	}
+	s, _ := rec[0].(string)
+	kind, _ := rec[1].(string)
+	ds, _ := rec[2].(string)
+	item, _ := rec[3].(string)
+	opKey, _ := rec[4].(string)
+	if s != opPending {
+		// Committed or undone meanwhile, or the record is gone: only the
+		// journal entry is left to drop.
+		return settled{}, c.rdb.ZRem(ctx, journalOf(member), member).Err()
+	}
+	id, err := c.codec.Decode(item)
+	if err != nil {
+		return settled{}, fmt.Errorf("op record item %q: %w", item, err)
+	}
+	delta, err := strconv.ParseInt(ds, 10, 64)
+	if err != nil {
+		return settled{}, fmt.Errorf("op record delta %q: %w", ds, err)
+	}
+	e := Entry[K]{Item: id, Kind: Kind(kind), Delta: delta, OpKey: opKey}
+	state, err := c.settle(ctx, e, c.ks.forItem(item), member)
+	return settled{state: state, delta: delta}, err
+}

@@ -1,0 +1,55 @@
+package runtime
+
+import (
+	_ "embed"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// One script per step of the protocol; each file documents its KEYS, ARGV
+// and reply. redis.Script runs EVALSHA and falls back to EVAL on NOSCRIPT.
+var (
+	//go:embed scripts/reserve.lua
+	reserveSrc    string
+	reserveScript = redis.NewScript(reserveSrc)
+
+	//go:embed scripts/commit.lua
+	commitSrc    string
+	commitScript = redis.NewScript(commitSrc)
+
+	//go:embed scripts/abort.lua
+	abortSrc    string
+	abortScript = redis.NewScript(abortSrc)
+
+	//go:embed scripts/fence.lua
+	fenceSrc    string
+	fenceScript = redis.NewScript(fenceSrc)
+
+	//go:embed scripts/load.lua
+	loadSrc    string
+	loadScript = redis.NewScript(loadSrc)
+
+	//go:embed scripts/unfence.lua
+	unfenceSrc    string
+	unfenceScript = redis.NewScript(unfenceSrc)
+)
+
+// Reply codes of reserve.lua.
+const (
+	codeReserved  = 0
+	codeDuplicate = 1
+	codeShort     = 2
+	codeMissing   = 3
+	codeBusy      = 4
+	codeLimit     = 5
+	codeUnknown   = 6
+	codeNothing   = 7
+)
+
+// Op record states, as reserve.lua stores them.
+const (
+	opPending   = "p"
+	opCommitted = "c"
+	opRejected  = "r"
+	opVoid      = "v"
+)

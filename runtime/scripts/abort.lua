@@ -1,0 +1,42 @@
+-- abort.lua: undoes a pending change whose ledger row was not written. It
+-- gives the delta back to the item (when the item is still loaded), takes the
+-- op from the journal and then, by mode:
+--   forget     deletes the op record: nothing happened, a retry starts afresh
+--   void       the ledger holds a void row for this op key: the outcome is final
+--   committed  the ledger already held this op as committed (a retry whose
+--              first record Redis lost): the first outcome stands
+-- A record that is not pending is left alone.
+--
+-- KEYS[1]  item hash
+-- KEYS[2]  op record
+-- KEYS[3]  shard journal
+-- ARGV[1]  mode: forget | void | committed
+-- ARGV[2]  time to keep the op record (ms)
+--
+-- Reply: the state the record had before ("" when it is gone).
+
+local r = redis.call('HMGET', KEYS[2], 's', 'd', 'k')
+if r[1] ~= 'p' then
+  return r[1] or ''
+end
+local d = tonumber(r[2])
+if redis.call('HEXISTS', KEYS[1], 'a') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'a', -d)
+  if r[3] == 'adjust' then
+    redis.call('HINCRBY', KEYS[1], 'c', -d)
+  end
+end
+redis.call('ZREM', KEYS[3], KEYS[2])
+local mode = ARGV[1]
+if mode == 'forget' then
+  redis.call('DEL', KEYS[2])
+elseif mode == 'void' then
+  redis.call('HSET', KEYS[2], 's', 'v')
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+elseif mode == 'committed' then
+  redis.call('HSET', KEYS[2], 's', 'c')
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+else
+  return redis.error_reply('invgen: unknown abort mode ' .. mode)
+end
+return 'p'

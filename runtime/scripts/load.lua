@@ -1,0 +1,29 @@
+-- load.lua: the last step of a refresh. It sets an item's stock to what the
+-- ledger says and lifts the fence, but only while the caller's fence still
+-- holds and no change of the item is pending in the journal, so it never
+-- overwrites a change that happened meanwhile.
+--
+-- KEYS[1]  item hash
+-- KEYS[2]  shard journal
+-- ARGV[1]  fence token
+-- ARGV[2]  available per ledger
+-- ARGV[3]  capacity per ledger
+-- ARGV[4]  prefix shared by the op record keys of this item
+--
+-- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
+
+local f = redis.call('HMGET', KEYS[1], 'f', 't')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if f[2] ~= ARGV[1] or not f[1] or tonumber(f[1]) <= now then
+  return 0
+end
+local prefix = ARGV[4]
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if string.sub(member, 1, #prefix) == prefix then
+    return -1
+  end
+end
+redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3])
+redis.call('HDEL', KEYS[1], 'f', 't')
+return 1

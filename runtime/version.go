@@ -1,0 +1,23 @@
+package runtime
+
+// Version numbers for the contract between generated code and this package.
+// Generated code holds two constant assertions,
+//
+//	const _ = invrt.EnforceVersion(N - invrt.MinVersion)
+//	const _ = invrt.EnforceVersion(invrt.MaxVersion - N)
+//
+// where N is the version it was generated for. A runtime too old or too new
+// for that code makes the constant negative, and the build fails at the line
+// that says so instead of failing at run time.
+const (
+	// GenVersion is the version that this invgen generates code for.
+	GenVersion = 1
+	// MinVersion is the oldest generated code this runtime supports.
+	MinVersion = 1
+	// MaxVersion is the newest generated code this runtime supports.
+	MaxVersion = 1
+)
+
+// EnforceVersion is used by generated code to assert at compile time that
+// it is compatible with this runtime (see [GenVersion]).
+type EnforceVersion uint
