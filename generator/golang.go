@@ -195,8 +195,8 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 	f.Comment("Manager is the inventory manager of prefix " + p.Name + ". It is safe for concurrent use.")
 	f.Type().Id("Manager").Struct(jen.Id("core").Op("*").Add(rt("Core")).Types(jen.Id("Key")))
 
-	doc(f, "New returns a Manager over the ledger database pool (a *pgxpool.Pool, or anything\n" +
-		"sqlc's DBTX accepts) and a Redis client, cluster client or ring. It makes no call\n" +
+	doc(f, "New returns a Manager over the ledger database pool (a *pgxpool.Pool, or anything\n"+
+		"sqlc's DBTX accepts) and a Redis client, cluster client or ring. It makes no call\n"+
 		"to either; see Ping and CreateTables.")
 	f.Func().Id("New").Params(
 		jen.Id("pool").Qual(p.DBImportPath, "DBTX"),
