@@ -1,0 +1,169 @@
+package runtime_test
+
+import (
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
+	"github.com/invgen/invgen/internal/testenv"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+// manager is what every generated Manager offers, for key type K.
+type manager[K any] interface {
+	Ping(ctx context.Context) error
+	CreateTables(ctx context.Context) error
+	TablesInitialized(ctx context.Context) (bool, error)
+	Init(ctx context.Context, id K, qty int64) error
+	Adjust(ctx context.Context, id K, delta int64, opKey string) (invrt.Result, error)
+	Get(ctx context.Context, id K) (int64, error)
+	Decr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
+	Incr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
+	Release(ctx context.Context, id K, opKey string) (invrt.Result, error)
+	Refresh(ctx context.Context, id K) error
+	RefreshAll(ctx context.Context) (int, error)
+	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
+}
+
+var (
+	_ manager[string]    = (*flashsale.Manager)(nil)
+	_ manager[int64]     = (*coupon.Manager)(nil)
+	_ manager[uuid.UUID] = (*giftcard.Manager)(nil)
+)
+
+// fixture is one generated manager on its own namespace and schema.
+type fixture[K comparable] struct {
+	m          manager[K]
+	rdb        *redis.Client
+	pool       *pgxpool.Pool
+	ns         string
+	key        func(i int) K // distinct valid keys
+	modTable   string
+	usageTable string
+	opts       []invrt.Option
+	// reopen builds another manager over the same namespace and schema,
+	// with other options.
+	reopen func(opts ...invrt.Option) manager[K]
+}
+
+func stringFixture(t *testing.T, opts ...invrt.Option) *fixture[string] {
+	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
+		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable}
+	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+		return flashsale.New(pool, rdb, opts...)
+	}, opts)
+}
+
+func int64Fixture(t *testing.T, opts ...invrt.Option) *fixture[int64] {
+	f := &fixture[int64]{key: func(i int) int64 { return int64(i)*7919 - 50 },
+		modTable: coupon.ModificationTable, usageTable: coupon.UsageTable}
+	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[int64], error) {
+		return coupon.New(pool, rdb, opts...)
+	}, opts)
+}
+
+func uuidFixture(t *testing.T, opts ...invrt.Option) *fixture[uuid.UUID] {
+	f := &fixture[uuid.UUID]{key: func(i int) uuid.UUID {
+		return uuid.NewHash(sha1.New(), uuid.NameSpaceOID, []byte(fmt.Sprint(i)), 5)
+	}, modTable: giftcard.ModificationTable, usageTable: giftcard.UsageTable}
+	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[uuid.UUID], error) {
+		return giftcard.New(pool, rdb, opts...)
+	}, opts)
+}
+
+func setup[K comparable](t *testing.T, f *fixture[K], open func(*pgxpool.Pool, *redis.Client, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
+	t.Helper()
+	f.rdb = testenv.Redis(t)
+	f.pool = testenv.Pool(t)
+	f.ns = testenv.Namespace(t, f.rdb)
+	f.reopen = func(more ...invrt.Option) manager[K] {
+		all := append([]invrt.Option{invrt.WithNamespace(f.ns)}, more...)
+		m, err := open(f.pool, f.rdb, all...)
+		testenv.Must(t, err, "New")
+		return m
+	}
+	f.m = f.reopen(opts...)
+	testenv.Must(t, f.m.CreateTables(context.Background()), "CreateTables")
+	return f
+}
+
+// eachKey runs a test once per key type, each on a fixture of its own.
+func eachKey(t *testing.T,
+	s func(*testing.T, *fixture[string]),
+	i func(*testing.T, *fixture[int64]),
+	u func(*testing.T, *fixture[uuid.UUID]),
+) {
+	t.Run("string", func(t *testing.T) { s(t, stringFixture(t)) })
+	t.Run("int64", func(t *testing.T) { i(t, int64Fixture(t)) })
+	t.Run("uuid", func(t *testing.T) { u(t, uuidFixture(t)) })
+}
+
+func ctxT(t *testing.T) context.Context { return testenv.Context(t, 2*time.Minute) }
+
+// ledger returns what the SQL ledger says of item, by plain SQL that does
+// not go through the code under test: capacity and available.
+func (f *fixture[K]) ledger(t *testing.T, item K) (capacity, available int64) {
+	t.Helper()
+	capacity = testenv.Sum(t, f.pool, "SELECT COALESCE(SUM(delta),0)::bigint FROM "+f.modTable+" WHERE item_id = $1 AND state = 'committed'", item)
+	used := testenv.Sum(t, f.pool, "SELECT COALESCE(SUM(delta),0)::bigint FROM "+f.usageTable+" WHERE item_id = $1 AND state = 'committed'", item)
+	return capacity, capacity + used
+}
+
+// assertConserved checks I2 for item: Redis available == Σ modifications +
+// Σ committed usage, and returns the stock.
+func (f *fixture[K]) assertConserved(t *testing.T, item K) int64 {
+	t.Helper()
+	got, err := f.m.Get(context.Background(), item)
+	if err != nil {
+		t.Fatalf("Get(%v): %v", item, err)
+	}
+	_, want := f.ledger(t, item)
+	if got != want {
+		t.Fatalf("item %v: Redis has %d available, the ledger says %d", item, got, want)
+	}
+	return got
+}
+
+// snapshot is everything the fixture's namespace and tables hold, to prove
+// that a refused call wrote nothing.
+func (f *fixture[K]) snapshot(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := testenv.Keys(ctx, f.rdb, f.ns)
+	testenv.Must(t, err, "keys")
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		switch typ := f.rdb.Type(ctx, k).Val(); typ {
+		case "hash":
+			m := f.rdb.HGetAll(ctx, k).Val()
+			fields := make([]string, 0, len(m))
+			for fk, fv := range m {
+				fields = append(fields, fk+"="+fv)
+			}
+			sort.Strings(fields)
+			fmt.Fprintf(&b, "%s hash %v\n", k, fields)
+		case "zset":
+			fmt.Fprintf(&b, "%s zset %v\n", k, f.rdb.ZRangeWithScores(ctx, k, 0, -1).Val())
+		default:
+			fmt.Fprintf(&b, "%s %s\n", k, typ)
+		}
+	}
+	for _, tbl := range []string{f.modTable, f.usageTable} {
+		var n, maxID int64
+		testenv.Must(t, f.pool.QueryRow(ctx, "SELECT count(*), COALESCE(max(id),0) FROM "+tbl).Scan(&n, &maxID), "count %s", tbl)
+		fmt.Fprintf(&b, "%s rows=%d max_id=%d\n", tbl, n, maxID)
+	}
+	return b.String()
+}
