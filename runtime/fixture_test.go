@@ -51,13 +51,12 @@ type fixture[K comparable] struct {
 	key        func(i int) K // distinct valid keys
 	modTable   string
 	usageTable string
-	opts       []invrt.Option
 	// reopen builds another manager over the same namespace and schema,
 	// with other options.
 	reopen func(opts ...invrt.Option) manager[K]
 }
 
-func stringFixture(t *testing.T, opts ...invrt.Option) *fixture[string] {
+func stringFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable}
 	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
@@ -65,7 +64,7 @@ func stringFixture(t *testing.T, opts ...invrt.Option) *fixture[string] {
 	}, opts)
 }
 
-func int64Fixture(t *testing.T, opts ...invrt.Option) *fixture[int64] {
+func int64Fixture(t testing.TB, opts ...invrt.Option) *fixture[int64] {
 	f := &fixture[int64]{key: func(i int) int64 { return int64(i)*7919 - 50 },
 		modTable: coupon.ModificationTable, usageTable: coupon.UsageTable}
 	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[int64], error) {
@@ -73,7 +72,7 @@ func int64Fixture(t *testing.T, opts ...invrt.Option) *fixture[int64] {
 	}, opts)
 }
 
-func uuidFixture(t *testing.T, opts ...invrt.Option) *fixture[uuid.UUID] {
+func uuidFixture(t testing.TB, opts ...invrt.Option) *fixture[uuid.UUID] {
 	f := &fixture[uuid.UUID]{key: func(i int) uuid.UUID {
 		return uuid.NewHash(sha1.New(), uuid.NameSpaceOID, []byte(fmt.Sprint(i)), 5)
 	}, modTable: giftcard.ModificationTable, usageTable: giftcard.UsageTable}
@@ -82,7 +81,7 @@ func uuidFixture(t *testing.T, opts ...invrt.Option) *fixture[uuid.UUID] {
 	}, opts)
 }
 
-func setup[K comparable](t *testing.T, f *fixture[K], open func(*pgxpool.Pool, *redis.Client, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
+func setup[K comparable](t testing.TB, f *fixture[K], open func(*pgxpool.Pool, *redis.Client, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
 	t.Helper()
 	f.rdb = testenv.Redis(t)
 	f.pool = testenv.Pool(t)

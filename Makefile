@@ -1,0 +1,39 @@
+# invgen — make targets. `make demo` and `make test` are all a newcomer needs.
+
+GO       ?= go
+SPEC     ?= inventory.yaml
+INVGEN   := $(GO) run ./cmd/invgen
+PKGS     := ./...
+
+.PHONY: all generate check test test-short demo bench lint services help
+
+all: check lint test
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+services: ## start (or install) the Redis and PostgreSQL that tests and the demo use
+	@bash scripts/services.sh
+
+generate: ## regenerate the example packages from the root spec
+	$(INVGEN) generate -f $(SPEC)
+
+check: ## fail if the committed generated code differs from the spec
+	$(INVGEN) check -f $(SPEC)
+
+test: services check ## every test, with the race detector, against real Redis and PostgreSQL
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short: services ## the tests without the race detector (quicker)
+	$(GO) test -count=1 -timeout 10m $(PKGS)
+
+demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against the ledger
+	$(GO) run ./examples/flashsale
+
+bench: services ## Go benchmarks of the hot paths (see README, Performance)
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./runtime | tee bench.out
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)

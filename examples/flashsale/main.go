@@ -1,0 +1,288 @@
+// Command flashsale runs a flash sale against a real Redis and PostgreSQL
+// with the packages invgen generated from the root inventory.yaml, then
+// checks that Redis and the SQL ledger agree to the unit. It exits non-zero
+// on any mismatch.
+//
+//	make demo        # or: go run ./examples/flashsale
+//
+// 20,000 buyers (goroutines) each buy one unit of one hot SKU with its own
+// order id; some retry the same order id as a client would after a timeout,
+// some cancel afterwards (Release). A few other items of each key type
+// (string, int64, uuid) trade alongside.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
+)
+
+func main() {
+	buyers := flag.Int("buyers", 20_000, "concurrent buyers of the hot SKU")
+	stock := flag.Int64("stock", 1_000, "units of the hot SKU")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := run(ctx, *buyers, *stock); err != nil {
+		fmt.Fprintln(os.Stderr, "flashsale:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+const (
+	schema    = "invgen_demo"
+	namespace = "invgen-demo"
+	hot       = "sku-hot"
+)
+
+func run(ctx context.Context, buyers int, stock int64) error {
+	pool, rdb, err := connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	defer rdb.Close()
+
+	// Three generated packages, one per prefix of inventory.yaml.
+	sale, err := flashsale.New(pool, rdb, flashsale.WithNamespace(namespace))
+	if err != nil {
+		return err
+	}
+	coupons, err := coupon.New(pool, rdb, coupon.WithNamespace(namespace))
+	if err != nil {
+		return err
+	}
+	cards, err := giftcard.New(pool, rdb, giftcard.WithNamespace(namespace))
+	if err != nil {
+		return err
+	}
+	for _, create := range []func(context.Context) error{sale.CreateTables, coupons.CreateTables, cards.CreateTables} {
+		if err := create(ctx); err != nil {
+			return err
+		}
+	}
+	if err := sale.Init(ctx, hot, stock); err != nil {
+		return err
+	}
+	cardIDs := []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("card-1")), uuid.NewSHA1(uuid.NameSpaceURL, []byte("card-2"))}
+	for i := range 3 {
+		if err := sale.Init(ctx, "sku-"+strconv.Itoa(i), 50); err != nil {
+			return err
+		}
+		if err := coupons.Init(ctx, int64(1000+i), 200); err != nil {
+			return err
+		}
+	}
+	for _, id := range cardIDs {
+		if err := cards.Init(ctx, id, 25); err != nil {
+			return err
+		}
+	}
+
+	fmt.Printf("invgen flash sale: %d buyers, one unit each, on %q with %d units\n", buyers, hot, stock)
+	var (
+		sold, rejected, retried, released, busy atomic.Int64
+		failures                                atomic.Int64
+		firstErr                                atomic.Value
+		wg                                      sync.WaitGroup
+		start                                   = time.Now()
+	)
+	fail := func(err error) {
+		failures.Add(1)
+		firstErr.CompareAndSwap(nil, err)
+	}
+	for b := range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(b), 2026))
+			order := "order-" + strconv.Itoa(b)
+			r, err := sale.Decr(ctx, hot, 1, order)
+			switch {
+			case err == nil:
+				sold.Add(1)
+			case errors.Is(err, flashsale.ErrInsufficientStock):
+				rejected.Add(1)
+			case errors.Is(err, flashsale.ErrBusy):
+				busy.Add(1)
+			default:
+				fail(err)
+				return
+			}
+			// One buyer in ten did not hear the answer and sends the
+			// order again: it must get the same answer and buy nothing more.
+			if rng.IntN(10) == 0 {
+				r2, err2 := sale.Decr(ctx, hot, 1, order)
+				retried.Add(1)
+				if (err == nil) != (err2 == nil) || err == nil && (!r2.Replayed || r2.Delta != r.Delta) {
+					fail(fmt.Errorf("retry of %s got %+v, %v after %+v, %v", order, r2, err2, r, err))
+				}
+			}
+			// One buyer in twenty cancels: the unit goes back on sale.
+			if err == nil && rng.IntN(20) == 0 {
+				if _, err := sale.Release(ctx, hot, order); err != nil {
+					fail(err)
+					return
+				}
+				released.Add(1)
+			}
+			// Side traffic on the other items and key types.
+			if b%100 == 0 {
+				side(ctx, rng, sale, coupons, cards, cardIDs, order, fail)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	remaining, err := sale.Get(ctx, hot)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  sold       %6d\n  rejected   %6d  (sold out)\n  retried    %6d  (same order id: first answer returned, nothing bought twice)\n"+
+		"  released   %6d  (cancelled; units went back on sale)\n  busy       %6d\n  remaining  %6d\n  time       %v (%.0f purchases/s)\n",
+		sold.Load(), rejected.Load(), retried.Load(), released.Load(), busy.Load(), remaining, elapsed.Round(time.Millisecond),
+		float64(buyers)/elapsed.Seconds())
+	if n := failures.Load(); n > 0 {
+		return fmt.Errorf("%d buyers failed; first: %v", n, firstErr.Load())
+	}
+
+	// The checks: no oversell, and Redis == ledger for every item.
+	var problems []string
+	if net := sold.Load() - released.Load(); net != stock-remaining || remaining < 0 {
+		problems = append(problems, fmt.Sprintf("%d sold - %d released != %d stock - %d remaining", sold.Load(), released.Load(), stock, remaining))
+	}
+	type check struct {
+		name       string
+		get        func() (int64, error)
+		table, mod string
+		id         any
+	}
+	var checks []check
+	for _, id := range []string{hot, "sku-0", "sku-1", "sku-2"} {
+		checks = append(checks, check{"flash_sale/" + id, func() (int64, error) { return sale.Get(ctx, id) }, flashsale.UsageTable, flashsale.ModificationTable, id})
+	}
+	for i := range 3 {
+		id := int64(1000 + i)
+		checks = append(checks, check{"coupon/" + strconv.FormatInt(id, 10), func() (int64, error) { return coupons.Get(ctx, id) }, coupon.UsageTable, coupon.ModificationTable, id})
+	}
+	for _, id := range cardIDs {
+		checks = append(checks, check{"gift_card/" + id.String()[:8], func() (int64, error) { return cards.Get(ctx, id) }, giftcard.UsageTable, giftcard.ModificationTable, id})
+	}
+	for _, c := range checks {
+		inRedis, err := c.get()
+		if err != nil {
+			return err
+		}
+		var inSQL int64
+		err = pool.QueryRow(ctx, `SELECT
+			(SELECT COALESCE(SUM(delta), 0) FROM `+c.mod+` WHERE item_id = $1 AND state = 'committed') +
+			(SELECT COALESCE(SUM(delta), 0) FROM `+c.table+` WHERE item_id = $1 AND state = 'committed')`, c.id).Scan(&inSQL)
+		if err != nil {
+			return err
+		}
+		mark := "ok"
+		if inRedis != inSQL {
+			mark = "MISMATCH"
+			problems = append(problems, fmt.Sprintf("%s: Redis %d, ledger %d", c.name, inRedis, inSQL))
+		}
+		fmt.Printf("  %-22s Redis %5d  ledger %5d  %s\n", c.name, inRedis, inSQL, mark)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("Redis and the ledger disagree: %v", problems)
+	}
+	fmt.Println("Redis and the SQL ledger agree on every item; nothing oversold.")
+	return nil
+}
+
+// side trades on the cold items of every key type.
+func side(ctx context.Context, rng *rand.Rand, sale *flashsale.Manager, coupons *coupon.Manager, cards *giftcard.Manager, cardIDs []uuid.UUID, order string, fail func(error)) {
+	ok := func(err error) {
+		if err != nil && !errors.Is(err, flashsale.ErrInsufficientStock) && !errors.Is(err, flashsale.ErrOverLimit) {
+			fail(err)
+		}
+	}
+	_, err := sale.Decr(ctx, "sku-"+strconv.Itoa(rng.IntN(3)), 1+rng.Int64N(3), order)
+	ok(err)
+	cid := int64(1000 + rng.IntN(3))
+	_, err = coupons.Decr(ctx, cid, 2, order)
+	ok(err)
+	if err == nil && rng.IntN(2) == 0 {
+		_, err = coupons.Incr(ctx, cid, 1, order+"-return")
+		ok(err)
+	}
+	_, err = cards.Decr(ctx, cardIDs[rng.IntN(2)], 1, order)
+	ok(err)
+}
+
+// connect opens the ledger pool in a fresh demo schema and a Redis client,
+// and clears what an earlier run of the demo left.
+func connect(ctx context.Context) (*pgxpool.Pool, *redis.Client, error) {
+	dbURL := env("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	redisURL := env("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+	admin, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, err = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema)
+	admin.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("PostgreSQL at %s: %w (run `make services`)", dbURL, err)
+	}
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	opt.PoolSize = 256
+	rdb := redis.NewClient(opt)
+	if err := clearNamespace(ctx, rdb); err != nil {
+		pool.Close()
+		rdb.Close()
+		return nil, nil, fmt.Errorf("Redis at %s: %w (run `make services`)", redisURL, err)
+	}
+	return pool, rdb, nil
+}
+
+// clearNamespace deletes the demo's own keys, and nothing else.
+func clearNamespace(ctx context.Context, rdb *redis.Client) error {
+	iter := rdb.Scan(ctx, 0, namespace+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if err := rdb.Unlink(ctx, iter.Val()).Err(); err != nil {
+			return err
+		}
+	}
+	return iter.Err()
+}

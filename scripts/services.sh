@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Makes sure the Redis and PostgreSQL that the tests and the demo use are
+# running: starts them when they are not, and installs them from Debian's
+# packages when they are missing. Idempotent; safe to run before every test.
+#
+# Addresses: INVGEN_REDIS_URL and INVGEN_DATABASE_URL (see README). Only
+# servers on this machine's loopback are started or installed; for any other
+# address the script only checks that it answers.
+set -euo pipefail
+
+REDIS_URL=${INVGEN_REDIS_URL:-redis://127.0.0.1:6379/0}
+DATABASE_URL=${INVGEN_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+updated=
+apt_install() {
+  command -v apt-get >/dev/null || die "$* missing and apt-get not found: install $* yourself"
+  if [ -z "$updated" ]; then $SUDO apt-get update -qq; updated=1; fi
+  log "installing $* from Debian's packages"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+local_host() { case "$1" in 127.*|localhost|::1|"[::1]") return 0;; *) return 1;; esac; }
+
+# host and port out of scheme://[user[:pass]@]host:port/...
+url_host() { local r=${1#*://}; r=${r#*@}; r=${r%%/*}; echo "${r%:*}"; }
+url_port() { local r=${1#*://}; r=${r#*@}; r=${r%%/*}; echo "${r##*:}"; }
+
+wait_for() { # what, command...
+  local what=$1; shift
+  for _ in $(seq 1 60); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  die "$what did not come up"
+}
+
+# --- Redis -----------------------------------------------------------------
+rhost=$(url_host "$REDIS_URL"); rport=$(url_port "$REDIS_URL")
+command -v redis-cli >/dev/null || apt_install redis-tools
+if redis-cli -h "$rhost" -p "$rport" ping 2>/dev/null | grep -q PONG; then
+  log "redis at $rhost:$rport is up"
+else
+  local_host "$rhost" || die "redis at $rhost:$rport does not answer"
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting redis-server on $rhost:$rport"
+  redis-server --daemonize yes --bind "$rhost" --port "$rport" --save "" --appendonly no \
+    --logfile /tmp/invgen-redis-"$rport".log --dir /tmp
+  wait_for "redis" redis-cli -h "$rhost" -p "$rport" ping
+fi
+
+# --- PostgreSQL ------------------------------------------------------------
+phost=$(url_host "$DATABASE_URL"); pport=$(url_port "$DATABASE_URL")
+command -v psql >/dev/null || apt_install postgresql-client
+if ! pg_isready -q -h "$phost" -p "$pport" 2>/dev/null; then
+  local_host "$phost" || die "PostgreSQL at $phost:$pport does not answer"
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    apt_install postgresql
+  fi
+  ver=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1, $2}' | grep -q "^$ver main$"; then
+    log "creating PostgreSQL $ver cluster main"
+    $SUDO pg_createcluster "$ver" main --port "$pport" >/dev/null
+  fi
+  log "starting PostgreSQL $ver on port $pport"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main start || $SUDO pg_ctlcluster "$ver" main start
+  wait_for "PostgreSQL" pg_isready -h "$phost" -p "$pport"
+fi
+if ! psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+  # A fresh Debian cluster asks for a password over TCP: give the URL's
+  # user the URL's password, through the local socket as postgres.
+  local_host "$phost" || die "cannot log in to PostgreSQL with INVGEN_DATABASE_URL"
+  user=$(r=${DATABASE_URL#*://}; r=${r%%@*}; echo "${r%%:*}")
+  pass=$(r=${DATABASE_URL#*://}; r=${r%%@*}; echo "${r#*:}")
+  log "setting the password of PostgreSQL role $user"
+  as_postgres=(runuser -u postgres --)
+  [ -n "$SUDO" ] && as_postgres=(sudo -u postgres)
+  "${as_postgres[@]}" psql -qp "$pport" -c "DO \$\$BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$user') THEN CREATE ROLE \"$user\" LOGIN SUPERUSER; END IF;
+    ALTER ROLE \"$user\" PASSWORD '$pass'; END\$\$;"
+  psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null || die "cannot log in to PostgreSQL with INVGEN_DATABASE_URL"
+fi
+log "PostgreSQL at $phost:$pport is up"
