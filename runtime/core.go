@@ -168,7 +168,7 @@ func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
 		case healed:
 			return 0, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
 		}
-		if err := c.Refresh(ctx, id); err != nil {
+		if err := c.heal(ctx, id, item); err != nil {
 			return 0, err
 		}
 	}
@@ -269,7 +269,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if healed {
 				return Result{}, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
 			}
-			if err := c.Refresh(ctx, id); err != nil {
+			if err := c.heal(ctx, id, item); err != nil {
 				return Result{}, err
 			}
 			healed = true

@@ -24,21 +24,20 @@ func (c *Core[K]) Refresh(ctx context.Context, id K) error {
 	if err != nil {
 		return err
 	}
-	t, found, err := c.ledger.Totals(ctx, id)
-	if err != nil {
-		return fmt.Errorf("invgen: refresh %v: %w", id, err)
-	}
-	if !found {
-		return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
-	}
-	return c.refresh(ctx, id, item, t)
+	return c.refresh(ctx, id, item, false)
 }
 
-// refresh runs the fenced load of one item. known holds the ledger's totals
-// read before fencing; they are used when nothing was pending, which saves a
-// query per item in RefreshAll.
-func (c *Core[K]) refresh(ctx context.Context, id K, item string, known Totals[K]) error {
+// heal loads an item that Redis lacks. When many callers find the same
+// item missing at once, one loads it and the others see it loaded.
+func (c *Core[K]) heal(ctx context.Context, id K, item string) error {
+	return c.refresh(ctx, id, item, true)
+}
+
+// refresh runs the fenced load of one item. With onlyMissing it stops as
+// soon as the item is loaded, by itself or by another caller.
+func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing bool) error {
 	k := c.ks.forItem(item)
+	loaded := func() bool { return onlyMissing && c.rdb.HExists(ctx, k.item, "a").Val() }
 	token := newToken()
 	var wait backoff
 	for {
@@ -49,26 +48,40 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, known Totals[K
 		if ok == 1 {
 			break
 		}
+		if loaded() {
+			return nil
+		}
 		if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
 			return fmt.Errorf("%w: item %v of %s is being refreshed", ErrBusy, id, c.prefix)
 		}
 	}
-	err := c.loadFenced(ctx, id, k, token, known)
-	if err != nil {
-		// Lift the fence at once rather than let purchases wait for it to
-		// expire; a fence we no longer hold is left alone.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
-		defer cancel()
-		_ = unfenceScript.Run(uctx, c.rdb, []string{k.item}, token).Err()
+	var err error
+	if !loaded() {
+		err = c.loadFenced(ctx, id, k, token)
+		if err == nil {
+			return nil
+		}
 	}
+	// Lift the fence at once rather than let changes wait for it to
+	// expire; a fence we no longer hold is left alone.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	_ = unfenceScript.Run(uctx, c.rdb, []string{k.item}, token).Err()
 	return err
 }
 
-func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string, t Totals[K]) error {
+// loadFenced loads an item whose fence the caller holds. The ledger is read
+// only once no change of the item is pending: a change that completed
+// before the fence is then in the ledger, and none can start until the
+// fence is lifted.
+func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string) error {
 	fenced := time.Now()
 	settleAfter := fenced.Add(c.opt.fenceTTL / 2)
-	stale := true // t was read before the fence; valid only if nothing was pending
-	var wait backoff
+	var (
+		t     Totals[K]
+		stale = true
+		wait  backoff
+	)
 	for {
 		pending, err := c.pendingOf(ctx, k)
 		if err != nil {
@@ -152,7 +165,7 @@ func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
 		for _, t := range items {
 			item, err := c.codec.Encode(t.Item)
 			if err == nil {
-				err = c.refresh(ctx, t.Item, item, t)
+				err = c.refresh(ctx, t.Item, item, false)
 			}
 			if err != nil {
 				if ctx.Err() != nil {
