@@ -188,12 +188,19 @@ func Diff(dir string, files Files) ([]Drift, error) {
 // start of the generate and check commands.
 func FromSpec(specPath string) (*Model, Files, error) {
 	s, err := Load(specPath)
-	if err != nil {
+	var decodeErrs Errors
+	if err != nil && (s == nil || !errors.As(err, &decodeErrs)) {
 		return nil, nil, err
 	}
 	m, err := NewModel(s)
-	if err != nil {
+	var modelErrs Errors
+	if err != nil && !errors.As(err, &modelErrs) {
 		return nil, nil, err
+	}
+	if len(decodeErrs)+len(modelErrs) > 0 {
+		c := &errs{list: append(decodeErrs, modelErrs...)}
+		c.sort()
+		return nil, nil, c.list
 	}
 	files, err := Generate(m)
 	if err != nil {

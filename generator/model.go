@@ -72,13 +72,14 @@ func NewModel(s *Spec) (*Model, error) {
 	m := &Model{SpecPath: s.Path, Engine: "postgresql", Namespace: DefaultNamespace}
 
 	switch {
+	case s.Version.bad:
 	case !s.Version.Set:
 		c.add(s.docPos, "version is missing (this invgen reads version: 1)")
 	case s.Version.Value != 1:
 		c.add(s.Version.Pos, "unsupported version %d (this invgen reads version: 1)", s.Version.Value)
 	}
 
-	if s.Engine.Set {
+	if s.Engine.given() {
 		switch s.Engine.Value {
 		case "postgresql":
 		case "mysql", "sqlite":
@@ -88,7 +89,7 @@ func NewModel(s *Spec) (*Model, error) {
 		}
 	}
 
-	if s.Namespace.Set {
+	if s.Namespace.given() {
 		if !namespaceRE.MatchString(s.Namespace.Value) {
 			c.add(s.Namespace.Pos, "redis.namespace %q must match %s", s.Namespace.Value, namespaceRE)
 		}
@@ -96,13 +97,13 @@ func NewModel(s *Spec) (*Model, error) {
 	}
 
 	ledger := DefaultLedger
-	if s.Ledger.Set {
+	if s.Ledger.given() {
 		if checkLedger(c, s.Ledger) {
 			ledger = s.Ledger.Value
 		}
 	}
 	shards := DefaultShards
-	if s.Shards.Set {
+	if s.Shards.given() {
 		if checkShards(c, "defaults.shards", s.Shards) {
 			shards = s.Shards.Value
 		}
@@ -110,7 +111,7 @@ func NewModel(s *Spec) (*Model, error) {
 
 	m.OutDir, m.ImportPath = resolveOutput(c, s)
 
-	if len(s.Prefixes) == 0 {
+	if len(s.Prefixes) == 0 && !s.prefixesBad {
 		c.add(s.PrefixesPos, "no prefixes: the spec must list at least one")
 	}
 	byName := map[string]*PrefixSpec{}
@@ -118,10 +119,13 @@ func NewModel(s *Spec) (*Model, error) {
 	for i := range s.Prefixes {
 		ps := &s.Prefixes[i]
 		p := &Prefix{Ledger: ledger, Shards: shards, MaxOpKeyLen: maxOpKeyLen}
-		if !checkPrefixName(c, ps) {
+		nameOK := checkPrefixName(c, ps)
+		p.Name = ps.Name.Value
+		if !nameOK {
+			// Still check the rest of the entry, so one round shows all.
+			checkPrefixFields(c, ps, p)
 			continue
 		}
-		p.Name = ps.Name.Value
 		p.Package = strings.ReplaceAll(p.Name, "_", "")
 		if first, dup := byName[p.Name]; dup {
 			c.add(ps.Name.Pos, "duplicate prefix %q (first at line %d)", p.Name, first.Name.Pos.Line)
@@ -151,51 +155,64 @@ func NewModel(s *Spec) (*Model, error) {
 			}
 		}
 
-		switch {
-		case !ps.Key.Set:
-			c.add(ps.Pos, "prefix %q has no key type (key: string | int64 | uuid)", p.Name)
-		case ps.Key.Value == "string":
-			p.Key, p.MaxKeyLen = "string", DefaultMaxKeyLen
-			p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
-		case ps.Key.Value == "int64":
-			p.Key, p.ItemSQLType = "int64", "bigint"
-		case ps.Key.Value == "uuid":
-			p.Key, p.ItemSQLType = "uuid", "uuid"
-		default:
-			c.add(ps.Key.Pos, "unknown key type %q (known: string, int64, uuid)", ps.Key.Value)
-		}
-		if ps.MaxKeyLen.Set {
-			switch {
-			case ps.Key.Set && ps.Key.Value != "string":
-				c.add(ps.MaxKeyLen.Pos, "max_key_len applies to string keys only, not %s", ps.Key.Value)
-			case ps.MaxKeyLen.Value < 1 || ps.MaxKeyLen.Value > MaxKeyLenLimit:
-				c.add(ps.MaxKeyLen.Pos, "max_key_len %d is out of range 1..%d", ps.MaxKeyLen.Value, MaxKeyLenLimit)
-			default:
-				p.MaxKeyLen = ps.MaxKeyLen.Value
-				p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
-			}
-		}
-		if ps.Ledger.Set && checkLedger(c, ps.Ledger) {
-			p.Ledger = ps.Ledger.Value
-		}
-		if ps.Shards.Set && checkShards(c, "shards", ps.Shards) {
-			p.Shards = ps.Shards.Value
-		}
+		checkPrefixFields(c, ps, p)
 		m.Prefixes = append(m.Prefixes, p)
 	}
 	if err := c.err(); err != nil {
-		sort.SliceStable(c.list, func(i, j int) bool {
-			a, b := c.list[i].Pos, c.list[j].Pos
-			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
-		})
+		c.sort()
 		return nil, err
 	}
 	sort.Slice(m.Prefixes, func(i, j int) bool { return m.Prefixes[i].Name < m.Prefixes[j].Name })
 	return m, nil
 }
 
+// sort orders the errors by position.
+func (c *errs) sort() {
+	sort.SliceStable(c.list, func(i, j int) bool {
+		a, b := c.list[i].Pos, c.list[j].Pos
+		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+	})
+}
+
+// checkPrefixFields checks and copies the key type, max_key_len, ledger and
+// shards of one prefix.
+func checkPrefixFields(c *errs, ps *PrefixSpec, p *Prefix) {
+	switch {
+	case ps.Key.bad:
+	case !ps.Key.Set:
+		c.add(ps.Pos, "prefix %q has no key type (key: string | int64 | uuid)", p.Name)
+	case ps.Key.Value == "string":
+		p.Key, p.MaxKeyLen = "string", DefaultMaxKeyLen
+		p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
+	case ps.Key.Value == "int64":
+		p.Key, p.ItemSQLType = "int64", "bigint"
+	case ps.Key.Value == "uuid":
+		p.Key, p.ItemSQLType = "uuid", "uuid"
+	default:
+		c.add(ps.Key.Pos, "unknown key type %q (known: string, int64, uuid)", ps.Key.Value)
+	}
+	if ps.MaxKeyLen.given() {
+		switch {
+		case ps.Key.given() && ps.Key.Value != "string":
+			c.add(ps.MaxKeyLen.Pos, "max_key_len applies to string keys only, not %s", ps.Key.Value)
+		case ps.MaxKeyLen.Value < 1 || ps.MaxKeyLen.Value > MaxKeyLenLimit:
+			c.add(ps.MaxKeyLen.Pos, "max_key_len %d is out of range 1..%d", ps.MaxKeyLen.Value, MaxKeyLenLimit)
+		default:
+			p.MaxKeyLen = ps.MaxKeyLen.Value
+			p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
+		}
+	}
+	if ps.Ledger.given() && checkLedger(c, ps.Ledger) {
+		p.Ledger = ps.Ledger.Value
+	}
+	if ps.Shards.given() && checkShards(c, "shards", ps.Shards) {
+		p.Shards = ps.Shards.Value
+	}
+}
+
 func checkPrefixName(c *errs, ps *PrefixSpec) bool {
 	switch {
+	case ps.Name.bad:
 	case !ps.Name.Set:
 		c.add(ps.Pos, "prefix has no name")
 	case !nameRE.MatchString(ps.Name.Value):
@@ -233,6 +250,9 @@ func checkShards(c *errs, what string, f Field[int]) bool {
 // resolveOutput checks the output directory and finds its Go import path
 // from the nearest go.mod at or above it.
 func resolveOutput(c *errs, s *Spec) (dir, importPath string) {
+	if s.Output.bad {
+		return "", ""
+	}
 	if !s.Output.Set {
 		c.add(s.docPos, "output is missing (the directory to write packages to, relative to the spec)")
 		return "", ""
@@ -268,10 +288,11 @@ func resolveOutput(c *errs, s *Spec) (dir, importPath string) {
 
 func sortStrings(s []string) { sort.Strings(s) }
 
-// goReserved holds Go keywords and names a package cannot usefully have.
+// goReserved holds Go keywords and names a package cannot usefully have
+// (a package named init cannot be imported under its own name).
 var goReserved = setOf(`break case chan const continue default defer else fallthrough for func go goto if
 import interface map package range return select struct switch type var
-main internal testdata vendor`)
+init main internal testdata vendor`)
 
 // sqlReserved holds PostgreSQL's reserved key words (reserved, and reserved
 // that can be function or type names) and those of SQL:2016 that tools

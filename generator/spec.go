@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ type Spec struct {
 	// it is missing).
 	PrefixesPos Pos
 	docPos      Pos
+	prefixesBad bool // prefixes is not a list (already reported)
 }
 
 // PrefixSpec is one entry of the prefixes list.
@@ -51,7 +53,11 @@ type Field[T any] struct {
 	Value T
 	Pos   Pos
 	Set   bool
+	bad   bool // given, but not of the right type (already reported)
 }
+
+// given reports whether the spec gives a usable value.
+func (f Field[T]) given() bool { return f.Set && !f.bad }
 
 // Error is a problem in a spec, at a position.
 type Error struct {
@@ -99,7 +105,8 @@ func posOf(n *yaml.Node) Pos { return Pos{Line: n.Line, Col: n.Column} }
 
 // Load reads and decodes the spec at path. Unknown fields and values of the
 // wrong type are errors with their position; Load does not validate values
-// (see Validate).
+// (see NewModel). When the YAML itself decodes, Load returns the spec along
+// with such errors, so that NewModel can report the rest at once.
 func Load(path string) (*Spec, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -115,7 +122,30 @@ func Parse(path string, data []byte) (*Spec, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		c.add(yamlErrorPos(err), "%s", yamlErrorMsg(err))
+		if errors.Is(err, io.EOF) {
+			// No document at all: an empty file, or only comments.
+			c.add(Pos{1, 1}, "spec is empty")
+		} else {
+			c.add(yamlErrorPos(err), "%s", yamlErrorMsg(err))
+		}
+		return nil, c.err()
+	}
+	// A second document would be ignored silently; refuse it (an empty
+	// one, as after a trailing "---", is harmless).
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			c.add(yamlErrorPos(err), "%s", yamlErrorMsg(err))
+			return nil, c.err()
+		}
+		if len(extra.Content) == 1 && extra.Content[0].Tag == "!!null" && extra.Content[0].Value == "" {
+			continue
+		}
+		c.add(posOf(&extra), "the spec must be one YAML document; a second one starts here")
 		return nil, c.err()
 	}
 	s := &Spec{Path: path, docPos: Pos{1, 1}}
@@ -124,6 +154,10 @@ func Parse(path string, data []byte) (*Spec, error) {
 		return nil, c.err()
 	}
 	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		c.add(posOf(root), "spec must be a mapping")
+		return nil, c.err()
+	}
 	s.docPos = posOf(root)
 	s.PrefixesPos = s.docPos
 	c.mapping(root, "spec", map[string]func(k, v *yaml.Node){
@@ -145,10 +179,16 @@ func Parse(path string, data []byte) (*Spec, error) {
 			s.PrefixesPos = posOf(k)
 			if v.Kind != yaml.SequenceNode {
 				c.add(posOf(v), "prefixes must be a list")
+				s.prefixesBad = true
 				return
 			}
 			for _, item := range v.Content {
 				p := PrefixSpec{Pos: posOf(item)}
+				if item.Kind != yaml.MappingNode {
+					c.add(posOf(item), "prefix must be a mapping")
+					s.prefixesBad = true
+					continue
+				}
 				c.mapping(item, "prefix", map[string]func(k, v *yaml.Node){
 					"name":        func(_, v *yaml.Node) { c.str(v, "name", &p.Name) },
 					"key":         func(_, v *yaml.Node) { c.str(v, "key", &p.Key) },
@@ -160,10 +200,9 @@ func Parse(path string, data []byte) (*Spec, error) {
 			}
 		},
 	})
-	if err := c.err(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	// The spec is returned with its decoding errors, so that validation can
+	// report its own problems in the same round.
+	return s, c.err()
 }
 
 // mapping walks a mapping node, calling fields[key] for each known key and
@@ -202,6 +241,7 @@ func (c *errs) str(v *yaml.Node, what string, f *Field[string]) {
 	f.Pos, f.Set = posOf(v), true
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
 		c.add(posOf(v), "%s must be a string", what)
+		f.bad = true
 		return
 	}
 	f.Value = v.Value
@@ -211,11 +251,14 @@ func (c *errs) int(v *yaml.Node, what string, f *Field[int]) {
 	f.Pos, f.Set = posOf(v), true
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" {
 		c.add(posOf(v), "%s must be an integer", what)
+		f.bad = true
 		return
 	}
-	n, err := strconv.Atoi(v.Value)
-	if err != nil {
+	// Decode as YAML reads the number (0x10, 0o17, 1_000), not as Atoi would.
+	var n int
+	if err := v.Decode(&n); err != nil {
 		c.add(posOf(v), "%s: %q is not an integer in range", what, v.Value)
+		f.bad = true
 		return
 	}
 	f.Value = n

@@ -39,10 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "init", "generate", "check":
-	case "version":
-		fmt.Fprintf(stdout, "invgen %s (generated code version %d)\n", moduleVersion(), invrt.GenVersion)
-		return exitOK
+	case "init", "generate", "check", "version":
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -53,8 +50,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	fset := flag.NewFlagSet("invgen "+cmd, flag.ContinueOnError)
 	fset.SetOutput(stderr)
-	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
+	var file *string
+	if cmd != "version" {
+		file = fset.String("f", "inventory.yaml", "the spec `FILE`")
+	}
 	fset.Usage = func() {
+		if cmd == "version" {
+			fmt.Fprintf(stderr, "Usage: invgen version\n\n%s\n", commandDoc[cmd])
+			return
+		}
 		fmt.Fprintf(stderr, "Usage: invgen %s [-f FILE]\n\n%s\n\nFlags:\n", cmd, commandDoc[cmd])
 		fset.PrintDefaults()
 	}
@@ -70,6 +74,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	switch cmd {
+	case "version":
+		fmt.Fprintf(stdout, "invgen %s (generated code version %d)\n", moduleVersion(), invrt.GenVersion)
+		return exitOK
 	case "init":
 		return runInit(*file, stdout, stderr)
 	case "generate":
@@ -80,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 var commandDoc = map[string]string{
+	"version":  "Version prints the version of invgen and of the contract between generated code\nand the runtime.",
 	"init":     "Init writes a commented starter spec to FILE. It refuses to overwrite a file.",
 	"generate": "Generate writes, below the spec's output directory, one package per prefix\n(manager.go, schema.sql, query.sql, db/ from sqlc) and sqlc.yaml. Unchanged files\nare not touched. A bad spec writes nothing.",
 	"check":    "Check exits 1 and lists every file that is stale or missing when the disk differs\nfrom what the spec generates. It writes nothing.",
