@@ -210,7 +210,7 @@ func run(ctx context.Context, buyers int, stock int64) error {
 		fmt.Printf("  %-22s Redis %5d  ledger %5d  %s\n", c.name, inRedis, inSQL, mark)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("Redis and the ledger disagree: %v", problems)
+		return fmt.Errorf("the ledger and Redis disagree: %v", problems)
 	}
 	fmt.Println("Redis and the SQL ledger agree on every item; nothing oversold.")
 	return nil
@@ -249,7 +249,7 @@ func connect(ctx context.Context) (*pgxpool.Pool, *redis.Client, error) {
 	_, err = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema)
 	admin.Close()
 	if err != nil {
-		return nil, nil, fmt.Errorf("PostgreSQL at %s: %w (run `make services`)", dbURL, err)
+		return nil, nil, fmt.Errorf("cannot reach PostgreSQL at %s: %w (run `make services`)", dbURL, err)
 	}
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
@@ -271,7 +271,7 @@ func connect(ctx context.Context) (*pgxpool.Pool, *redis.Client, error) {
 	if err := clearNamespace(ctx, rdb); err != nil {
 		pool.Close()
 		rdb.Close()
-		return nil, nil, fmt.Errorf("Redis at %s: %w (run `make services`)", redisURL, err)
+		return nil, nil, fmt.Errorf("cannot reach Redis at %s: %w (run `make services`)", redisURL, err)
 	}
 	return pool, rdb, nil
 }
