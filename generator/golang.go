@@ -85,7 +85,11 @@ func managerMethods(p *Prefix) []method {
 		{"RefreshAll", "RefreshAll refreshes every item of " + p.Name + ", one at a time, and returns how many it loaded.",
 			nil, []jen.Code{jen.Int(), jen.Error()}},
 		{"Reconcile", "Reconcile settles every change whose process died between its Redis step and its\n" +
-			"ledger commit, once its lease has passed.", nil, []jen.Code{rt("ReconcileReport"), jen.Error()}},
+			"ledger commit, once its lease has passed.", nil, []jen.Code{jen.Id("ReconcileReport"), jen.Error()}},
+		{"Audit", "Audit compares every item's Redis stock with the ledger and the journal and reports\n" +
+			"what differs, changing nothing (a dry run of repair).", nil, []jen.Code{jen.Id("AuditReport"), jen.Error()}},
+		{"RunJanitor", "RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx\n" +
+			"is done. Run it in a goroutine of its own.", []param{{"cfg", jen.Id("JanitorConfig")}}, []jen.Code{jen.Error()}},
 	}
 }
 
@@ -176,6 +180,21 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 	f.Comment("Option configures a Manager.")
 	f.Type().Id("Option").Op("=").Add(rt("Option"))
 
+	for _, a := range []struct{ name, doc string }{
+		{"ReconcileReport", "ReconcileReport tells what Reconcile found and did."},
+		{"AuditReport", "AuditReport is what Audit found."},
+		{"Drift", "Drift is an item whose Redis stock differs from the ledger."},
+		{"JanitorConfig", "JanitorConfig configures RunJanitor."},
+		{"JanitorReport", "JanitorReport is the outcome of one janitor round."},
+	} {
+		f.Comment(a.doc)
+		t := rt(a.name)
+		if a.name != "ReconcileReport" {
+			t = t.Types(jen.Id("Key"))
+		}
+		f.Type().Id(a.name).Op("=").Add(t)
+	}
+
 	var errDefs []jen.Code
 	for _, s := range sentinels {
 		errDefs = append(errDefs, jen.Comment(s.name+": "+s.doc), jen.Id(s.name).Op("=").Add(rt(s.name)))
@@ -261,8 +280,9 @@ func emitLedger(f *jen.File, p *Prefix) {
 		jen.Return(dbq("InsertUsageParams").Values(jen.Dict{
 			jen.Id("ItemID"): jen.Id("e").Dot("Item"),
 			jen.Id("Delta"):  jen.Id("e").Dot("Delta"),
-			jen.Id("Kind"):   jen.String().Parens(jen.Id("e").Dot("Kind")),
-			jen.Id("OpKey"):  jen.Id("e").Dot("OpKey"),
+			jen.Id("Kind"):    jen.String().Parens(jen.Id("e").Dot("Kind")),
+			jen.Id("OpKey"):   jen.Id("e").Dot("OpKey"),
+			jen.Id("Attempt"): jen.Id("e").Dot("Attempt"),
 		})))
 
 	fn().Params(recv.Clone()).Id("CreateTables").Params(ctx.Clone()).Error().Block(
@@ -278,18 +298,25 @@ func emitLedger(f *jen.File, p *Prefix) {
 				dbq("InsertModificationParams").Parens(jen.Id("params").Call(jen.Id("e")))))),
 		jen.Return(jen.Id("l").Dot("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e")))))
 
-	fn().Params(recv.Clone()).Id("Void").Params(ctx.Clone(), jen.Id("e").Add(entry)).Params(rt("State"), jen.Int64(), jen.Error()).Block(
+	row := func(r jen.Code) jen.Code {
+		return rt("Row").Values(jen.Dict{
+			jen.Id("State"):   rt("State").Parens(jen.Id("r").Dot("State")),
+			jen.Id("Delta"):   jen.Id("r").Dot("Delta"),
+			jen.Id("Attempt"): jen.Id("r").Dot("Attempt"),
+		})
+	}
+	fn().Params(recv.Clone()).Id("Void").Params(ctx.Clone(), jen.Id("e").Add(entry)).Params(rt("Row"), jen.Error()).Block(
 		jen.If(isMod.Clone()).Block(
 			jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidModification").Call(jen.Id("ctx"),
 				dbq("VoidModificationParams").Parens(jen.Id("params").Call(jen.Id("e")))),
-			jen.Return(rt("State").Parens(jen.Id("r").Dot("State")), jen.Id("r").Dot("Delta"), jen.Err())),
+			jen.Return(row(nil), jen.Err())),
 		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidUsage").Call(jen.Id("ctx"),
 			dbq("VoidUsageParams").Parens(jen.Id("params").Call(jen.Id("e")))),
-		jen.Return(rt("State").Parens(jen.Id("r").Dot("State")), jen.Id("r").Dot("Delta"), jen.Err()))
+		jen.Return(row(nil), jen.Err()))
 
 	lookupArgs := jen.Dict{jen.Id("ItemID"): jen.Id("item"), jen.Id("Kind"): jen.String().Parens(jen.Id("kind")), jen.Id("OpKey"): jen.Id("opKey")}
 	fn().Params(recv.Clone()).Id("Lookup").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("kind").Add(rt("Kind")), jen.Id("opKey").String()).
-		Params(rt("State"), jen.Int64(), jen.Bool(), jen.Error()).Block(
+		Params(rt("Row"), jen.Bool(), jen.Error()).Block(
 		jen.Var().Id("r").Add(dbq("LookupUsageRow")),
 		jen.Var().Err().Error(),
 		jen.If(jen.Id("kind").Dot("Modification").Call()).Block(
@@ -300,8 +327,8 @@ func emitLedger(f *jen.File, p *Prefix) {
 			jen.List(jen.Id("r"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupUsage").Call(jen.Id("ctx"), dbq("LookupUsageParams").Values(lookupArgs)),
 		),
 		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(pgxPath, "ErrNoRows"))).Block(
-			jen.Return(jen.Lit(""), jen.Lit(0), jen.False(), jen.Nil())),
-		jen.Return(rt("State").Parens(jen.Id("r").Dot("State")), jen.Id("r").Dot("Delta"), jen.Err().Op("==").Nil(), jen.Err()))
+			jen.Return(rt("Row").Values(), jen.False(), jen.Nil())),
+		jen.Return(row(nil), jen.Err().Op("==").Nil(), jen.Err()))
 
 	fn().Params(recv.Clone()).Id("Totals").Params(ctx.Clone(), jen.Id("item").Id("Key")).
 		Params(rt("Totals").Types(jen.Id("Key")), jen.Bool(), jen.Error()).Block(

@@ -1,25 +1,18 @@
 package runtime_test
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -245,18 +238,15 @@ func TestManyProcesses(t *testing.T) {
 		if errs[p] != nil {
 			t.Fatal(errs[p])
 		}
-		sc := bufio.NewScanner(&outs[p])
-		for sc.Scan() {
-			if sc.Text() == "" {
-				continue
+		for _, ev := range parseEvents(&outs[p]) {
+			switch ev.kind {
+			case "ok":
+				sold += ev.n
+				ok++
+			case "start", "short":
+			default:
+				t.Fatalf("child %d: %s %s %s", p, ev.kind, ev.op, ev.msg)
 			}
-			var op string
-			var n int64
-			if _, err := fmt.Sscanf(sc.Text(), "ok %s %d", &op, &n); err != nil {
-				t.Fatalf("child %d said %q", p, sc.Text())
-			}
-			sold += n
-			ok++
 		}
 	}
 	if sold != stock {
@@ -268,88 +258,4 @@ func TestManyProcesses(t *testing.T) {
 	if n := sumSQL(t, f, "SELECT count(*) FROM "+f.usageTable+" WHERE state = 'committed'"); n != ok {
 		t.Errorf("ledger holds %d purchases, processes reported %d", n, ok)
 	}
-}
-
-// childBuyer is the body of a buyer process: 16 goroutines share its
-// attempts and print "ok <op key> <units>" for each purchase that succeeded.
-func childBuyer() int {
-	ctx := context.Background()
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
-	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
-	if err != nil {
-		return fail(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = os.Getenv("INVGEN_CHILD_SCHEMA")
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return fail(err)
-	}
-	defer pool.Close()
-	opt, err := redis.ParseURL(testenv.RedisURL())
-	if err != nil {
-		return fail(err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	opts := []flashsale.Option{flashsale.WithNamespace(os.Getenv("INVGEN_CHILD_NS"))}
-	if d, err := time.ParseDuration(os.Getenv("INVGEN_CHILD_LEASE")); err == nil {
-		opts = append(opts, flashsale.WithLease(d))
-	}
-	m, err := flashsale.New(pool, rdb, opts...)
-	if err != nil {
-		return fail(err)
-	}
-	id := os.Getenv("INVGEN_CHILD_ID")
-	stream := os.Getenv("INVGEN_CHILD_STREAM") != ""
-	attempts, err := strconv.Atoi(os.Getenv("INVGEN_CHILD_ATTEMPTS"))
-	if err != nil {
-		return fail(fmt.Errorf("INVGEN_CHILD_ATTEMPTS: %w", err))
-	}
-	var (
-		next  atomic.Int64
-		mu    sync.Mutex
-		lines []string
-		bad   atomic.Value
-		wg    sync.WaitGroup
-	)
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for {
-				i := next.Add(1)
-				if i > int64(attempts) {
-					return
-				}
-				op := "p" + id + "-" + strconv.FormatInt(i, 10)
-				n := int64(1 + rng.IntN(3))
-				r, err := m.Decr(ctx, "hot", n, op)
-				switch {
-				case err == nil:
-					line := fmt.Sprintf("ok %s %d", op, -r.Delta)
-					mu.Lock()
-					if stream {
-						// Told at once, so a kill loses no report.
-						fmt.Println(line)
-					} else {
-						lines = append(lines, line)
-					}
-					mu.Unlock()
-				case errors.Is(err, invrt.ErrInsufficientStock):
-					// Sold-out tail: some 1-unit attempts still fit.
-				default:
-					bad.Store(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := bad.Load().(error); err != nil {
-		return fail(err)
-	}
-	if len(lines) > 0 {
-		fmt.Println(strings.Join(lines, "\n"))
-	}
-	return 0
 }

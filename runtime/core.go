@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"crypto/rand"
+	mrand "math/rand/v2"
 	"errors"
 	"fmt"
 	"strconv"
@@ -229,6 +230,8 @@ type reserveReply struct {
 	delta     int64
 	state     string
 	reject    int64
+	expired   bool  // a pending duplicate whose lease has passed
+	attempt   int64 // the reservation's attempt id (duplicates: the first one's)
 }
 
 // change runs one change through reserve.lua and then the ledger. arg is
@@ -256,8 +259,15 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		}
 		switch r.code {
 		case codeReserved:
-			return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey}, k, opRec, r.available)
+			return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, true)
 		case codeDuplicate:
+			if r.state == opPending && r.expired {
+				// A retry of an op whose process died between Redis and the
+				// ledger: its units are reserved, so complete it. The unique
+				// key decides between this insert, a late one of the dead
+				// attempt and a void row of Reconcile.
+				return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, false)
+			}
 			if r.state == opPending {
 				if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
 					return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
@@ -292,12 +302,13 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 }
 
 func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey string) (reserveReply, error) {
+	attempt := mrand.Int64N(1<<62) + 1
 	v, err := reserveScript.Run(ctx, c.rdb, keys,
-		string(kind), arg, c.leaseMS, c.rejectTTLMS, item, opKey, MaxQuantity).Slice()
+		string(kind), arg, c.leaseMS, c.rejectTTLMS, item, opKey, MaxQuantity, attempt).Slice()
 	if err != nil {
 		return reserveReply{}, err
 	}
-	if len(v) != 5 {
+	if len(v) != 7 {
 		return reserveReply{}, fmt.Errorf("reserve.lua: unexpected reply %v", v)
 	}
 	r := reserveReply{}
@@ -306,6 +317,11 @@ func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, it
 	r.delta, _ = v[2].(int64)
 	r.state, _ = v[3].(string)
 	r.reject, _ = v[4].(int64)
+	exp, _ := v[5].(int64)
+	r.expired = exp == 1
+	if a, ok := v[6].(string); ok {
+		r.attempt, _ = strconv.ParseInt(a, 10, 64)
+	}
 	return r, nil
 }
 
@@ -336,65 +352,115 @@ func (c *Core[K]) replay(id K, r reserveReply) (Result, error) {
 }
 
 // record writes the ledger row of a reserved change and settles its
-// journal entry.
-func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64) (Result, error) {
+// journal entry. owner is false when a retry completes the change of an
+// attempt whose lease has passed: only the owner may undo a reservation
+// outright, because only it knows that no one else is writing its row.
+func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
 	err := c.ledger.Insert(ctx, e)
 	if err == nil {
 		// The row is committed: the change happened. Should the commit
 		// step fail, the entry stays journaled and Reconcile confirms it.
-		_ = commitScript.Run(ctx, c.rdb, []string{opRec, k.journal}, c.opTTLMS).Err()
+		c.commit(ctx, e.Item, k, opRec)
 		return Result{Available: available, Delta: e.Delta}, nil
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
+	var (
+		o    outcome
+		serr error
+	)
 	switch {
 	case isUniqueViolation(err):
-		// The op key is in the ledger already: a retry whose first record
-		// Redis lost (expired or restarted), or a late commit of a voided op.
-		state, delta, found, lerr := c.ledger.Lookup(sctx, e.Item, e.Kind, e.OpKey)
-		if lerr != nil || !found {
+		// The op key has a row already: a late insert of this very
+		// reservation by a retry or the dead owner, a void row of
+		// Reconcile, or an earlier use of the op key whose record Redis
+		// has lost (expired or restarted).
+		row, found, lerr := c.ledger.Lookup(sctx, e.Item, e.Kind, e.OpKey)
+		if lerr == nil && !found {
+			lerr = errors.New("the row that made the insert fail is gone")
+		}
+		if lerr != nil {
 			return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, lerr))
 		}
-		if state == StateCommitted {
-			if aerr := c.abort(sctx, k, opRec, "committed"); aerr != nil {
-				return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, aerr)
-			}
-			cur, _ := c.rdb.HGet(sctx, k.item, "a").Int64()
-			return Result{Available: cur, Delta: delta, Replayed: true}, nil
-		}
-		if aerr := c.abort(sctx, k, opRec, "void"); aerr != nil {
-			return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, aerr)
-		}
-		return Result{}, fmt.Errorf("%w: %s %v", ErrVoided, e.Kind, e.Item)
+		o, serr = c.resolve(sctx, e, row, k, opRec)
+	case definitelyNotWritten(err) && !owner:
+		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
 	case definitelyNotWritten(err):
-		if aerr := c.abort(sctx, k, opRec, "forget"); aerr != nil {
+		prev, aerr := abortScript.Run(sctx, c.rdb, []string{k.item, opRec, k.journal}, "forget", c.opTTLMS).Text()
+		if aerr != nil {
 			return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, err, aerr)
 		}
-		return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, err)
+		if prev != "x" {
+			return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, err)
+		}
+		// The lease passed while the insert failed: settle it.
+		o, serr = c.settle(sctx, e, k, opRec)
+	default:
+		// The insert may or may not have committed. Settle it now: a void
+		// row either goes in (and the change is undone) or finds the
+		// committed row.
+		o, serr = c.settle(sctx, e, k, opRec)
 	}
-	// The insert may or may not have committed. Settle it now: a void row
-	// either goes in (and the change is undone) or finds the committed row.
-	state, err2 := c.settle(sctx, e, k, opRec)
-	switch {
-	case err2 != nil:
-		return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, err2))
-	case state == StateCommitted:
+	if serr != nil {
+		return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, serr))
+	}
+	switch o.kind {
+	case ours:
 		return Result{Available: available, Delta: e.Delta}, nil
+	case earlier:
+		cur, _ := c.rdb.HGet(sctx, k.item, "a").Int64()
+		return Result{Available: cur, Delta: o.row.Delta, Replayed: true}, nil
 	}
-	return Result{}, fmt.Errorf("%w: %s %v: ledger write failed: %w", ErrVoided, e.Kind, e.Item, err)
+	return Result{}, fmt.Errorf("%w: %s %v: %w", ErrVoided, e.Kind, e.Item, err)
 }
 
+// outcome is how the ledger decided a pending change.
+type outcome struct {
+	kind int // ours, earlier or voided
+	row  Row
+}
+
+const (
+	ours    = iota // the committed row is this reservation's: the change happened
+	earlier        // the committed row is of an earlier use of the op key: this reservation was a duplicate
+	voided         // a void row: the change did not happen
+)
+
 // settle decides a pending change by the ledger: it writes a void row for
-// it unless a row exists, then commits or aborts the op record to match.
-func (c *Core[K]) settle(ctx context.Context, e Entry[K], k itemKeys, opRec string) (State, error) {
-	state, _, err := c.ledger.Void(ctx, e)
+// it unless a row exists, then commits or undoes the reservation to match.
+func (c *Core[K]) settle(ctx context.Context, e Entry[K], k itemKeys, opRec string) (outcome, error) {
+	row, err := c.ledger.Void(ctx, e)
 	if err != nil {
-		return "", err
+		return outcome{}, err
 	}
-	if state == StateCommitted {
-		return state, commitScript.Run(ctx, c.rdb, []string{opRec, k.journal}, c.opTTLMS).Err()
+	return c.resolve(ctx, e, row, k, opRec)
+}
+
+// resolve makes Redis agree with the ledger row of a pending change.
+func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, opRec string) (outcome, error) {
+	switch {
+	case row.State == StateCommitted && row.Attempt == e.Attempt:
+		return outcome{ours, row}, c.commit(ctx, e.Item, k, opRec)
+	case row.State == StateCommitted:
+		// Give back what this reservation took; the first use stands.
+		return outcome{earlier, row}, c.abort(ctx, k, opRec, "committed")
 	}
-	return state, c.abort(ctx, k, opRec, "void")
+	return outcome{voided, row}, c.abort(ctx, k, opRec, "void")
+}
+
+// commit runs commit.lua for a change whose ledger row is committed. When
+// the op record is gone, Redis lost its data between the change's two steps
+// (a restart or failover) and may have been rebuilt without the change: the
+// item is refreshed from the ledger, which now holds it.
+func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string) error {
+	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal}, c.opTTLMS).Text()
+	if err != nil {
+		return err
+	}
+	if prev == "" {
+		return c.Refresh(ctx, id)
+	}
+	return nil
 }
 
 func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string) error {
@@ -404,28 +470,28 @@ func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string) err
 // releaseFromLedger answers a release whose purchase Redis has forgotten.
 // It returns the units to release, or a final result when there are none.
 func (c *Core[K]) releaseFromLedger(ctx context.Context, id K, k itemKeys, opKey string) (Result, int64, error) {
-	state, delta, found, err := c.ledger.Lookup(ctx, id, KindRelease, opKey)
+	row, found, err := c.ledger.Lookup(ctx, id, KindRelease, opKey)
 	if err != nil {
 		return Result{}, 0, fmt.Errorf("invgen: release %v: %w", id, err)
 	}
 	if found {
-		if state != StateCommitted {
+		if row.State != StateCommitted {
 			return Result{}, 0, fmt.Errorf("%w: release %v", ErrVoided, id)
 		}
 		cur, err := c.rdb.HGet(ctx, k.item, "a").Int64()
 		if err != nil {
 			return Result{}, 0, fmt.Errorf("invgen: release %v: %w", id, err)
 		}
-		return Result{Available: cur, Delta: delta, Replayed: true}, 0, nil
+		return Result{Available: cur, Delta: row.Delta, Replayed: true}, 0, nil
 	}
-	state, delta, found, err = c.ledger.Lookup(ctx, id, KindDecr, opKey)
+	row, found, err = c.ledger.Lookup(ctx, id, KindDecr, opKey)
 	switch {
 	case err != nil:
 		return Result{}, 0, fmt.Errorf("invgen: release %v: %w", id, err)
-	case !found || state != StateCommitted || delta >= 0:
+	case !found || row.State != StateCommitted || row.Delta >= 0:
 		return Result{}, 0, fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
 	}
-	return Result{}, -delta, nil
+	return Result{}, -row.Delta, nil
 }
 
 // backoff sleeps between retries of a busy operation: 1ms doubling to 50ms,

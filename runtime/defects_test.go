@@ -4,17 +4,12 @@ package runtime_test
 // section 7): each would have failed against it.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,59 +85,8 @@ func TestDefectLedgerFailureReleases(t *testing.T) {
 }
 
 // A process killed between the Redis decrement and the SQL commit lost
-// stock silently. Here buyer processes are killed mid-traffic, again and
-// again; after Reconcile the ledger and Redis agree exactly, and every
-// purchase a buyer was told of is in the ledger.
-func TestDefectCrashMidPurchase(t *testing.T) {
-	const kills = 5
-	f := stringFixture(t)
-	ctx := ctxT(t)
-	testenv.Must(t, f.m.Init(ctx, "hot", 100_000), "Init")
-	exe, err := os.Executable()
-	testenv.Must(t, err, "executable")
-	told := map[string]bool{}
-	for k := range kills {
-		cmd := exec.CommandContext(ctx, exe)
-		cmd.Env = append(os.Environ(), "INVGEN_CHILD=buyer",
-			"INVGEN_CHILD_NS="+f.ns, "INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool),
-			fmt.Sprintf("INVGEN_CHILD_ID=k%d", k), "INVGEN_CHILD_ATTEMPTS=1000000000",
-			"INVGEN_CHILD_LEASE=300ms", "INVGEN_CHILD_STREAM=1")
-		out, err := cmd.StdoutPipe()
-		testenv.Must(t, err, "pipe")
-		testenv.Must(t, cmd.Start(), "start")
-		// Let it buy, then kill it without warning.
-		var lines bytes.Buffer
-		done := make(chan struct{})
-		go func() { defer close(done); lines.ReadFrom(out) }()
-		time.Sleep(time.Duration(150+50*k) * time.Millisecond)
-		testenv.Must(t, cmd.Process.Signal(syscall.SIGKILL), "kill")
-		<-done
-		cmd.Wait()
-		sc := bufio.NewScanner(&lines)
-		for sc.Scan() {
-			if op, ok := strings.CutPrefix(sc.Text(), "ok "); ok {
-				if i := strings.IndexByte(op, ' '); i > 0 {
-					told[op[:i]] = true
-				}
-			}
-		}
-	}
-	if len(told) == 0 {
-		t.Fatal("the buyers reported no purchase before they were killed")
-	}
-	// Leases of the dead buyers' in-flight purchases pass; Reconcile settles them.
-	time.Sleep(400 * time.Millisecond)
-	rep, err := f.m.Reconcile(ctx)
-	testenv.Must(t, err, "Reconcile")
-	f.assertConserved(t, "hot")
-	for op := range told {
-		n := sumSQL(t, f, "SELECT count(*) FROM "+f.usageTable+" WHERE op_key = $1 AND state = 'committed'", op)
-		if n != 1 {
-			t.Fatalf("purchase %s was reported to its buyer but the ledger holds %d rows of it", op, n)
-		}
-	}
-	t.Logf("%d kills, %d purchases reported, reconcile: %+v", kills, len(told), rep)
-}
+// stock silently: see TestChaosKill, which kills buyer processes with
+// SIGKILL again and again.
 
 // usage_incr returned any amount, even units never taken.
 func TestDefectIncrBeyondSold(t *testing.T) {

@@ -34,6 +34,8 @@ type manager[K any] interface {
 	Refresh(ctx context.Context, id K) error
 	RefreshAll(ctx context.Context) (int, error)
 	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
+	Audit(ctx context.Context) (invrt.AuditReport[K], error)
+	RunJanitor(ctx context.Context, cfg invrt.JanitorConfig[K]) error
 }
 
 var (
@@ -64,6 +66,15 @@ func stringFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	}, opts)
 }
 
+// stringFixtureOn is stringFixture on a Redis of the test's own.
+func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fixture[string] {
+	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
+		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, rdb: rdb}
+	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+		return flashsale.New(pool, rdb, opts...)
+	}, opts)
+}
+
 func int64Fixture(t testing.TB, opts ...invrt.Option) *fixture[int64] {
 	f := &fixture[int64]{key: func(i int) int64 { return int64(i)*7919 - 50 },
 		modTable: coupon.ModificationTable, usageTable: coupon.UsageTable}
@@ -83,7 +94,9 @@ func uuidFixture(t testing.TB, opts ...invrt.Option) *fixture[uuid.UUID] {
 
 func setup[K comparable](t testing.TB, f *fixture[K], open func(*pgxpool.Pool, *redis.Client, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
 	t.Helper()
-	f.rdb = testenv.Redis(t)
+	if f.rdb == nil {
+		f.rdb = testenv.Redis(t)
+	}
 	f.pool = testenv.Pool(t)
 	f.ns = testenv.Namespace(t, f.rdb)
 	f.reopen = func(more ...invrt.Option) manager[K] {

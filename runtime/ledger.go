@@ -34,6 +34,16 @@ type Entry[K any] struct {
 	Kind  Kind
 	Delta int64
 	OpKey string
+	// Attempt identifies the Redis reservation the row belongs to (0 for
+	// Init), so that a row of an earlier use of the op key is told apart.
+	Attempt int64
+}
+
+// Row is what the ledger holds for one op key.
+type Row struct {
+	State   State
+	Delta   int64
+	Attempt int64
 }
 
 // Totals is an item's stock as the ledger computes it.
@@ -58,12 +68,11 @@ type Ledger[K any] interface {
 	// and op key makes it fail with a unique violation.
 	Insert(ctx context.Context, e Entry[K]) error
 	// Void writes e as a void row unless a row with its item, kind and op
-	// key exists, and returns the state and delta of the row that exists
-	// afterwards.
-	Void(ctx context.Context, e Entry[K]) (State, int64, error)
+	// key exists, and returns the row that exists afterwards.
+	Void(ctx context.Context, e Entry[K]) (Row, error)
 	// Lookup returns the row of item, kind and op key; found is false when
 	// there is none.
-	Lookup(ctx context.Context, item K, kind Kind, opKey string) (state State, delta int64, found bool, err error)
+	Lookup(ctx context.Context, item K, kind Kind, opKey string) (row Row, found bool, err error)
 	// Totals returns the stock of one item; found is false when the item
 	// was never initialized.
 	Totals(ctx context.Context, item K) (t Totals[K], found bool, err error)

@@ -93,7 +93,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 				// Changes that outlive half the fence are settled now: a
 				// void row makes their late commit fail harmlessly.
 				for _, member := range pending {
-					if _, err := c.settleMember(ctx, member); err != nil {
+					if _, _, err := c.settleMember(ctx, member); err != nil {
 						return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
 					}
 				}
@@ -214,15 +214,18 @@ func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			return rep, fmt.Errorf("invgen: reconcile %s: %w", c.prefix, err)
 		}
 		for _, m := range members {
-			o, err := c.settleMember(ctx, m)
+			o, settled, err := c.settleMember(ctx, m)
 			if err != nil {
 				return rep, fmt.Errorf("invgen: reconcile %s: %s: %w", c.prefix, m, err)
 			}
+			if !settled {
+				continue
+			}
 			rep.Seen++
-			switch o.state {
-			case StateCommitted:
+			switch o.kind {
+			case ours:
 				rep.Confirmed++
-			case StateVoid:
+			default:
 				rep.Voided++
 				rep.Units += max(o.delta, -o.delta)
 			}
@@ -231,36 +234,43 @@ func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	return rep, nil
 }
 
-type settled struct {
-	state State
+// settledEntry is how settleMember decided a journal entry.
+type settledEntry struct {
+	kind  int // ours (confirmed), earlier or voided
 	delta int64
 }
 
-// settleMember settles the journal entry whose op record key is member.
-func (c *Core[K]) settleMember(ctx context.Context, member string) (settled, error) {
-	rec, err := c.rdb.HMGet(ctx, member, "s", "k", "d", "i", "o").Result()
+// settleMember settles the journal entry whose op record key is member. It
+// reports false when there was nothing to settle.
+func (c *Core[K]) settleMember(ctx context.Context, member string) (settledEntry, bool, error) {
+	rec, err := c.rdb.HMGet(ctx, member, "s", "k", "d", "i", "o", "n").Result()
 	if err != nil {
-		return settled{}, err
+		return settledEntry{}, false, err
 	}
 	s, _ := rec[0].(string)
 	kind, _ := rec[1].(string)
 	ds, _ := rec[2].(string)
 	item, _ := rec[3].(string)
 	opKey, _ := rec[4].(string)
+	as, _ := rec[5].(string)
 	if s != opPending {
 		// Committed or undone meanwhile, or the record is gone: only the
 		// journal entry is left to drop.
-		return settled{}, c.rdb.ZRem(ctx, journalOf(member), member).Err()
+		return settledEntry{}, false, c.rdb.ZRem(ctx, journalOf(member), member).Err()
 	}
 	id, err := c.codec.Decode(item)
 	if err != nil {
-		return settled{}, fmt.Errorf("op record item %q: %w", item, err)
+		return settledEntry{}, false, fmt.Errorf("op record item %q: %w", item, err)
 	}
 	delta, err := strconv.ParseInt(ds, 10, 64)
 	if err != nil {
-		return settled{}, fmt.Errorf("op record delta %q: %w", ds, err)
+		return settledEntry{}, false, fmt.Errorf("op record delta %q: %w", ds, err)
 	}
-	e := Entry[K]{Item: id, Kind: Kind(kind), Delta: delta, OpKey: opKey}
-	state, err := c.settle(ctx, e, c.ks.forItem(item), member)
-	return settled{state: state, delta: delta}, err
+	attempt, err := strconv.ParseInt(as, 10, 64)
+	if err != nil {
+		return settledEntry{}, false, fmt.Errorf("op record attempt %q: %w", as, err)
+	}
+	e := Entry[K]{Item: id, Kind: Kind(kind), Delta: delta, OpKey: opKey, Attempt: attempt}
+	o, err := c.settle(ctx, e, c.ks.forItem(item), member)
+	return settledEntry{kind: o.kind, delta: delta}, err == nil, err
 }

@@ -13,6 +13,7 @@ if s ~= 'p' then
   return s or ''
 end
 redis.call('HSET', KEYS[1], 's', 'c')
+redis.call('HDEL', KEYS[1], 'l')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
 return 'p'

@@ -6,7 +6,8 @@
 --
 -- KEYS[1]  item hash      a = available, c = capacity, f = fence deadline (ms), t = fence token
 -- KEYS[2]  op record      s = state (p pending, c committed, r rejected, v void), k = kind,
---                         d = delta, a = available after, r = reject code, i = item, o = op key
+--                         d = delta, a = available after, r = reject code, i = item, o = op key,
+--                         l = lease deadline (ms) while pending, n = attempt id
 -- KEYS[3]  shard journal  zset: op record key -> lease deadline (ms, Redis clock)
 -- KEYS[4]  release only: op record of the purchase being released
 -- ARGV[1]  kind: decr | incr | release | adjust
@@ -16,8 +17,9 @@
 -- ARGV[4]  time to keep a rejected outcome (ms)
 -- ARGV[5]  item, ARGV[6] op key (stored so reconcile can find the ledger row)
 -- ARGV[7]  largest quantity an item may hold
+-- ARGV[8]  attempt id of this reservation (random, written to its ledger row)
 --
--- Reply: {code, available, delta, state, reject code}
+-- Reply: {code, available, delta, state, reject code, lease expired (1/0), attempt id}
 --   code 0 reserved, 1 duplicate (fields describe the first outcome),
 --   2 insufficient stock, 3 item not loaded, 4 fenced or in progress,
 --   5 over the limit, 6 purchase unknown to Redis (release: ask the ledger),
@@ -25,19 +27,22 @@
 
 local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING = 0, 1, 2, 3, 4, 5, 6, 7
 
-local op = redis.call('HMGET', KEYS[2], 's', 'a', 'd', 'r')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local op = redis.call('HMGET', KEYS[2], 's', 'a', 'd', 'r', 'l', 'n')
 if op[1] then
-  return {DUPLICATE, tonumber(op[2]) or 0, tonumber(op[3]) or 0, op[1], tonumber(op[4]) or 0}
+  local expired = 0
+  if op[1] == 'p' and tonumber(op[5] or '0') <= now then expired = 1 end
+  return {DUPLICATE, tonumber(op[2]) or 0, tonumber(op[3]) or 0, op[1], tonumber(op[4]) or 0, expired, op[6] or '0'}
 end
 
 local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f')
 if not item[1] then
-  return {MISSING, 0, 0, '', 0}
+  return {MISSING, 0, 0, '', 0, 0, '0'}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if item[3] and tonumber(item[3]) > now then
-  return {BUSY, 0, 0, '', 0}
+  return {BUSY, 0, 0, '', 0, 0, '0'}
 end
 
 local avail, cap, maxq = tonumber(item[1]), tonumber(item[2]), tonumber(ARGV[7])
@@ -46,7 +51,7 @@ local kind = ARGV[1]
 local function reject(code)
   redis.call('HSET', KEYS[2], 's', 'r', 'r', code, 'a', avail, 'd', 0, 'k', kind)
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  return {code, avail, 0, 'r', code}
+  return {code, avail, 0, 'r', code, 0, '0'}
 end
 
 local delta, dcap = 0, 0
@@ -65,8 +70,8 @@ elseif kind == 'release' then
   local taken = ARGV[2]
   if taken == '' then
     local p = redis.call('HMGET', KEYS[4], 's', 'd')
-    if not p[1] then return {UNKNOWN, avail, 0, '', 0} end
-    if p[1] == 'p' then return {BUSY, avail, 0, '', 0} end
+    if not p[1] then return {UNKNOWN, avail, 0, '', 0, 0, '0'} end
+    if p[1] == 'p' then return {BUSY, avail, 0, '', 0, 0, '0'} end
     if p[1] ~= 'c' then return reject(NOTHING) end
     taken = -tonumber(p[2])
   end
@@ -79,6 +84,6 @@ end
 redis.call('HINCRBY', KEYS[1], 'a', delta)
 if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
 local lease = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[2], 's', 'p', 'k', kind, 'd', delta, 'a', avail + delta, 'i', ARGV[5], 'o', ARGV[6])
+redis.call('HSET', KEYS[2], 's', 'p', 'k', kind, 'd', delta, 'a', avail + delta, 'i', ARGV[5], 'o', ARGV[6], 'l', lease, 'n', ARGV[8])
 redis.call('ZADD', KEYS[3], lease, KEYS[2])
-return {RESERVED, avail + delta, delta, 'p', 0}
+return {RESERVED, avail + delta, delta, 'p', 0, 0, ARGV[8]}

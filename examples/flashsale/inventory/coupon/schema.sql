@@ -4,7 +4,9 @@
 --   Σ delta of its committed modifications (capacity)
 -- + Σ delta of its committed usage.
 -- A void row records an operation that did not happen, so that a late
--- commit of the same op key fails on the unique key.
+-- commit of the same op key fails on the unique key. attempt identifies the
+-- Redis reservation that wrote the row, so that a retry can tell its own
+-- row from one of an earlier use of the op key.
 
 -- Init (the first stock) and operators' adjustments of capacity.
 CREATE TABLE IF NOT EXISTS coupon_inventory_modification_record (
@@ -14,6 +16,7 @@ CREATE TABLE IF NOT EXISTS coupon_inventory_modification_record (
     kind       text         NOT NULL CHECK (kind IN ('init', 'adjust')),
     op_key     varchar(128) NOT NULL,
     state      text         NOT NULL DEFAULT 'committed' CHECK (state IN ('committed', 'void')),
+    attempt    bigint       NOT NULL DEFAULT 0,
     created_at timestamptz  NOT NULL DEFAULT now(),
     CONSTRAINT coupon_modification_op_key UNIQUE (item_id, kind, op_key)
 );
@@ -27,6 +30,7 @@ CREATE TABLE IF NOT EXISTS coupon_inventory_usage_record (
     kind       text         NOT NULL CHECK (kind IN ('decr', 'incr', 'release')),
     op_key     varchar(128) NOT NULL,
     state      text         NOT NULL DEFAULT 'committed' CHECK (state IN ('committed', 'void')),
+    attempt    bigint       NOT NULL DEFAULT 0,
     created_at timestamptz  NOT NULL DEFAULT now(),
     CONSTRAINT coupon_usage_op_key UNIQUE (item_id, kind, op_key)
 );

@@ -14,6 +14,7 @@ type GiftCardInventoryModificationRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }
 
@@ -24,5 +25,6 @@ type GiftCardInventoryUsageRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }

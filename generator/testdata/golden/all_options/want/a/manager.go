@@ -47,6 +47,21 @@ type Result = invrt.Result
 // Option configures a Manager.
 type Option = invrt.Option
 
+// ReconcileReport tells what Reconcile found and did.
+type ReconcileReport = invrt.ReconcileReport
+
+// AuditReport is what Audit found.
+type AuditReport = invrt.AuditReport[Key]
+
+// Drift is an item whose Redis stock differs from the ledger.
+type Drift = invrt.Drift[Key]
+
+// JanitorConfig configures RunJanitor.
+type JanitorConfig = invrt.JanitorConfig[Key]
+
+// JanitorReport is the outcome of one janitor round.
+type JanitorReport = invrt.JanitorReport[Key]
+
 // Errors, checked with errors.Is. They are the runtime's sentinels.
 var (
 	// ErrNotFound: the item (or the purchase to release) does not exist.
@@ -196,8 +211,20 @@ func (m *Manager) RefreshAll(ctx context.Context) (int, error) {
 
 // Reconcile settles every change whose process died between its Redis step and its
 // ledger commit, once its lease has passed.
-func (m *Manager) Reconcile(ctx context.Context) (invrt.ReconcileReport, error) {
+func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	return m.core.Reconcile(ctx)
+}
+
+// Audit compares every item's Redis stock with the ledger and the journal and reports
+// what differs, changing nothing (a dry run of repair).
+func (m *Manager) Audit(ctx context.Context) (AuditReport, error) {
+	return m.core.Audit(ctx)
+}
+
+// RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx
+// is done. Run it in a goroutine of its own.
+func (m *Manager) RunJanitor(ctx context.Context, cfg JanitorConfig) error {
+	return m.core.RunJanitor(ctx, cfg)
 }
 
 // ledger implements invrt.Ledger with the sqlc queries of a.
@@ -210,10 +237,11 @@ var _ invrt.Ledger[Key] = ledger{}
 
 func params(e invrt.Entry[Key]) db.InsertUsageParams {
 	return db.InsertUsageParams{
-		Delta:  e.Delta,
-		ItemID: e.Item,
-		Kind:   string(e.Kind),
-		OpKey:  e.OpKey,
+		Attempt: e.Attempt,
+		Delta:   e.Delta,
+		ItemID:  e.Item,
+		Kind:    string(e.Kind),
+		OpKey:   e.OpKey,
 	}
 }
 
@@ -233,16 +261,24 @@ func (l ledger) Insert(ctx context.Context, e invrt.Entry[Key]) error {
 	return l.q.InsertUsage(ctx, params(e))
 }
 
-func (l ledger) Void(ctx context.Context, e invrt.Entry[Key]) (invrt.State, int64, error) {
+func (l ledger) Void(ctx context.Context, e invrt.Entry[Key]) (invrt.Row, error) {
 	if e.Kind.Modification() {
 		r, err := l.q.VoidModification(ctx, db.VoidModificationParams(params(e)))
-		return invrt.State(r.State), r.Delta, err
+		return invrt.Row{
+			Attempt: r.Attempt,
+			Delta:   r.Delta,
+			State:   invrt.State(r.State),
+		}, err
 	}
 	r, err := l.q.VoidUsage(ctx, db.VoidUsageParams(params(e)))
-	return invrt.State(r.State), r.Delta, err
+	return invrt.Row{
+		Attempt: r.Attempt,
+		Delta:   r.Delta,
+		State:   invrt.State(r.State),
+	}, err
 }
 
-func (l ledger) Lookup(ctx context.Context, item Key, kind invrt.Kind, opKey string) (invrt.State, int64, bool, error) {
+func (l ledger) Lookup(ctx context.Context, item Key, kind invrt.Kind, opKey string) (invrt.Row, bool, error) {
 	var r db.LookupUsageRow
 	var err error
 	if kind.Modification() {
@@ -261,9 +297,13 @@ func (l ledger) Lookup(ctx context.Context, item Key, kind invrt.Kind, opKey str
 		})
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", 0, false, nil
+		return invrt.Row{}, false, nil
 	}
-	return invrt.State(r.State), r.Delta, err == nil, err
+	return invrt.Row{
+		Attempt: r.Attempt,
+		Delta:   r.Delta,
+		State:   invrt.State(r.State),
+	}, err == nil, err
 }
 
 func (l ledger) Totals(ctx context.Context, item Key) (invrt.Totals[Key], bool, error) {

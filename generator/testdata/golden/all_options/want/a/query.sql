@@ -2,33 +2,33 @@
 -- Queries of inventory prefix a, compiled by sqlc into db/.
 
 -- name: InsertModification :exec
-INSERT INTO a_inventory_modification_record (item_id, delta, kind, op_key)
-VALUES ($1, $2, $3, $4);
+INSERT INTO a_inventory_modification_record (item_id, delta, kind, op_key, attempt)
+VALUES ($1, $2, $3, $4, $5);
 
 -- name: VoidModification :one
 -- Writes a void row unless the op key has a row; returns the row that exists.
-INSERT INTO a_inventory_modification_record (item_id, delta, kind, op_key, state)
-VALUES ($1, $2, $3, $4, 'void')
+INSERT INTO a_inventory_modification_record (item_id, delta, kind, op_key, attempt, state)
+VALUES ($1, $2, $3, $4, $5, 'void')
 ON CONFLICT (item_id, kind, op_key) DO UPDATE SET state = a_inventory_modification_record.state
-RETURNING state, delta;
+RETURNING state, delta, attempt;
 
 -- name: LookupModification :one
-SELECT state, delta FROM a_inventory_modification_record
+SELECT state, delta, attempt FROM a_inventory_modification_record
 WHERE item_id = $1 AND kind = $2 AND op_key = $3;
 
 -- name: InsertUsage :exec
-INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key)
-VALUES ($1, $2, $3, $4);
+INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+VALUES ($1, $2, $3, $4, $5);
 
 -- name: VoidUsage :one
 -- Writes a void row unless the op key has a row; returns the row that exists.
-INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key, state)
-VALUES ($1, $2, $3, $4, 'void')
+INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key, attempt, state)
+VALUES ($1, $2, $3, $4, $5, 'void')
 ON CONFLICT (item_id, kind, op_key) DO UPDATE SET state = a_inventory_usage_record.state
-RETURNING state, delta;
+RETURNING state, delta, attempt;
 
 -- name: LookupUsage :one
-SELECT state, delta FROM a_inventory_usage_record
+SELECT state, delta, attempt FROM a_inventory_usage_record
 WHERE item_id = $1 AND kind = $2 AND op_key = $3;
 
 -- name: ItemTotals :one

@@ -13,6 +13,7 @@ type AInventoryModificationRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }
 
@@ -23,5 +24,6 @@ type AInventoryUsageRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }

@@ -13,6 +13,7 @@ type CouponInventoryModificationRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }
 
@@ -23,5 +24,6 @@ type CouponInventoryUsageRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }

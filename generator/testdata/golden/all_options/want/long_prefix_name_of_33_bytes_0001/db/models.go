@@ -13,6 +13,7 @@ type LongPrefixNameOf33Bytes0001InventoryModificationRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }
 
@@ -23,5 +24,6 @@ type LongPrefixNameOf33Bytes0001InventoryUsageRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }

@@ -13,6 +13,7 @@ type FlashSaleInventoryModificationRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }
 
@@ -23,5 +24,6 @@ type FlashSaleInventoryUsageRecord struct {
 	Kind      string
 	OpKey     string
 	State     string
+	Attempt   int64
 	CreatedAt pgtype.Timestamptz
 }

@@ -1,0 +1,168 @@
+package runtime_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/internal/testenv"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+// A buyer process (the test binary run with INVGEN_CHILD=buyer) buys the
+// hot SKU with 16 goroutines and reports every event on its own line at
+// once, so that a SIGKILL loses no report:
+//
+//	start <op> <n>        before the Decr
+//	ok <op> <n> <0|1>     the purchase succeeded (1: a replay)
+//	short <op>            sold out
+//	void <op>             the op key was voided
+//	err <op> <message>    any other error
+//
+// Environment: INVGEN_CHILD_NS, INVGEN_CHILD_SCHEMA, INVGEN_CHILD_ID (op
+// key prefix), INVGEN_CHILD_ATTEMPTS, INVGEN_CHILD_LEASE (optional), and
+// INVGEN_CHILD_RETRY: "op:n,op:n" op keys a killed predecessor had in
+// flight, retried first.
+
+// event is one line of a buyer's report.
+type event struct {
+	kind, op, msg string
+	n             int64
+	replayed      bool
+}
+
+func parseEvents(r io.Reader) []event {
+	var out []event
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.SplitN(sc.Text(), " ", 3)
+		if len(f) < 2 {
+			continue // a line cut by a kill
+		}
+		ev := event{kind: f[0], op: f[1]}
+		if len(f) == 3 {
+			ev.msg = f[2]
+			if ev.kind == "ok" || ev.kind == "start" {
+				nf := strings.Fields(f[2])
+				n, err := strconv.ParseInt(nf[0], 10, 64)
+				if err != nil || ev.kind == "ok" && len(nf) != 2 {
+					continue // cut by a kill
+				}
+				ev.n = n
+				ev.replayed = len(nf) == 2 && nf[1] == "1"
+			}
+		} else if ev.kind == "ok" || ev.kind == "start" {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func childBuyer() int {
+	ctx := context.Background()
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
+	if err != nil {
+		return fail(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = os.Getenv("INVGEN_CHILD_SCHEMA")
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer pool.Close()
+	redisURL := os.Getenv("INVGEN_CHILD_REDIS")
+	if redisURL == "" {
+		redisURL = testenv.RedisURL()
+	}
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return fail(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	opts := []flashsale.Option{flashsale.WithNamespace(os.Getenv("INVGEN_CHILD_NS")), flashsale.WithBusyWait(5 * time.Second)}
+	if d, err := time.ParseDuration(os.Getenv("INVGEN_CHILD_LEASE")); err == nil {
+		opts = append(opts, flashsale.WithLease(d))
+	}
+	m, err := flashsale.New(pool, rdb, opts...)
+	if err != nil {
+		return fail(err)
+	}
+	attempts, err := strconv.Atoi(os.Getenv("INVGEN_CHILD_ATTEMPTS"))
+	if err != nil {
+		return fail(fmt.Errorf("INVGEN_CHILD_ATTEMPTS: %w", err))
+	}
+	var work []string // "op:n" to retry first
+	if r := os.Getenv("INVGEN_CHILD_RETRY"); r != "" {
+		work = strings.Split(r, ",")
+	}
+	id := os.Getenv("INVGEN_CHILD_ID")
+	var (
+		next, retry atomic.Int64
+		mu          sync.Mutex
+		wg          sync.WaitGroup
+	)
+	say := func(format string, args ...any) {
+		mu.Lock()
+		fmt.Printf(format+"\n", args...)
+		mu.Unlock()
+	}
+	buy := func(op string, n int64) {
+		say("start %s %d", op, n)
+		r, err := m.Decr(ctx, "hot", n, op)
+		switch {
+		case err == nil:
+			rep := 0
+			if r.Replayed {
+				rep = 1
+			}
+			say("ok %s %d %d", op, -r.Delta, rep)
+		case errors.Is(err, invrt.ErrInsufficientStock):
+			say("short %s", op)
+		case errors.Is(err, invrt.ErrVoided):
+			say("void %s", op)
+		default:
+			say("err %s %s", op, strings.ReplaceAll(err.Error(), "\n", " "))
+		}
+	}
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := retry.Add(1) - 1
+				if i >= int64(len(work)) {
+					break
+				}
+				op, ns, _ := strings.Cut(work[i], ":")
+				n, _ := strconv.ParseInt(ns, 10, 64)
+				buy(op, n)
+			}
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			for {
+				i := next.Add(1)
+				if i > int64(attempts) {
+					return
+				}
+				buy("p"+id+"-"+strconv.FormatInt(i, 10), int64(1+rng.IntN(3)))
+			}
+		}()
+	}
+	wg.Wait()
+	return 0
+}

@@ -1,0 +1,276 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Drift is an item whose Redis stock differs from what the ledger and the
+// journal account for.
+type Drift[K any] struct {
+	Item K
+	// Redis is the stock Redis holds; Missing is true when Redis has none.
+	Redis   int64
+	Missing bool
+	// Ledger is the stock per the ledger's committed rows; Pending is the
+	// sum of the item's journaled changes that the ledger does not hold yet.
+	// Redis should equal Ledger + Pending.
+	Ledger  int64
+	Pending int64
+}
+
+// AuditReport is what Audit found. It changes nothing.
+type AuditReport[K any] struct {
+	// Items is how many items were compared.
+	Items int
+	// Drift lists the items whose Redis stock is off, in key order.
+	Drift []Drift[K]
+	// Expired counts journal entries whose lease has passed: changes that
+	// Reconcile would settle.
+	Expired int
+}
+
+// Audit compares every item's Redis stock with the ledger, accounting for
+// changes still in the journal, and reports what differs without changing
+// anything (a dry run of repair). Under live traffic a change can complete
+// between the reads; an item is reported only when two looks agree.
+func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
+	var rep AuditReport[K]
+	now, err := c.rdb.Time(ctx).Result()
+	if err != nil {
+		return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+	}
+	const page = 500
+	var (
+		after K
+		first = true
+	)
+	for {
+		items, err := c.ledger.Items(ctx, after, first, page)
+		if err != nil {
+			return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+		}
+		drift, err := c.compare(ctx, items)
+		if err != nil {
+			return rep, err
+		}
+		if len(drift) > 0 {
+			// Look again at the items that seemed off.
+			again := make([]Totals[K], 0, len(drift))
+			for _, d := range drift {
+				t, found, err := c.ledger.Totals(ctx, d.Item)
+				if err != nil {
+					return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+				}
+				if found {
+					again = append(again, t)
+				}
+			}
+			second, err := c.compare(ctx, again)
+			if err != nil {
+				return rep, err
+			}
+			rep.Drift = append(rep.Drift, confirmDrift(drift, second, c.codec)...)
+		}
+		rep.Items += len(items)
+		if len(items) < page {
+			break
+		}
+		after, first = items[len(items)-1].Item, false
+	}
+	until := strconv.FormatInt(now.UnixMilli(), 10)
+	for shard := range c.ks.tags {
+		n, err := c.rdb.ZCount(ctx, c.ks.journal(shard), "-inf", until).Result()
+		if err != nil {
+			return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+		}
+		rep.Expired += int(n)
+	}
+	return rep, nil
+}
+
+// confirmDrift keeps the drifts of the first look that the second look
+// found again with the same values.
+func confirmDrift[K any](first, second []Drift[K], codec Codec[K]) []Drift[K] {
+	seen := map[string]Drift[K]{}
+	for _, d := range second {
+		if s, err := codec.Encode(d.Item); err == nil {
+			seen[s] = d
+		}
+	}
+	var out []Drift[K]
+	for _, d := range first {
+		s, err := codec.Encode(d.Item)
+		if err != nil {
+			continue
+		}
+		if d2, ok := seen[s]; ok && d2.Redis == d.Redis && d2.Missing == d.Missing && d2.Ledger == d.Ledger {
+			out = append(out, d2)
+		}
+	}
+	return out
+}
+
+// compare reads the Redis stock and the journaled changes of items in one
+// pipeline and returns those that do not add up.
+func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	keys := make([]itemKeys, len(items))
+	pipe := c.rdb.Pipeline()
+	stock := make([]*redis.StringCmd, len(items))
+	journals := map[string]*redis.StringSliceCmd{}
+	for i, t := range items {
+		item, err := c.codec.Encode(t.Item)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = c.ks.forItem(item)
+		stock[i] = pipe.HGet(ctx, keys[i].item, "a")
+		if journals[keys[i].journal] == nil {
+			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+	}
+	var drift []Drift[K]
+	for i, t := range items {
+		d := Drift[K]{Item: t.Item, Ledger: t.Available}
+		v, err := stock[i].Int64()
+		switch {
+		case errors.Is(err, redis.Nil):
+			d.Missing = true
+		case err != nil:
+			return nil, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
+		default:
+			d.Redis = v
+		}
+		pending, err := c.pendingDelta(ctx, t.Item, keys[i], journals[keys[i].journal].Val())
+		if err != nil {
+			return nil, err
+		}
+		d.Pending = pending
+		if d.Missing || d.Redis != d.Ledger+d.Pending {
+			drift = append(drift, d)
+		}
+	}
+	return drift, nil
+}
+
+// pendingDelta sums the journaled changes of one item whose ledger row is
+// not committed: what Redis holds beyond the ledger.
+func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []string) (int64, error) {
+	var sum int64
+	for _, m := range journal {
+		if len(m) < len(k.opPrefix) || m[:len(k.opPrefix)] != k.opPrefix {
+			continue
+		}
+		rec, err := c.rdb.HMGet(ctx, m, "s", "k", "d", "o").Result()
+		if err != nil {
+			return 0, err
+		}
+		if s, _ := rec[0].(string); s != opPending {
+			continue
+		}
+		kind, _ := rec[1].(string)
+		ds, _ := rec[2].(string)
+		opKey, _ := rec[3].(string)
+		delta, err := strconv.ParseInt(ds, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("op record %s: delta %q", m, ds)
+		}
+		row, found, err := c.ledger.Lookup(ctx, id, Kind(kind), opKey)
+		if err != nil {
+			return 0, err
+		}
+		if !found || row.State != StateCommitted {
+			sum += delta
+		}
+	}
+	return sum, nil
+}
+
+// JanitorConfig configures RunJanitor. The zero value reconciles every
+// 30 seconds and never audits.
+type JanitorConfig[K any] struct {
+	// ReconcileEvery is how often expired journal entries are settled
+	// (default 30s).
+	ReconcileEvery time.Duration
+	// AuditEvery is how often Redis is compared with the ledger, as an
+	// off-peak check; zero means never.
+	AuditEvery time.Duration
+	// Repair makes each audit refresh the items it found drifting. Without
+	// it the audit only reports.
+	Repair bool
+	// OnReport, if set, receives the outcome of every round.
+	OnReport func(JanitorReport[K])
+}
+
+// JanitorReport is the outcome of one janitor round.
+type JanitorReport[K any] struct {
+	// Reconcile is set on rounds that reconciled.
+	Reconcile *ReconcileReport
+	// Audit is set on rounds that audited.
+	Audit *AuditReport[K]
+	// Repaired counts the drifting items that were refreshed.
+	Repaired int
+	// Err is the round's error, if any; the janitor goes on.
+	Err error
+}
+
+// RunJanitor reconciles (and, if configured, audits and repairs) on a
+// schedule until ctx is done, then returns ctx's error. Run it in a
+// goroutine of the application, or in a process of its own; several
+// janitors of one prefix may run at once.
+func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
+	if cfg.ReconcileEvery == 0 {
+		cfg.ReconcileEvery = 30 * time.Second
+	}
+	if cfg.ReconcileEvery < 0 || cfg.AuditEvery < 0 {
+		return argError("janitor intervals must not be negative")
+	}
+	reconcile := time.NewTicker(cfg.ReconcileEvery)
+	defer reconcile.Stop()
+	var audit <-chan time.Time
+	if cfg.AuditEvery > 0 {
+		t := time.NewTicker(cfg.AuditEvery)
+		defer t.Stop()
+		audit = t.C
+	}
+	report := func(r JanitorReport[K]) {
+		if cfg.OnReport != nil {
+			cfg.OnReport(r)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-reconcile.C:
+			rep, err := c.Reconcile(ctx)
+			report(JanitorReport[K]{Reconcile: &rep, Err: err})
+		case <-audit:
+			rep, err := c.Audit(ctx)
+			r := JanitorReport[K]{Audit: &rep, Err: err}
+			if err == nil && cfg.Repair {
+				var errs []error
+				for _, d := range rep.Drift {
+					if err := c.Refresh(ctx, d.Item); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					r.Repaired++
+				}
+				r.Err = errors.Join(errs...)
+			}
+			report(r)
+		}
+	}
+}
