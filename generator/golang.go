@@ -278,8 +278,8 @@ func emitLedger(f *jen.File, p *Prefix) {
 
 	fn().Id("params").Params(jen.Id("e").Add(entry)).Add(dbq("InsertUsageParams")).Block(
 		jen.Return(dbq("InsertUsageParams").Values(jen.Dict{
-			jen.Id("ItemID"): jen.Id("e").Dot("Item"),
-			jen.Id("Delta"):  jen.Id("e").Dot("Delta"),
+			jen.Id("ItemID"):  jen.Id("e").Dot("Item"),
+			jen.Id("Delta"):   jen.Id("e").Dot("Delta"),
 			jen.Id("Kind"):    jen.String().Parens(jen.Id("e").Dot("Kind")),
 			jen.Id("OpKey"):   jen.Id("e").Dot("OpKey"),
 			jen.Id("Attempt"): jen.Id("e").Dot("Attempt"),

@@ -3,9 +3,9 @@ package runtime
 import (
 	"context"
 	"crypto/rand"
-	mrand "math/rand/v2"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"time"
 
