@@ -1,11 +1,12 @@
 # invgen — make targets. `make demo` and `make test` are all a newcomer needs.
 
+SHELL    := bash
 GO       ?= go
 SPEC     ?= inventory.yaml
 INVGEN   := $(GO) run ./cmd/invgen
 PKGS     := ./...
 
-.PHONY: all generate check test test-short demo bench lint services help
+.PHONY: all generate check test test-short demo bench chaos lint services help
 
 all: check lint test
 
@@ -29,6 +30,10 @@ test-short: services ## the tests without the race detector (quicker)
 
 demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against the ledger
 	$(GO) run ./examples/flashsale
+
+chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages (under 10 minutes)
+	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./runtime -args -chaos.long \
+		| tee chaos.out | grep -E '^\s+chaos_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
 
 bench: services ## Go benchmarks of the hot paths (see README, Performance)
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./runtime | tee bench.out
