@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"text/template"
 
@@ -86,15 +87,40 @@ func sqlTemplate(name string) func(m *Model, p *Prefix) ([]byte, error) {
 }
 
 func render(engine, name string, data any) ([]byte, error) {
-	t, err := template.ParseFS(templates.FS, engine+"/"+name+".tmpl")
+	return renderWith(engine, name+".tmpl", data, func(name string, _ int) string { return "sqlc.arg(" + name + ")" })
+}
+
+// renderWith executes template file of engine (with the engine's shared
+// definitions), rendering query parameters with arg.
+func renderWith(engine, file string, data any, arg func(string, int) string) ([]byte, error) {
+	t, err := template.New(file).Funcs(template.FuncMap{"arg": arg}).
+		ParseFS(templates.FS, engine+"/"+file, engine+"/flush.sql.tmpl")
 	if err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if err := t.Execute(&buf, data); err != nil {
-		return nil, fmt.Errorf("template %s/%s: %w", engine, name, err)
+	if err := t.ExecuteTemplate(&buf, file, data); err != nil {
+		return nil, fmt.Errorf("template %s/%s: %w", engine, file, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// FlushSQL is the statement that writes a batch of stream entries of p to
+// its usage table, with parameters $1..$5 (items as text, deltas, kinds, op
+// keys, attempts): what `invgen flush` runs. Generated packages run the
+// same statement through sqlc.
+func FlushSQL(m *Model, p *Prefix) (string, error) {
+	var buf bytes.Buffer
+	t, err := template.New("flush.sql.tmpl").Funcs(template.FuncMap{
+		"arg": func(_ string, n int) string { return "$" + strconv.Itoa(n) },
+	}).ParseFS(templates.FS, m.Engine+"/flush.sql.tmpl")
+	if err != nil {
+		return "", err
+	}
+	if err := t.ExecuteTemplate(&buf, "flush", p); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
 }
 
 // sqlcMu serializes sqlc runs: sqlc's command keeps package-level state.

@@ -88,6 +88,13 @@ func managerMethods(p *Prefix) []method {
 			"ledger commit, once its lease has passed.", nil, []jen.Code{jen.Id("ReconcileReport"), jen.Error()}},
 		{"Audit", "Audit compares every item's Redis stock with the ledger and the journal and reports\n" +
 			"what differs, changing nothing (a dry run of repair).", nil, []jen.Code{jen.Id("AuditReport"), jen.Error()}},
+		{"RunFlusher", "RunFlusher writes the usage streams of " + p.Name + " to the ledger in batches until ctx\n" +
+			"is done, then drains them (stream ledger mode only). Several may run at once.",
+			[]param{{"cfg", rt("FlusherConfig")}}, []jen.Code{jen.Error()}},
+		{"Flush", "Flush writes everything the usage streams hold to the ledger now (stream mode only).",
+			nil, []jen.Code{jen.Int(), jen.Error()}},
+		{"FlushLag", "FlushLag reports how far the ledger is behind Redis: entries not yet written and the\n" +
+			"age of the oldest (zero in the sync mode).", nil, []jen.Code{rt("FlushLag"), jen.Error()}},
 		{"RunJanitor", "RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx\n" +
 			"is done. Run it in a goroutine of its own.", []param{{"cfg", jen.Id("JanitorConfig")}}, []jen.Code{jen.Error()}},
 	}
@@ -230,6 +237,7 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 				jen.Id("Codec"):     codec(p),
 				jen.Id("Ledger"):    jen.Id("ledger").Values(jen.Dict{jen.Id("db"): jen.Id("pool"), jen.Id("q"): jen.Qual(p.DBImportPath, "New").Call(jen.Id("pool"))}),
 				jen.Id("Redis"):     jen.Id("rdb"),
+				jen.Id("Stream"):    jen.Id("LedgerMode").Op("==").Lit("stream"),
 			}),
 			jen.Id("opts").Op("..."),
 		),
@@ -313,6 +321,15 @@ func emitLedger(f *jen.File, p *Prefix) {
 		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidUsage").Call(jen.Id("ctx"),
 			dbq("VoidUsageParams").Parens(jen.Id("params").Call(jen.Id("e")))),
 		jen.Return(row(nil), jen.Err()))
+
+	fn().Params(recv.Clone()).Id("Flush").Params(ctx.Clone(), jen.Id("b").Op("*").Add(rt("Batch"))).Error().Block(
+		jen.Return(jen.Id("l").Dot("q").Dot("FlushUsage").Call(jen.Id("ctx"), dbq("FlushUsageParams").Values(jen.Dict{
+			jen.Id("Items"):    jen.Id("b").Dot("Items"),
+			jen.Id("Deltas"):   jen.Id("b").Dot("Deltas"),
+			jen.Id("Kinds"):    jen.Id("b").Dot("Kinds"),
+			jen.Id("OpKeys"):   jen.Id("b").Dot("OpKeys"),
+			jen.Id("Attempts"): jen.Id("b").Dot("Attempts"),
+		}))))
 
 	lookupArgs := jen.Dict{jen.Id("ItemID"): jen.Id("item"), jen.Id("Kind"): jen.String().Parens(jen.Id("kind")), jen.Id("OpKey"): jen.Id("opKey")}
 	fn().Params(recv.Clone()).Id("Lookup").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("kind").Add(rt("Kind")), jen.Id("opKey").String()).

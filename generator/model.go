@@ -229,10 +229,8 @@ func checkPrefixName(c *errs, ps *PrefixSpec) bool {
 
 func checkLedger(c *errs, f Field[string]) bool {
 	switch f.Value {
-	case "sync":
+	case "sync", "stream":
 		return true
-	case "stream":
-		c.add(f.Pos, "ledger mode \"stream\" is planned but not supported yet (supported: sync)")
 	default:
 		c.add(f.Pos, "unknown ledger mode %q (known: sync, stream)", f.Value)
 	}

@@ -185,10 +185,8 @@ func TestSpecErrors(t *testing.T) {
 			4, 11, `unknown ledger mode "async" (known: sync, stream)`},
 		{"unknown ledger mode in a prefix", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    ledger: async\n",
 			6, 13, `unknown ledger mode "async" (known: sync, stream)`},
-		{"ledger stream in defaults", "version: 1\noutput: out\ndefaults:\n  ledger: stream\nprefixes:\n  - name: a\n    key: string\n",
-			4, 11, `ledger mode "stream" is planned but not supported yet (supported: sync)`},
-		{"ledger stream in a prefix", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    ledger: stream\n",
-			6, 13, `ledger mode "stream" is planned but not supported yet`},
+		{"ledger mode with wrong case", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    ledger: Stream\n",
+			6, 13, `unknown ledger mode "Stream" (known: sync, stream)`},
 		{"defaults.shards 0", "version: 1\noutput: out\ndefaults:\n  shards: 0\nprefixes:\n  - name: a\n    key: string\n",
 			4, 11, "defaults.shards 0 is out of range 1..1024"},
 		{"defaults.shards 2000", "version: 1\noutput: out\ndefaults:\n  shards: 2000\nprefixes:\n  - name: a\n    key: string\n",
@@ -271,7 +269,7 @@ func TestSpecErrorsAll(t *testing.T) {
   - name: coupon
     key: int64
     max_key_len: 10
-    ledger: stream
+    ledger: streaming
 defaults:
   shards: 5000
   ledger: fast
@@ -291,7 +289,7 @@ output: ../elsewhere
 			{5, 11, `prefix name "select" is a reserved word in SQL`},
 			{7, 11, `duplicate prefix "flash_sale" (first at line 2)`},
 			{11, 18, "max_key_len applies to string keys only, not int64"},
-			{12, 13, `ledger mode "stream" is planned`},
+			{12, 13, `unknown ledger mode "streaming"`},
 			{14, 11, "defaults.shards 5000 is out of range"},
 			{15, 11, `unknown ledger mode "fast"`},
 			{17, 14, `redis.namespace "Inv" must match`},

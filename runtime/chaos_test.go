@@ -130,9 +130,19 @@ func verify(t *testing.T, f *fixture[string], m manager[string], tl *tally, scen
 // purchase a buyer was told of is in the ledger once, and every retried op
 // key got the first outcome or completed it.
 func TestChaosKill(t *testing.T) {
+	chaosKill(t, stringFixture(t), "sync", "kill -9")
+}
+
+// TestChaosStreamKill is TestChaosKill in the stream mode: the killed
+// processes run flushers too, killed mid-batch. Another flusher claims
+// what they read but did not acknowledge; nothing is lost or written twice.
+func TestChaosStreamKill(t *testing.T) {
+	chaosKill(t, streamFixture(t), "stream", "kill -9 stream")
+}
+
+func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 	kills := scale(5, 50)
 	const stock = 1_000_000
-	f := stringFixture(t)
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "hot", stock), "Init")
 	exe, err := os.Executable()
@@ -146,7 +156,8 @@ func TestChaosKill(t *testing.T) {
 		cmd.Env = append(os.Environ(), "INVGEN_CHILD=buyer",
 			"INVGEN_CHILD_NS="+f.ns, "INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool),
 			fmt.Sprintf("INVGEN_CHILD_ID=k%d", k), "INVGEN_CHILD_ATTEMPTS=1000000000",
-			"INVGEN_CHILD_LEASE="+chaosLease.String(), "INVGEN_CHILD_RETRY="+strings.Join(inflight, ","))
+			"INVGEN_CHILD_LEASE="+chaosLease.String(), "INVGEN_CHILD_RETRY="+strings.Join(inflight, ","),
+			"INVGEN_CHILD_MODE="+mode)
 		var out bytes.Buffer
 		cmd.Stdout = &out
 		testenv.Must(t, cmd.Start(), "start buyer")
@@ -199,7 +210,19 @@ func TestChaosKill(t *testing.T) {
 		t.Error("no op key in flight at a kill was retried")
 	}
 	t.Logf("retries of op keys in flight at a kill: %d (%d purchases completed or replayed, %d voided)", retried, completed, voided)
-	verify(t, f, f.m, tl, "kill -9", stock)
+	if mode == "stream" {
+		// A flusher of the survivors takes over what the dead ones read.
+		fctx, stop := context.WithTimeout(ctx, 2*time.Second)
+		f.m.RunFlusher(fctx, invrt.FlusherConfig{ClaimAfter: 100 * time.Millisecond})
+		stop()
+		if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+			t.Fatalf("flush lag after the drain = %+v, %v", lag, err)
+		}
+		if dup := sumSQL(t, f, "SELECT count(*) FROM (SELECT 1 FROM "+f.usageTable+" GROUP BY item_id, kind, op_key HAVING count(*) > 1) d"); dup != 0 {
+			t.Fatalf("%d op keys written twice", dup)
+		}
+	}
+	verify(t, f, f.m, tl, scenario, stock)
 }
 
 // proxyTo starts a toxiproxy proxy on a free loopback port in front of

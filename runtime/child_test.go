@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
@@ -35,7 +36,8 @@ import (
 // Environment: INVGEN_CHILD_NS, INVGEN_CHILD_SCHEMA, INVGEN_CHILD_ID (op
 // key prefix), INVGEN_CHILD_ATTEMPTS, INVGEN_CHILD_LEASE (optional), and
 // INVGEN_CHILD_RETRY: "op:n,op:n" op keys a killed predecessor had in
-// flight, retried first.
+// flight, retried first. With INVGEN_CHILD_MODE=stream it buys through the
+// stream-mode prefix and runs a flusher too.
 
 // event is one line of a buyer's report.
 type event struct {
@@ -95,13 +97,26 @@ func childBuyer() int {
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	opts := []flashsale.Option{flashsale.WithNamespace(os.Getenv("INVGEN_CHILD_NS")), flashsale.WithBusyWait(5 * time.Second)}
+	opts := []invrt.Option{invrt.WithNamespace(os.Getenv("INVGEN_CHILD_NS")), invrt.WithBusyWait(5 * time.Second)}
 	if d, err := time.ParseDuration(os.Getenv("INVGEN_CHILD_LEASE")); err == nil {
-		opts = append(opts, flashsale.WithLease(d))
+		opts = append(opts, invrt.WithLease(d))
 	}
-	m, err := flashsale.New(pool, rdb, opts...)
-	if err != nil {
-		return fail(err)
+	var m manager[string]
+	if os.Getenv("INVGEN_CHILD_MODE") == "stream" {
+		// A stream-mode buyer also runs a flusher, which the kill interrupts
+		// mid-batch as often as not.
+		dm, err := drop.New(pool, rdb, opts...)
+		if err != nil {
+			return fail(err)
+		}
+		go dm.RunFlusher(ctx, invrt.FlusherConfig{ClaimAfter: 200 * time.Millisecond, BatchSize: 200})
+		m = dm
+	} else {
+		fm, err := flashsale.New(pool, rdb, opts...)
+		if err != nil {
+			return fail(err)
+		}
+		m = fm
 	}
 	attempts, err := strconv.Atoi(os.Getenv("INVGEN_CHILD_ATTEMPTS"))
 	if err != nil {

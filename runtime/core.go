@@ -31,6 +31,9 @@ type Config[K any] struct {
 	Ledger Ledger[K]
 	// Redis is a Client, ClusterClient or Ring.
 	Redis redis.UniversalClient
+	// Stream selects the stream ledger mode (spec: ledger: stream); the
+	// default is sync.
+	Stream bool
 }
 
 // Core is the inventory manager of one prefix, generic over its key type.
@@ -43,6 +46,7 @@ type Core[K any] struct {
 	rdb    redis.UniversalClient
 	ks     keyspace
 	opt    options
+	stream bool
 	// Durations in milliseconds, as the scripts take them.
 	leaseMS, opTTLMS, rejectTTLMS, fenceMS string
 }
@@ -91,6 +95,7 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		rdb:         cfg.Redis,
 		ks:          newKeyspace(o.namespace, cfg.Prefix, cfg.Shards),
 		opt:         o,
+		stream:      cfg.Stream,
 		leaseMS:     ms(o.lease),
 		opTTLMS:     ms(o.opTTL),
 		rejectTTLMS: ms(o.rejectTTL),
@@ -246,19 +251,27 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	}
 	k := c.ks.forItem(item)
 	opRec := k.op(kind, opKey)
-	keys := []string{k.item, opRec, k.journal}
+	mode, log := "sync", k.journal
+	if c.stream && !kind.Modification() {
+		mode, log = "stream", k.stream
+	}
+	keys := []string{k.item, opRec, log}
 	if kind == KindRelease {
 		keys = append(keys, k.op(KindDecr, opKey))
 	}
 	var wait backoff
 	healed := false
 	for {
-		r, err := c.reserve(ctx, keys, kind, arg, item, opKey)
+		r, err := c.reserve(ctx, keys, kind, arg, item, opKey, mode)
 		if err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 		}
 		switch r.code {
 		case codeReserved:
+			if mode == "stream" {
+				// Decided and recorded in one step; the flusher writes the ledger.
+				return Result{Available: r.available, Delta: r.delta}, nil
+			}
 			return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, true)
 		case codeDuplicate:
 			if r.state == opPending && r.expired {
@@ -301,10 +314,10 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	}
 }
 
-func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey string) (reserveReply, error) {
+func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey, mode string) (reserveReply, error) {
 	attempt := mrand.Int64N(1<<62) + 1
 	v, err := reserveScript.Run(ctx, c.rdb, keys,
-		string(kind), arg, c.leaseMS, c.rejectTTLMS, item, opKey, MaxQuantity, attempt).Slice()
+		string(kind), arg, c.leaseMS, c.rejectTTLMS, item, opKey, MaxQuantity, attempt, mode, c.opTTLMS).Slice()
 	if err != nil {
 		return reserveReply{}, err
 	}

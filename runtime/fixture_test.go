@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
+	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
 	"github.com/invgen/invgen/internal/testenv"
@@ -36,12 +37,16 @@ type manager[K any] interface {
 	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
 	Audit(ctx context.Context) (invrt.AuditReport[K], error)
 	RunJanitor(ctx context.Context, cfg invrt.JanitorConfig[K]) error
+	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
+	Flush(ctx context.Context) (int, error)
+	FlushLag(ctx context.Context) (invrt.FlushLag, error)
 }
 
 var (
 	_ manager[string]    = (*flashsale.Manager)(nil)
 	_ manager[int64]     = (*coupon.Manager)(nil)
 	_ manager[uuid.UUID] = (*giftcard.Manager)(nil)
+	_ manager[string]    = (*drop.Manager)(nil)
 )
 
 // fixture is one generated manager on its own namespace and schema.
@@ -72,6 +77,15 @@ func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fix
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, rdb: rdb}
 	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
 		return flashsale.New(pool, rdb, opts...)
+	}, opts)
+}
+
+// streamFixture is a string-keyed prefix on the stream ledger.
+func streamFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
+	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
+		modTable: drop.ModificationTable, usageTable: drop.UsageTable}
+	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+		return drop.New(pool, rdb, opts...)
 	}, opts)
 }
 

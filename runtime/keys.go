@@ -35,6 +35,7 @@ func (ks keyspace) shard(item string) int {
 type itemKeys struct {
 	item     string // the item hash
 	journal  string // the shard's journal
+	stream   string // the shard's usage stream (stream ledger mode)
 	opPrefix string // shared by every op record of the item
 }
 
@@ -43,6 +44,7 @@ func (ks keyspace) forItem(item string) itemKeys {
 	return itemKeys{
 		item:     tag + "item:" + item,
 		journal:  tag + "journal",
+		stream:   tag + "stream",
 		opPrefix: tag + "op:" + strconv.Itoa(len(item)) + ":" + item + ":",
 	}
 }
@@ -54,6 +56,8 @@ func (k itemKeys) op(kind Kind, opKey string) string {
 }
 
 func (ks keyspace) journal(shard int) string { return ks.tags[shard] + "journal" }
+
+func (ks keyspace) stream(shard int) string { return ks.tags[shard] + "stream" }
 
 // journalOf returns the journal of the shard an op record key belongs to:
 // everything up to the end of the hash tag, then "journal".

@@ -79,4 +79,29 @@ type Ledger[K any] interface {
 	// Items returns up to limit items in key order, starting after the
 	// item after (or from the first item when first is true).
 	Items(ctx context.Context, after K, first bool, limit int) ([]Totals[K], error)
+	BatchWriter
+}
+
+// Batch is a batch of usage rows for the stream ledger's flusher, column by
+// column, items in their Redis form (the SQL casts them to the key type).
+type Batch struct {
+	Items    []string
+	Deltas   []int64
+	Kinds    []string
+	OpKeys   []string
+	Attempts []int64
+}
+
+// Len is the number of rows in b.
+func (b *Batch) Len() int { return len(b.Items) }
+
+func (b *Batch) reset() {
+	b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts = b.Items[:0], b.Deltas[:0], b.Kinds[:0], b.OpKeys[:0], b.Attempts[:0]
+}
+
+// BatchWriter writes usage rows to the ledger in one statement, skipping
+// rows whose item, kind and op key are there already, so that writing a
+// batch twice changes nothing.
+type BatchWriter interface {
+	Flush(ctx context.Context, b *Batch) error
 }

@@ -105,6 +105,13 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			continue
 		}
 		if stale {
+			if c.stream {
+				// The stream holds changes the ledger may lack; none of
+				// this item can be added while the fence holds.
+				if err := c.writeStream(ctx, k.stream); err != nil {
+					return fmt.Errorf("invgen: refresh %v: write its stream: %w", id, err)
+				}
+			}
 			var found bool
 			t, found, err = c.ledger.Totals(ctx, id)
 			if err != nil {

@@ -8,7 +8,8 @@
 -- KEYS[2]  op record      s = state (p pending, c committed, r rejected, v void), k = kind,
 --                         d = delta, a = available after, r = reject code, i = item, o = op key,
 --                         l = lease deadline (ms) while pending, n = attempt id
--- KEYS[3]  shard journal  zset: op record key -> lease deadline (ms, Redis clock)
+-- KEYS[3]  sync: shard journal (zset: op record key -> lease deadline, ms,
+--          Redis clock); stream: shard stream of usage for the flusher
 -- KEYS[4]  release only: op record of the purchase being released
 -- ARGV[1]  kind: decr | incr | release | adjust
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
@@ -18,6 +19,9 @@
 -- ARGV[5]  item, ARGV[6] op key (stored so reconcile can find the ledger row)
 -- ARGV[7]  largest quantity an item may hold
 -- ARGV[8]  attempt id of this reservation (random, written to its ledger row)
+-- ARGV[9]  ledger mode: sync (journal as pending) or stream (committed in
+--          Redis at once, usage appended to the stream)
+-- ARGV[10] time to keep a committed op record (ms), stream mode
 --
 -- Reply: {code, available, delta, state, reject code, lease expired (1/0), attempt id}
 --   code 0 reserved, 1 duplicate (fields describe the first outcome),
@@ -83,6 +87,12 @@ end
 
 redis.call('HINCRBY', KEYS[1], 'a', delta)
 if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
+if ARGV[9] == 'stream' then
+  redis.call('HSET', KEYS[2], 's', 'c', 'k', kind, 'd', delta, 'a', avail + delta, 'n', ARGV[8])
+  redis.call('PEXPIRE', KEYS[2], ARGV[10])
+  redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
+  return {RESERVED, avail + delta, delta, 'c', 0, 0, ARGV[8]}
+end
 local lease = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[2], 's', 'p', 'k', kind, 'd', delta, 'a', avail + delta, 'i', ARGV[5], 'o', ARGV[6], 'l', lease, 'n', ARGV[8])
 redis.call('ZADD', KEYS[3], lease, KEYS[2])

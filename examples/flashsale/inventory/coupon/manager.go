@@ -138,6 +138,7 @@ func New(pool db.DBTX, rdb redis.UniversalClient, opts ...Option) (*Manager, err
 		Prefix:    Prefix,
 		Redis:     rdb,
 		Shards:    Shards,
+		Stream:    LedgerMode == "stream",
 	}, opts...)
 	if err != nil {
 		return nil, err
@@ -219,6 +220,23 @@ func (m *Manager) Audit(ctx context.Context) (AuditReport, error) {
 	return m.core.Audit(ctx)
 }
 
+// RunFlusher writes the usage streams of coupon to the ledger in batches until ctx
+// is done, then drains them (stream ledger mode only). Several may run at once.
+func (m *Manager) RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error {
+	return m.core.RunFlusher(ctx, cfg)
+}
+
+// Flush writes everything the usage streams hold to the ledger now (stream mode only).
+func (m *Manager) Flush(ctx context.Context) (int, error) {
+	return m.core.Flush(ctx)
+}
+
+// FlushLag reports how far the ledger is behind Redis: entries not yet written and the
+// age of the oldest (zero in the sync mode).
+func (m *Manager) FlushLag(ctx context.Context) (invrt.FlushLag, error) {
+	return m.core.FlushLag(ctx)
+}
+
 // RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx
 // is done. Run it in a goroutine of its own.
 func (m *Manager) RunJanitor(ctx context.Context, cfg JanitorConfig) error {
@@ -274,6 +292,16 @@ func (l ledger) Void(ctx context.Context, e invrt.Entry[Key]) (invrt.Row, error)
 		Delta:   r.Delta,
 		State:   invrt.State(r.State),
 	}, err
+}
+
+func (l ledger) Flush(ctx context.Context, b *invrt.Batch) error {
+	return l.q.FlushUsage(ctx, db.FlushUsageParams{
+		Attempts: b.Attempts,
+		Deltas:   b.Deltas,
+		Items:    b.Items,
+		Kinds:    b.Kinds,
+		OpKeys:   b.OpKeys,
+	})
 }
 
 func (l ledger) Lookup(ctx context.Context, item Key, kind invrt.Kind, opKey string) (invrt.Row, bool, error) {

@@ -57,6 +57,14 @@ LEFT JOIN coupon_inventory_usage_record u ON u.item_id = m.item_id AND u.state =
 GROUP BY m.item_id, m.capacity
 ORDER BY m.item_id;
 
+-- name: FlushUsage :exec
+-- The stream ledger's flusher: a batch of usage rows, skipping those whose
+-- op key is in already, so that writing a batch twice changes nothing.
+INSERT INTO coupon_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+SELECT unnest(sqlc.arg(items)::text[])::bigint, unnest(sqlc.arg(deltas)::bigint[]),
+       unnest(sqlc.arg(kinds)::text[]), unnest(sqlc.arg(op_keys)::text[]), unnest(sqlc.arg(attempts)::bigint[])
+ON CONFLICT (item_id, kind, op_key) DO NOTHING;
+
 -- name: TablesInitialized :one
 SELECT (to_regclass('coupon_inventory_modification_record') IS NOT NULL
         AND to_regclass('coupon_inventory_usage_record') IS NOT NULL)::boolean AS ok;

@@ -7,6 +7,34 @@ import (
 	"context"
 )
 
+const flushUsage = `-- name: FlushUsage :exec
+INSERT INTO flash_sale_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+SELECT unnest($1::text[])::varchar(64), unnest($2::bigint[]),
+       unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[])
+ON CONFLICT (item_id, kind, op_key) DO NOTHING
+`
+
+type FlushUsageParams struct {
+	Items    []string
+	Deltas   []int64
+	Kinds    []string
+	OpKeys   []string
+	Attempts []int64
+}
+
+// The stream ledger's flusher: a batch of usage rows, skipping those whose
+// op key is in already, so that writing a batch twice changes nothing.
+func (q *Queries) FlushUsage(ctx context.Context, arg FlushUsageParams) error {
+	_, err := q.db.Exec(ctx, flushUsage,
+		arg.Items,
+		arg.Deltas,
+		arg.Kinds,
+		arg.OpKeys,
+		arg.Attempts,
+	)
+	return err
+}
+
 const insertModification = `-- name: InsertModification :exec
 
 INSERT INTO flash_sale_inventory_modification_record (item_id, delta, kind, op_key, attempt)
