@@ -213,24 +213,34 @@ func Diff(dir string, files Files) ([]Drift, error) {
 // FromSpec loads, validates and generates the spec at specPath: the common
 // start of the generate and check commands.
 func FromSpec(specPath string) (*Model, Files, error) {
-	s, err := Load(specPath)
-	var decodeErrs Errors
-	if err != nil && (s == nil || !errors.As(err, &decodeErrs)) {
+	m, err := LoadModel(specPath)
+	if err != nil {
 		return nil, nil, err
-	}
-	m, err := NewModel(s)
-	var modelErrs Errors
-	if err != nil && !errors.As(err, &modelErrs) {
-		return nil, nil, err
-	}
-	if len(decodeErrs)+len(modelErrs) > 0 {
-		c := &errs{list: append(decodeErrs, modelErrs...)}
-		c.sort()
-		return nil, nil, c.list
 	}
 	files, err := Generate(m)
 	if err != nil {
 		return nil, nil, err
 	}
 	return m, files, nil
+}
+
+// LoadModel loads and validates the spec at specPath. Its decoding and
+// validation problems come back together, as Errors sorted by position.
+func LoadModel(specPath string) (*Model, error) {
+	s, err := Load(specPath)
+	var decodeErrs Errors
+	if err != nil && (s == nil || !errors.As(err, &decodeErrs)) {
+		return nil, err
+	}
+	m, err := NewModel(s)
+	var modelErrs Errors
+	if err != nil && !errors.As(err, &modelErrs) {
+		return nil, err
+	}
+	if len(decodeErrs)+len(modelErrs) > 0 {
+		c := &errs{list: append(decodeErrs, modelErrs...)}
+		c.sort()
+		return nil, c.list
+	}
+	return m, nil
 }

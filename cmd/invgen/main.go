@@ -4,6 +4,7 @@
 //	invgen init     [-f FILE]   write a commented starter spec
 //	invgen generate [-f FILE]   write the packages the spec describes
 //	invgen check    [-f FILE]   exit 1 if the packages on disk differ from the spec
+//	invgen flush    [-f FILE]   write the stream ledger's Redis streams to SQL
 //	invgen version              print the version
 //
 // FILE defaults to ./inventory.yaml. A spec error is printed as

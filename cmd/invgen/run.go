@@ -26,6 +26,7 @@ Usage:
   invgen init     [-f FILE]   write a commented starter spec (never overwrites)
   invgen generate [-f FILE]   write the packages the spec describes
   invgen check    [-f FILE]   exit 1 if the packages on disk differ from the spec
+  invgen flush    [-f FILE]   write the stream ledger's Redis streams to SQL
   invgen version              print the version
 
 FILE defaults to inventory.yaml. Run "invgen COMMAND -h" for a command's flags.
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
+	case "flush":
+		return runFlush(args, stdout, stderr)
 	case "init", "generate", "check", "version":
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -113,6 +116,23 @@ func runInit(file string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "wrote %s; edit it, then run: invgen generate -f %s\n", file, file)
 	return exitOK
+}
+
+// loadModel loads and validates a spec, printing its errors.
+func loadModel(file string, stderr io.Writer) (*generator.Model, int) {
+	m, err := generator.LoadModel(file)
+	var specErrs generator.Errors
+	switch {
+	case errors.As(err, &specErrs):
+		for _, e := range specErrs {
+			fmt.Fprintln(stderr, e)
+		}
+		return nil, exitUsage
+	case err != nil:
+		fmt.Fprintf(stderr, "invgen: %v\n", err)
+		return nil, exitFail
+	}
+	return m, exitOK
 }
 
 // load runs the pure steps shared by generate and check.

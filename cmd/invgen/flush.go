@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invgen/invgen/generator"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+const flushDoc = `Flush runs the stream ledger's flusher for every prefix of the spec with
+ledger: stream, outside the application: it writes the Redis usage streams to
+the SQL ledger in batches until interrupted (SIGINT, SIGTERM), then drains
+them and exits. With -once it writes what the streams hold and exits.
+Several flushers may run at once; one that dies loses nothing.`
+
+// runFlush is `invgen flush`.
+func runFlush(args []string, stdout, stderr io.Writer) int {
+	fset := flag.NewFlagSet("invgen flush", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
+	redisURL := fset.String("redis", envOr("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis `URL` (default $INVGEN_REDIS_URL)")
+	dbURL := fset.String("db", envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"),
+		"PostgreSQL `URL` of the ledger (default $INVGEN_DATABASE_URL)")
+	namespace := fset.String("namespace", "", "Redis `namespace` replacing the spec's")
+	once := fset.Bool("once", false, "write what the streams hold now and exit")
+	fset.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: invgen flush [-f FILE] [-redis URL] [-db URL] [-namespace NS] [-once]\n\n%s\n\nFlags:\n", flushDoc)
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fset.NArg() > 0 {
+		fmt.Fprintf(stderr, "invgen flush: unexpected argument %q\n", fset.Arg(0))
+		return exitUsage
+	}
+	m, code := loadModel(*file, stderr)
+	if code != exitOK {
+		return code
+	}
+	ns := m.Namespace
+	if *namespace != "" {
+		ns = *namespace
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	pool, err := pgxpool.New(ctx, *dbURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
+		return exitFail
+	}
+	defer pool.Close()
+	opt, err := redis.ParseURL(*redisURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
+		return exitFail
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+
+	var flushers []*invrt.Flusher
+	var names []string
+	for _, p := range m.Prefixes {
+		if p.Ledger != "stream" {
+			continue
+		}
+		sql, err := generator.FlushSQL(m, p)
+		if err != nil {
+			fmt.Fprintf(stderr, "invgen flush: %v\n", err)
+			return exitFail
+		}
+		f, err := invrt.NewFlusher(rdb, ns, p.Name, p.Shards, sqlWriter{pool, sql}, invrt.FlusherConfig{})
+		if err != nil {
+			fmt.Fprintf(stderr, "invgen flush: %s: %v\n", p.Name, err)
+			return exitFail
+		}
+		flushers = append(flushers, f)
+		names = append(names, p.Name)
+	}
+	if len(flushers) == 0 {
+		fmt.Fprintf(stderr, "invgen flush: no prefix of %s uses ledger: stream\n", *file)
+		return exitUsage
+	}
+
+	if *once {
+		for i, f := range flushers {
+			n, err := f.Flush(ctx)
+			fmt.Fprintf(stdout, "%s: wrote %d entries\n", names[i], n)
+			if err != nil {
+				fmt.Fprintf(stderr, "invgen flush: %s: %v\n", names[i], err)
+				return exitFail
+			}
+		}
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "invgen flush: flushing %v until interrupted\n", names)
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		status = exitOK
+	)
+	for i, f := range flushers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				mu.Lock()
+				fmt.Fprintf(stderr, "invgen flush: %s: %v\n", names[i], err)
+				status = exitFail
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Fprintf(stdout, "invgen flush: drained at %s\n", time.Now().Format(time.RFC3339))
+	return status
+}
+
+// sqlWriter writes a batch with the flush statement the spec's templates
+// render: the one generated packages run through sqlc.
+type sqlWriter struct {
+	pool *pgxpool.Pool
+	sql  string
+}
+
+func (w sqlWriter) Flush(ctx context.Context, b *invrt.Batch) error {
+	_, err := w.pool.Exec(ctx, w.sql, b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts)
+	return err
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
