@@ -152,12 +152,20 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 	return mine, nil
 }
 
-// RefreshAll refreshes every item the ledger knows, one at a time, so
-// changes of the other items never stop. Items whose Redis keys are gone are
-// rebuilt. It returns how many items it loaded; errors of single items are
-// joined and do not stop the others.
+// RefreshAll refreshes every item the ledger knows, a page of items at a
+// time, so changes of other items never stop. Items whose Redis keys are
+// gone are rebuilt. Each page is fenced, checked for pending changes,
+// read from the ledger and loaded in a few pipelined round trips; an item
+// that cannot be loaded that way (another refresh holds it, or a change of
+// it is pending) gets a Refresh of its own. It returns how many items it
+// loaded; errors of single items are joined and do not stop the others.
 func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
-	const page = 500
+	const page = 1000
+	for _, s := range []*redis.Script{fenceScript, loadScript, unfenceScript} {
+		if err := s.Load(ctx, c.rdb).Err(); err != nil { // pipelined EVALSHA needs the script loaded
+			return 0, fmt.Errorf("invgen: refresh all %s: %w", c.prefix, err)
+		}
+	}
 	var (
 		after K
 		first = true
@@ -169,12 +177,13 @@ func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, errors.Join(append(errs, fmt.Errorf("invgen: refresh all %s: %w", c.prefix, err))...)
 		}
-		for _, t := range items {
-			item, err := c.codec.Encode(t.Item)
-			if err == nil {
-				err = c.refresh(ctx, t.Item, item, false)
-			}
-			if err != nil {
+		loaded, rest, err := c.refreshPage(ctx, after, first, items)
+		n += loaded
+		if err != nil {
+			return n, errors.Join(append(errs, fmt.Errorf("invgen: refresh all %s: %w", c.prefix, err))...)
+		}
+		for _, id := range rest {
+			if err := c.Refresh(ctx, id); err != nil {
 				if ctx.Err() != nil {
 					return n, ctx.Err()
 				}
@@ -188,6 +197,148 @@ func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
 		}
 		after, first = items[len(items)-1].Item, false
 	}
+}
+
+// refreshPage loads one page of items (the page that Items returned for
+// after and first) under their fences, and returns how many it loaded and
+// the items left for a Refresh of their own.
+func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []Totals[K]) (int, []K, error) {
+	if len(items) == 0 {
+		return 0, nil, nil
+	}
+	token := newToken()
+	type entry struct {
+		id   K
+		keys itemKeys
+	}
+	all := make([]entry, 0, len(items))
+	var rest []K
+	for _, t := range items {
+		item, err := c.codec.Encode(t.Item)
+		if err != nil {
+			return 0, nil, err
+		}
+		all = append(all, entry{t.Item, c.ks.forItem(item)})
+	}
+
+	// 1. Fence the page.
+	pipe := c.rdb.Pipeline()
+	fences := make([]*redis.Cmd, len(all))
+	for i, e := range all {
+		fences[i] = fenceScript.EvalSha(ctx, pipe, []string{e.keys.item}, token, c.fenceMS)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, nil, err
+	}
+	fenced := all[:0:0]
+	for i, e := range all {
+		if v, _ := fences[i].Int(); v == 1 {
+			fenced = append(fenced, e)
+		} else {
+			rest = append(rest, e.id)
+		}
+	}
+	unfence := func(es []entry) {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+		defer cancel()
+		p := c.rdb.Pipeline()
+		for _, e := range es {
+			unfenceScript.EvalSha(uctx, p, []string{e.keys.item}, token)
+		}
+		p.Exec(uctx)
+	}
+
+	// 2. Items with pending changes go their own way. In the stream mode,
+	// the shards' streams are written first so the ledger holds every change.
+	shards := map[string]bool{}
+	for _, e := range fenced {
+		shards[e.keys.journal] = true
+	}
+	pipe = c.rdb.Pipeline()
+	journals := map[string]*redis.StringSliceCmd{}
+	for j := range shards {
+		journals[j] = pipe.ZRange(ctx, j, 0, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		unfence(fenced)
+		return 0, nil, err
+	}
+	ready := fenced[:0:0]
+	var pending []entry
+	for _, e := range fenced {
+		busy := false
+		for _, m := range journals[e.keys.journal].Val() {
+			if strings.HasPrefix(m, e.keys.opPrefix) {
+				busy = true
+				break
+			}
+		}
+		if busy {
+			pending = append(pending, e)
+			rest = append(rest, e.id)
+		} else {
+			ready = append(ready, e)
+		}
+	}
+	unfence(pending)
+	if c.stream {
+		streams := map[string]bool{}
+		for _, e := range ready {
+			streams[e.keys.stream] = true
+		}
+		for s := range streams {
+			if err := c.writeStream(ctx, s); err != nil {
+				unfence(ready)
+				return 0, nil, err
+			}
+		}
+	}
+
+	// 3. Read the page again, now that nothing of it can change, and load.
+	totals, err := c.ledger.Items(ctx, after, first, len(items))
+	if err != nil {
+		unfence(ready)
+		return 0, nil, err
+	}
+	byItem := make(map[string]Totals[K], len(totals))
+	for _, t := range totals {
+		if s, err := c.codec.Encode(t.Item); err == nil {
+			byItem[s] = t
+		}
+	}
+	loads := make([]*redis.Cmd, len(ready))
+	loaded := 0
+	var retry []entry
+	pipe = c.rdb.Pipeline()
+	for i, e := range ready {
+		item, _ := c.codec.Encode(e.id)
+		t, ok := byItem[item]
+		if !ok {
+			retry = append(retry, e)
+			continue
+		}
+		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal},
+			token, t.Available, t.Capacity, e.keys.opPrefix)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		unfence(ready)
+		return 0, nil, err
+	}
+	for i, e := range ready {
+		if loads[i] == nil {
+			continue
+		}
+		if v, _ := loads[i].Int(); v == 1 {
+			loaded++
+		} else {
+			retry = append(retry, e)
+		}
+	}
+	unfence(retry)
+	for _, e := range retry {
+		rest = append(rest, e.id)
+	}
+	return loaded, rest, nil
 }
 
 // ReconcileReport tells what Reconcile found and did.

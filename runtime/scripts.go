@@ -1,10 +1,17 @@
 package runtime
 
 import (
-	_ "embed"
+	"embed"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// Scripts holds the Lua sources of the protocol (scripts/*.lua), for
+// benchmarks and operators that run a step by hand. Using invgen needs none
+// of them: the runtime runs its scripts itself.
+//
+//go:embed scripts/*.lua
+var Scripts embed.FS
 
 // One script per step of the protocol; each file documents its KEYS, ARGV
 // and reply. redis.Script runs EVALSHA and falls back to EVAL on NOSCRIPT.
@@ -28,6 +35,10 @@ var (
 	//go:embed scripts/load.lua
 	loadSrc    string
 	loadScript = redis.NewScript(loadSrc)
+
+	//go:embed scripts/flushack.lua
+	flushAckSrc    string
+	flushAckScript = redis.NewScript(flushAckSrc)
 
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string

@@ -49,7 +49,8 @@ type FlushReport struct {
 }
 
 // Flusher writes the usage streams of one prefix to its ledger. Several
-// flushers, in one process or many, may run at once.
+// flushers, in one process or many, may run at once. Written entries are
+// acknowledged and trimmed from the stream, so its length is the backlog.
 type Flusher struct {
 	rdb     redis.UniversalClient
 	streams []string
@@ -98,6 +99,9 @@ func NewFlusher(rdb redis.UniversalClient, namespace, prefix string, shards int,
 // DrainTimeout) and returns ctx's error. Errors of single rounds are
 // retried: entries are acknowledged only after their batch is committed.
 func (f *Flusher) Run(ctx context.Context) error {
+	if err := flushAckScript.Load(ctx, f.rdb).Err(); err != nil {
+		return fmt.Errorf("invgen: flusher: %w", err)
+	}
 	claimEvery := time.NewTicker(max(f.cfg.ClaimAfter/2, time.Millisecond))
 	defer claimEvery.Stop()
 	own := true // read our own unacknowledged entries first (a restart)
@@ -134,6 +138,9 @@ func (f *Flusher) Run(ctx context.Context) error {
 // flushers left unacknowledged for ClaimAfter, and returns how many entries
 // it wrote. Tests and shutdown hooks use it.
 func (f *Flusher) Flush(ctx context.Context) (int, error) {
+	if err := flushAckScript.Load(ctx, f.rdb).Err(); err != nil {
+		return 0, fmt.Errorf("invgen: flush: %w", err)
+	}
 	var b Batch
 	total := 0
 	for _, own := range []bool{true, false} {
@@ -234,14 +241,7 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
-	pipe = f.rdb.Pipeline()
-	for i, s := range f.streams {
-		if len(ids[i]) > 0 {
-			pipe.XAck(ctx, s, flushGroup, ids[i]...)
-			pipe.XDel(ctx, s, ids[i]...)
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := f.ack(ctx, ids); err != nil {
 		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
 	}
 	if f.cfg.OnFlush != nil {
@@ -252,6 +252,36 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 		f.cfg.OnFlush(r)
 	}
 	return n, nil
+}
+
+// ack acknowledges and trims the written entries of every shard, in one
+// pipeline of flushack.lua calls.
+func (f *Flusher) ack(ctx context.Context, ids [][]string) error {
+	run := func() error {
+		pipe := f.rdb.Pipeline()
+		for i, s := range f.streams {
+			if len(ids[i]) == 0 {
+				continue
+			}
+			args := make([]any, 0, len(ids[i])+1)
+			args = append(args, flushGroup)
+			for _, id := range ids[i] {
+				args = append(args, id)
+			}
+			flushAckScript.EvalSha(ctx, pipe, []string{s}, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+		// Pipelined EVALSHA needs the script loaded (a restarted Redis).
+		if err := flushAckScript.Load(ctx, f.rdb).Err(); err != nil {
+			return err
+		}
+		err = run()
+	}
+	return err
 }
 
 // createGroups creates the consumer group on every stream (and the stream

@@ -1,0 +1,558 @@
+// Command bench measures invgen against the limits of its parts, in one
+// process run against the local Redis and PostgreSQL: each scenario runs for
+// a fixed time with 64 concurrent buyers on one hot SKU, and the table
+// gives ops/s and the ratios the project's targets are stated in.
+//
+//	make bench            # or: go run ./bench -d 5s
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+var only string
+
+const (
+	schema    = "invgen_bench"
+	namespace = "invgen-bench"
+	buyers    = 64
+	bigStock  = 90_000_000_000_000
+)
+
+func main() {
+	dur := flag.Duration("d", 5*time.Second, "how long each scenario runs")
+	items := flag.Int("items", 100_000, "items for the RefreshAll scenario")
+	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := run(context.Background(), *dur, *items); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+type bench struct {
+	pool *pgxpool.Pool
+	rdb  *redis.Client
+	dur  time.Duration
+}
+
+// result is one row of the table.
+type result struct {
+	name string
+	ops  float64
+	note string
+}
+
+func run(ctx context.Context, dur time.Duration, nItems int) error {
+	dbURL := env("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	if _, err := admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema); err != nil {
+		return err
+	}
+	var pgVersion string
+	admin.QueryRow(ctx, "SHOW server_version").Scan(&pgVersion)
+	admin.Close(ctx)
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.MaxConns = buyers
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	opt, err := redis.ParseURL(env("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0"))
+	if err != nil {
+		return err
+	}
+	opt.PoolSize = 2 * buyers
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if err := clear(ctx, rdb); err != nil {
+		return err
+	}
+	defer clear(context.Background(), rdb)
+	b := &bench{pool: pool, rdb: rdb, dur: dur}
+
+	info := rdb.Info(ctx, "server").Val()
+	redisVersion := field(info, "redis_version")
+	cpu := strings.TrimSpace(field(readFile("/proc/cpuinfo"), "model name"))
+	fmt.Printf("invgen bench: %d buyers on one hot SKU, %v per scenario; %d CPUs (%s), Go %s, Redis %s, PostgreSQL %s\n\n",
+		buyers, dur, runtime.NumCPU(), cpu, strings.TrimPrefix(runtime.Version(), "go"), redisVersion, pgVersion)
+
+	var rows []result
+	add := func(r result, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "  %-58s %10.0f ops/s %s\n", r.name, r.ops, r.note)
+		rows = append(rows, r)
+		return nil
+	}
+	steps := []func() (result, error){
+		b.bareLua,
+		b.streamLuaAlone,
+		b.streamLimit,
+		b.streamDecr,
+		b.syncLimit,
+		b.syncDecr,
+		b.dbOnly,
+		b.watchMulti,
+	}
+	names := []string{nBare, nStreamAlone, nStreamLimit, nStreamDecr, nSyncLimit, nSyncDecr, nDBOnly, nWatch}
+	for i, s := range steps {
+		if only != "" && !strings.Contains(names[i], only) {
+			continue
+		}
+		if err := add(s()); err != nil {
+			return err
+		}
+	}
+	if only != "" {
+		return nil
+	}
+	refresh, err := b.refreshAll(ctx, nItems)
+	if err != nil {
+		return err
+	}
+
+	by := map[string]float64{}
+	for _, r := range rows {
+		by[r.name] = r.ops
+	}
+	ratio := func(a, c string) string { return fmt.Sprintf("%.2fx", by[a]/by[c]) }
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "scenario\tops/s\tnote\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t\n", r.name, r.ops, r.note)
+	}
+	tw.Flush()
+	fmt.Println()
+	fmt.Println("ratios (target):")
+	fmt.Printf("  stream Decr / stream limit        %s  (>= 0.9x)\n", ratio(nStreamDecr, nStreamLimit))
+	fmt.Printf("  sync Decr / sync limit            %s  (>= 0.8x)\n", ratio(nSyncDecr, nSyncLimit))
+	fmt.Printf("  stream Decr / database-only       %s  (>= 25x)\n", ratio(nStreamDecr, nDBOnly))
+	fmt.Printf("  stream Decr / WATCH-MULTI-EXEC    %s\n", ratio(nStreamDecr, nWatch))
+	fmt.Printf("  stream Lua alone / bare Lua       %s  (what idempotency + the stream append cost)\n", ratio(nStreamAlone, nBare))
+	fmt.Printf("  stream limit / stream Lua alone   %s  (what the flusher beside it costs)\n", ratio(nStreamLimit, nStreamAlone))
+	fmt.Printf("  sync limit / bare Lua             %s  (what one INSERT per purchase costs)\n", ratio(nSyncLimit, nBare))
+	fmt.Printf("\nRefreshAll of %d items: %v (target < 5s)\n", nItems, refresh.Round(time.Millisecond))
+	return nil
+}
+
+// Scenario names, as the table shows them.
+const (
+	nBare        = "1. bare check-and-DECRBY Lua"
+	nStreamAlone = "1. stream-mode Lua alone (no flusher)"
+	nStreamLimit = "1. stream limit: stream Lua + hand-written COPY flusher"
+	nStreamDecr  = "2. stream Decr, generated manager + its flusher"
+	nSyncLimit   = "3. sync limit: bare Lua + one INSERT"
+	nSyncDecr    = "3. sync Decr, generated manager"
+	nDBOnly      = "4. database only: UPDATE ... WHERE qty >= n"
+	nWatch       = "4. Redis WATCH/MULTI/EXEC"
+)
+
+// hammer runs op from 64 goroutines for the scenario's duration and
+// returns successful ops per second.
+func (b *bench) hammer(op func(ctx context.Context, seq int64) error) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.dur)
+	defer cancel()
+	var (
+		seq, done atomic.Int64
+		wg        sync.WaitGroup
+		first     atomic.Value
+	)
+	start := time.Now()
+	for range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				err := op(ctx, seq.Add(1))
+				switch {
+				case err == nil:
+					done.Add(1)
+				case ctx.Err() != nil:
+					return
+				default:
+					first.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := first.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}
+
+var bareLua = redis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n = tonumber(ARGV[1])
+if v < n then return -1 end
+return redis.call('DECRBY', KEYS[1], n)`)
+
+func (b *bench) bareLua() (result, error) {
+	ctx := context.Background()
+	key := namespace + ":{bare}:hot"
+	b.rdb.Set(ctx, key, bigStock, 0)
+	ops, err := b.hammer(func(ctx context.Context, _ int64) error {
+		return bareLua.Run(ctx, b.rdb, []string{key}, 1).Err()
+	})
+	return result{name: nBare, ops: ops, note: "no idempotency, no ledger"}, err
+}
+
+// streamScript is the stream mode's own reserve.lua, run by hand.
+func streamScript() (*redis.Script, error) {
+	src, err := fs.ReadFile(invrt.Scripts, "scripts/reserve.lua")
+	return redis.NewScript(string(src)), err
+}
+
+// streamKeys lays out keys as the runtime does (ns:{prefix:shard}:...).
+func streamKeys(prefix string) (item, stream, opPrefix string) {
+	tag := namespace + ":{" + prefix + ":0}:"
+	return tag + "item:hot", tag + "stream", tag + "op:3:hot:decr:"
+}
+
+func (b *bench) streamLua(prefix string) (func(ctx context.Context, seq int64) error, string, error) {
+	s, err := streamScript()
+	if err != nil {
+		return nil, "", err
+	}
+	item, stream, opPrefix := streamKeys(prefix)
+	b.rdb.HSet(context.Background(), item, "a", bigStock, "c", bigStock)
+	return func(ctx context.Context, seq int64) error {
+		op := strconv.FormatInt(seq, 10)
+		v, err := s.Run(ctx, b.rdb, []string{item, opPrefix + op, stream},
+			"decr", "1", "10000", "3600000", "hot", op, invrt.MaxQuantity, seq, "stream", "86400000").Slice()
+		if err == nil && v[0].(int64) != 0 {
+			err = fmt.Errorf("reserve.lua answered %v", v)
+		}
+		return err
+	}, stream, nil
+}
+
+func (b *bench) streamLuaAlone() (result, error) {
+	op, _, err := b.streamLua("alone")
+	if err != nil {
+		return result{name: nStreamAlone}, err
+	}
+	ops, err := b.hammer(op)
+	return result{name: nStreamAlone, ops: ops, note: "op record + stream append, never flushed"}, err
+}
+
+// streamLimit: the stream Lua plus the simplest flusher one could write:
+// XREAD a batch, COPY it into a table, XDEL it.
+func (b *bench) streamLimit() (result, error) {
+	ctx := context.Background()
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE bench_usage (item_id text, delta bigint, kind text, op_key text, attempt bigint)`); err != nil {
+		return result{name: nStreamLimit}, err
+	}
+	op, stream, err := b.streamLua("limit")
+	if err != nil {
+		return result{name: nStreamLimit}, err
+	}
+	stop := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		last := "0"
+		for {
+			select {
+			case <-stop:
+				flushed <- nil
+				return
+			default:
+			}
+			res, err := b.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, last}, Count: 1000, Block: -1}).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				flushed <- err
+				return
+			}
+			if len(res) == 0 || len(res[0].Messages) == 0 {
+				time.Sleep(2 * time.Millisecond)
+				continue
+			}
+			msgs := res[0].Messages
+			rows := make([][]any, len(msgs))
+			ids := make([]string, len(msgs))
+			for i, m := range msgs {
+				d, _ := strconv.ParseInt(m.Values["d"].(string), 10, 64)
+				a, _ := strconv.ParseInt(m.Values["n"].(string), 10, 64)
+				rows[i] = []any{m.Values["i"], d, m.Values["k"], m.Values["o"], a}
+				ids[i] = m.ID
+			}
+			if _, err := b.pool.CopyFrom(ctx, pgx.Identifier{"bench_usage"}, []string{"item_id", "delta", "kind", "op_key", "attempt"}, pgx.CopyFromRows(rows)); err != nil {
+				flushed <- err
+				return
+			}
+			b.rdb.XDel(ctx, stream, ids...)
+			last = ids[len(ids)-1]
+		}
+	}()
+	ops, err := b.hammer(op)
+	close(stop)
+	if ferr := <-flushed; err == nil {
+		err = ferr
+	}
+	return result{name: nStreamLimit, ops: ops, note: "no library code around either"}, err
+}
+
+// streamDecr: Decr of the generated stream-mode manager with its flusher
+// running; flush lag sampled every 10ms, then the catch-up timed.
+func (b *bench) streamDecr() (result, error) {
+	ctx := context.Background()
+	m, err := drop.New(b.pool, b.rdb, drop.WithNamespace(namespace))
+	if err != nil {
+		return result{name: nStreamDecr}, err
+	}
+	if err := m.CreateTables(ctx); err != nil {
+		return result{name: nStreamDecr}, err
+	}
+	if err := m.Init(ctx, "hot", bigStock); err != nil {
+		return result{name: nStreamDecr}, err
+	}
+	fctx, stopFlusher := context.WithCancel(ctx)
+	defer stopFlusher()
+	flusherDone := make(chan error, 1)
+	go func() { flusherDone <- m.RunFlusher(fctx, invrt.FlusherConfig{}) }()
+	var (
+		ages    []time.Duration
+		entries []int64
+		mu      sync.Mutex
+	)
+	sampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-sampling:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if lag, err := m.FlushLag(ctx); err == nil {
+				mu.Lock()
+				ages, entries = append(ages, lag.Oldest), append(entries, lag.Entries)
+				mu.Unlock()
+			}
+		}
+	}()
+	ops, err := b.hammer(func(ctx context.Context, seq int64) error {
+		_, err := m.Decr(ctx, "hot", 1, strconv.FormatInt(seq, 10))
+		return err
+	})
+	close(sampling)
+	<-sampled
+	burstEnd := time.Now()
+	var catchUp time.Duration
+	for {
+		lag, lerr := m.FlushLag(ctx)
+		if lerr != nil {
+			return result{name: nStreamDecr}, lerr
+		}
+		if lag.Entries == 0 {
+			catchUp = time.Since(burstEnd)
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stopFlusher()
+	<-flusherDone
+	note := fmt.Sprintf("flush age p50 %v p99 %v; backlog p50 %d p99 %d entries; caught up %v after the burst",
+		pct(ages, 50), pct(ages, 99), pctI(entries, 50), pctI(entries, 99), catchUp.Round(time.Millisecond))
+	return result{name: nStreamDecr, ops: ops, note: note}, err
+}
+
+func pct(v []time.Duration, p int) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[(len(s)-1)*p/100].Round(time.Millisecond)
+}
+
+func pctI(v []int64, p int) int64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]int64(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[(len(s)-1)*p/100]
+}
+
+func (b *bench) syncLimit() (result, error) {
+	ctx := context.Background()
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE bench_sync_usage (id bigserial PRIMARY KEY, item_id text NOT NULL, delta bigint NOT NULL,
+		op_key text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (item_id, op_key))`); err != nil {
+		return result{name: nSyncLimit}, err
+	}
+	key := namespace + ":{synclimit}:hot"
+	b.rdb.Set(ctx, key, bigStock, 0)
+	ops, err := b.hammer(func(ctx context.Context, seq int64) error {
+		if err := bareLua.Run(ctx, b.rdb, []string{key}, 1).Err(); err != nil {
+			return err
+		}
+		_, err := b.pool.Exec(ctx, "INSERT INTO bench_sync_usage (item_id, delta, op_key) VALUES ($1, $2, $3)", "hot", -1, strconv.FormatInt(seq, 10))
+		return err
+	})
+	return result{name: nSyncLimit, ops: ops, note: "hand-written, no idempotency in Redis"}, err
+}
+
+func (b *bench) syncDecr() (result, error) {
+	ctx := context.Background()
+	m, err := flashsale.New(b.pool, b.rdb, flashsale.WithNamespace(namespace))
+	if err != nil {
+		return result{name: nSyncDecr}, err
+	}
+	if err := m.CreateTables(ctx); err != nil {
+		return result{name: nSyncDecr}, err
+	}
+	if err := m.Init(ctx, "hot", bigStock); err != nil {
+		return result{name: nSyncDecr}, err
+	}
+	ops, err := b.hammer(func(ctx context.Context, seq int64) error {
+		_, err := m.Decr(ctx, "hot", 1, strconv.FormatInt(seq, 10))
+		return err
+	})
+	return result{name: nSyncDecr, ops: ops, note: "returns after the usage row is committed"}, err
+}
+
+func (b *bench) dbOnly() (result, error) {
+	ctx := context.Background()
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE bench_stock (id text PRIMARY KEY, qty bigint NOT NULL);
+		INSERT INTO bench_stock VALUES ('hot', 90000000000000)`); err != nil {
+		return result{name: nDBOnly}, err
+	}
+	ops, err := b.hammer(func(ctx context.Context, _ int64) error {
+		tag, err := b.pool.Exec(ctx, "UPDATE bench_stock SET qty = qty - $2 WHERE id = $1 AND qty >= $2", "hot", 1)
+		if err == nil && tag.RowsAffected() != 1 {
+			err = errors.New("sold out")
+		}
+		return err
+	})
+	return result{name: nDBOnly, ops: ops, note: "one row, 64 connections"}, err
+}
+
+func (b *bench) watchMulti() (result, error) {
+	ctx := context.Background()
+	key := namespace + ":{watch}:hot"
+	b.rdb.Set(ctx, key, bigStock, 0)
+	ops, err := b.hammer(func(ctx context.Context, _ int64) error {
+		for {
+			err := b.rdb.Watch(ctx, func(tx *redis.Tx) error {
+				v, err := tx.Get(ctx, key).Int64()
+				if err != nil {
+					return err
+				}
+				if v < 1 {
+					return errors.New("sold out")
+				}
+				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					p.DecrBy(ctx, key, 1)
+					return nil
+				})
+				return err
+			}, key)
+			if !errors.Is(err, redis.TxFailedErr) {
+				return err
+			}
+		}
+	})
+	return result{name: nWatch, ops: ops, note: "GET, check, DECRBY; retried on conflict"}, err
+}
+
+// refreshAll times RefreshAll over nItems items initialized in the ledger
+// (in bulk, by SQL) and absent from Redis, as after a Redis loss.
+func (b *bench) refreshAll(ctx context.Context, nItems int) (time.Duration, error) {
+	m, err := flashsale.New(b.pool, b.rdb, flashsale.WithNamespace(namespace+"-refresh"))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := b.pool.Exec(ctx, "TRUNCATE "+flashsale.ModificationTable+", "+flashsale.UsageTable); err != nil {
+		return 0, err
+	}
+	if _, err := b.pool.Exec(ctx, "INSERT INTO "+flashsale.ModificationTable+
+		" (item_id, delta, kind, op_key) SELECT 'item-' || g, 10, 'init', 'init' FROM generate_series(1, $1) g", nItems); err != nil {
+		return 0, err
+	}
+	b.pool.Exec(ctx, "ANALYZE "+flashsale.ModificationTable)
+	defer clearNS(context.Background(), b.rdb, namespace+"-refresh")
+	start := time.Now()
+	n, err := m.RefreshAll(ctx)
+	took := time.Since(start)
+	if err == nil && n != nItems {
+		err = fmt.Errorf("RefreshAll loaded %d of %d items", n, nItems)
+	}
+	return took, err
+}
+
+func clear(ctx context.Context, rdb *redis.Client) error { return clearNS(ctx, rdb, namespace) }
+
+func clearNS(ctx context.Context, rdb *redis.Client, ns string) error {
+	iter := rdb.Scan(ctx, 0, ns+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		rdb.Unlink(ctx, iter.Val())
+	}
+	return iter.Err()
+}
+
+func field(text, name string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+

@@ -1,0 +1,30 @@
+-- flushack.lua: the flusher's last step for one shard stream. It
+-- acknowledges the entries whose batch is committed in the ledger, then
+-- trims the stream below the oldest entry any flusher still holds, which
+-- drops whole nodes at once (far cheaper than XDEL of single entries).
+--
+-- KEYS[1]  shard stream
+-- ARGV[1]  consumer group
+-- ARGV[2…] entry ids to acknowledge
+--
+-- Reply: the number of entries trimmed.
+
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+local minid
+if pending[1] > 0 then
+  minid = pending[2]
+else
+  -- Nothing is pending: every entry the group has delivered is written;
+  -- keep only what comes after the last one delivered.
+  local last
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == ARGV[1] then last = f['last-delivered-id'] end
+  end
+  if not last then return 0 end
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  minid = ms .. '-' .. (tonumber(seq) + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', minid)
