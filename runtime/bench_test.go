@@ -111,3 +111,22 @@ func BenchmarkBaselineLuaPlusInsert(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkStreamDecr is a stream-mode purchase through a generated
+// manager, with no flusher running: one Lua call.
+func BenchmarkStreamDecr(b *testing.B) {
+	f := streamFixture(b)
+	ctx := context.Background()
+	testenv.Must(b, f.m.Init(ctx, "hot", invrt.MaxQuantity), "Init")
+	var seq atomic.Int64
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := f.m.Decr(ctx, "hot", 1, "o"+strconv.FormatInt(seq.Add(1), 10)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

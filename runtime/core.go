@@ -7,6 +7,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,8 +48,9 @@ type Core[K any] struct {
 	ks     keyspace
 	opt    options
 	stream bool
-	// Durations in milliseconds, as the scripts take them.
+	// Durations in milliseconds, as the scripts take them, also boxed.
 	leaseMS, opTTLMS, rejectTTLMS, fenceMS string
+	leaseArg, opTTLArg, rejectTTLArg       any
 }
 
 // Result is the outcome of a change.
@@ -88,7 +90,7 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		return nil, err
 	}
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
-	return &Core[K]{
+	c := &Core[K]{
 		prefix:      cfg.Prefix,
 		codec:       cfg.Codec,
 		ledger:      cfg.Ledger,
@@ -100,7 +102,9 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		opTTLMS:     ms(o.opTTL),
 		rejectTTLMS: ms(o.rejectTTL),
 		fenceMS:     ms(o.fenceTTL),
-	}, nil
+	}
+	c.leaseArg, c.opTTLArg, c.rejectTTLArg = c.leaseMS, c.opTTLMS, c.rejectTTLMS
+	return c, nil
 }
 
 // Ping checks that Redis answers and that the ledger's database answers.
@@ -317,25 +321,59 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey, mode string) (reserveReply, error) {
 	attempt := mrand.Int64N(1<<62) + 1
 	v, err := reserveScript.Run(ctx, c.rdb, keys,
-		string(kind), arg, c.leaseMS, c.rejectTTLMS, item, opKey, MaxQuantity, attempt, mode, c.opTTLMS).Slice()
+		boxedKind(kind), arg, c.leaseArg, c.rejectTTLArg, item, opKey, maxQuantityArg, attempt, boxedMode(mode), c.opTTLArg).Text()
 	if err != nil {
 		return reserveReply{}, err
 	}
-	if len(v) != 7 {
-		return reserveReply{}, fmt.Errorf("reserve.lua: unexpected reply %v", v)
+	return parseReserve(v)
+}
+
+// parseReserve parses reserve.lua's reply, "code:available:delta:state:
+// reject:expired:attempt", without allocating.
+func parseReserve(v string) (reserveReply, error) {
+	var (
+		r      reserveReply
+		fields [7]string
+		rest   = v
+	)
+	for i := range fields {
+		var ok bool
+		fields[i], rest, ok = strings.Cut(rest, ":")
+		if !ok && i < len(fields)-1 {
+			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)
+		}
 	}
-	r := reserveReply{}
-	r.code, _ = v[0].(int64)
-	r.available, _ = v[1].(int64)
-	r.delta, _ = v[2].(int64)
-	r.state, _ = v[3].(string)
-	r.reject, _ = v[4].(int64)
-	exp, _ := v[5].(int64)
-	r.expired = exp == 1
-	if a, ok := v[6].(string); ok {
-		r.attempt, _ = strconv.ParseInt(a, 10, 64)
+	var errs [6]error
+	r.code, errs[0] = strconv.ParseInt(fields[0], 10, 64)
+	r.available, errs[1] = strconv.ParseInt(fields[1], 10, 64)
+	r.delta, errs[2] = strconv.ParseInt(fields[2], 10, 64)
+	r.state = fields[3]
+	r.reject, errs[3] = strconv.ParseInt(fields[4], 10, 64)
+	r.expired = fields[5] == "1"
+	r.attempt, errs[4] = strconv.ParseInt(fields[6], 10, 64)
+	for _, err := range errs {
+		if err != nil {
+			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)
+		}
 	}
 	return r, nil
+}
+
+// Arguments boxed once, so a call does not allocate to pass them.
+var (
+	maxQuantityArg any = strconv.FormatInt(MaxQuantity, 10)
+	kindArgs           = map[Kind]any{KindInit: "init", KindAdjust: "adjust", KindDecr: "decr", KindIncr: "incr", KindRelease: "release"}
+	modeSync       any = "sync"
+	modeStream     any = "stream"
+)
+
+func boxedKind(k Kind) any { return kindArgs[k] }
+
+func boxedMode(m string) any {
+	if m == "stream" {
+		return modeStream
+	}
+	return modeSync
 }
 
 // rejection maps a reserve.lua refusal to its error.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -168,8 +169,9 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 // not committed: what Redis holds beyond the ledger.
 func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []string) (int64, error) {
 	var sum int64
+	prefix := k.opPrefix()
 	for _, m := range journal {
-		if len(m) < len(k.opPrefix) || m[:len(k.opPrefix)] != k.opPrefix {
+		if !strings.HasPrefix(m, prefix) {
 			continue
 		}
 		rec, err := c.rdb.HMGet(ctx, m, "s", "k", "d", "o").Result()

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -13,51 +12,67 @@ import (
 // the tag, behind a kind segment and a length, so no user byte can move a
 // key to another tag or make two kinds of key collide.
 type keyspace struct {
-	tags []string // per shard: "<ns>:{<prefix>:<shard>}:"
+	tags     []string // per shard: "<ns>:{<prefix>:<shard>}:"
+	journals []string // per shard
+	streams  []string // per shard
 }
 
 func newKeyspace(namespace, prefix string, shards int) keyspace {
-	ks := keyspace{tags: make([]string, shards)}
+	ks := keyspace{tags: make([]string, shards), journals: make([]string, shards), streams: make([]string, shards)}
 	for i := range ks.tags {
 		ks.tags[i] = namespace + ":{" + prefix + ":" + strconv.Itoa(i) + "}:"
+		ks.journals[i] = ks.tags[i] + "journal"
+		ks.streams[i] = ks.tags[i] + "stream"
 	}
 	return ks
 }
 
-// shard is a stable hash of the item's Redis form.
+// shard is a stable hash (FNV-1a) of the item's Redis form.
 func (ks keyspace) shard(item string) int {
-	h := fnv.New32a()
-	h.Write([]byte(item))
-	return int(h.Sum32() % uint32(len(ks.tags)))
+	h := uint32(2166136261)
+	for i := 0; i < len(item); i++ {
+		h ^= uint32(item[i])
+		h *= 16777619
+	}
+	return int(h % uint32(len(ks.tags)))
 }
 
-// itemKeys are the keys one change of one item touches.
+// itemKeys are the keys one change of one item touches. Only the item key
+// is built up front; op record keys are built on demand.
 type itemKeys struct {
-	item     string // the item hash
-	journal  string // the shard's journal
-	stream   string // the shard's usage stream (stream ledger mode)
-	opPrefix string // shared by every op record of the item
+	item    string // the item hash
+	journal string // the shard's journal
+	stream  string // the shard's usage stream (stream ledger mode)
+	tag     string // the shard's hash tag
+	id      string // the item's Redis form
 }
 
 func (ks keyspace) forItem(item string) itemKeys {
-	tag := ks.tags[ks.shard(item)]
+	s := ks.shard(item)
 	return itemKeys{
-		item:     tag + "item:" + item,
-		journal:  tag + "journal",
-		stream:   tag + "stream",
-		opPrefix: tag + "op:" + strconv.Itoa(len(item)) + ":" + item + ":",
+		item:    ks.tags[s] + "item:" + item,
+		journal: ks.journals[s],
+		stream:  ks.streams[s],
+		tag:     ks.tags[s],
+		id:      item,
 	}
+}
+
+// opPrefix is shared by every op record key of the item: the tag, "op:",
+// the item's length and the item.
+func (k itemKeys) opPrefix() string {
+	return k.tag + "op:" + strconv.Itoa(len(k.id)) + ":" + k.id + ":"
 }
 
 // op is the key of the op record of one change: the item's op prefix, the
 // kind (which holds no ':') and the op key.
 func (k itemKeys) op(kind Kind, opKey string) string {
-	return k.opPrefix + string(kind) + ":" + opKey
+	return k.tag + "op:" + strconv.Itoa(len(k.id)) + ":" + k.id + ":" + string(kind) + ":" + opKey
 }
 
-func (ks keyspace) journal(shard int) string { return ks.tags[shard] + "journal" }
+func (ks keyspace) journal(shard int) string { return ks.journals[shard] }
 
-func (ks keyspace) stream(shard int) string { return ks.tags[shard] + "stream" }
+func (ks keyspace) stream(shard int) string { return ks.streams[shard] }
 
 // journalOf returns the journal of the shard an op record key belongs to:
 // everything up to the end of the hash tag, then "journal".

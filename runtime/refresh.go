@@ -123,7 +123,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal},
-			token, t.Available, t.Capacity, k.opPrefix).Int()
+			token, t.Available, t.Capacity, k.opPrefix()).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
@@ -144,8 +144,9 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 		return nil, err
 	}
 	var mine []string
+	prefix := k.opPrefix()
 	for _, m := range all {
-		if strings.HasPrefix(m, k.opPrefix) {
+		if strings.HasPrefix(m, prefix) {
 			mine = append(mine, m)
 		}
 	}
@@ -267,8 +268,9 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 	var pending []entry
 	for _, e := range fenced {
 		busy := false
+		prefix := e.keys.opPrefix()
 		for _, m := range journals[e.keys.journal].Val() {
-			if strings.HasPrefix(m, e.keys.opPrefix) {
+			if strings.HasPrefix(m, prefix) {
 				busy = true
 				break
 			}
@@ -318,7 +320,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal},
-			token, t.Available, t.Capacity, e.keys.opPrefix)
+			token, t.Available, t.Capacity, e.keys.opPrefix())
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		unfence(ready)

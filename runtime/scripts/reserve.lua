@@ -23,11 +23,16 @@
 --          Redis at once, usage appended to the stream)
 -- ARGV[10] time to keep a committed op record (ms), stream mode
 --
--- Reply: {code, available, delta, state, reject code, lease expired (1/0), attempt id}
+-- Reply: "code:available:delta:state:reject code:lease expired (1/0):attempt id",
+-- one string so the client parses it without allocating
 --   code 0 reserved, 1 duplicate (fields describe the first outcome),
 --   2 insufficient stock, 3 item not loaded, 4 fenced or in progress,
 --   5 over the limit, 6 purchase unknown to Redis (release: ask the ledger),
 --   7 nothing to release
+
+local function reply(...)
+  return table.concat({...}, ':')
+end
 
 local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING = 0, 1, 2, 3, 4, 5, 6, 7
 
@@ -38,15 +43,15 @@ local op = redis.call('HMGET', KEYS[2], 's', 'a', 'd', 'r', 'l', 'n')
 if op[1] then
   local expired = 0
   if op[1] == 'p' and tonumber(op[5] or '0') <= now then expired = 1 end
-  return {DUPLICATE, tonumber(op[2]) or 0, tonumber(op[3]) or 0, op[1], tonumber(op[4]) or 0, expired, op[6] or '0'}
+  return reply(DUPLICATE, tonumber(op[2]) or 0, tonumber(op[3]) or 0, op[1], tonumber(op[4]) or 0, expired, op[6] or '0')
 end
 
 local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f')
 if not item[1] then
-  return {MISSING, 0, 0, '', 0, 0, '0'}
+  return reply(MISSING, 0, 0, '', 0, 0, '0')
 end
 if item[3] and tonumber(item[3]) > now then
-  return {BUSY, 0, 0, '', 0, 0, '0'}
+  return reply(BUSY, 0, 0, '', 0, 0, '0')
 end
 
 local avail, cap, maxq = tonumber(item[1]), tonumber(item[2]), tonumber(ARGV[7])
@@ -55,7 +60,7 @@ local kind = ARGV[1]
 local function reject(code)
   redis.call('HSET', KEYS[2], 's', 'r', 'r', code, 'a', avail, 'd', 0, 'k', kind)
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  return {code, avail, 0, 'r', code, 0, '0'}
+  return reply(code, avail, 0, 'r', code, 0, '0')
 end
 
 local delta, dcap = 0, 0
@@ -74,8 +79,8 @@ elseif kind == 'release' then
   local taken = ARGV[2]
   if taken == '' then
     local p = redis.call('HMGET', KEYS[4], 's', 'd')
-    if not p[1] then return {UNKNOWN, avail, 0, '', 0, 0, '0'} end
-    if p[1] == 'p' then return {BUSY, avail, 0, '', 0, 0, '0'} end
+    if not p[1] then return reply(UNKNOWN, avail, 0, '', 0, 0, '0') end
+    if p[1] == 'p' then return reply(BUSY, avail, 0, '', 0, 0, '0') end
     if p[1] ~= 'c' then return reject(NOTHING) end
     taken = -tonumber(p[2])
   end
@@ -91,9 +96,9 @@ if ARGV[9] == 'stream' then
   redis.call('HSET', KEYS[2], 's', 'c', 'k', kind, 'd', delta, 'a', avail + delta, 'n', ARGV[8])
   redis.call('PEXPIRE', KEYS[2], ARGV[10])
   redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
-  return {RESERVED, avail + delta, delta, 'c', 0, 0, ARGV[8]}
+  return reply(RESERVED, avail + delta, delta, 'c', 0, 0, ARGV[8])
 end
 local lease = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[2], 's', 'p', 'k', kind, 'd', delta, 'a', avail + delta, 'i', ARGV[5], 'o', ARGV[6], 'l', lease, 'n', ARGV[8])
 redis.call('ZADD', KEYS[3], lease, KEYS[2])
-return {RESERVED, avail + delta, delta, 'p', 0, 0, ARGV[8]}
+return reply(RESERVED, avail + delta, delta, 'p', 0, 0, ARGV[8])
