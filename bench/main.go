@@ -269,9 +269,9 @@ func (b *bench) streamLua(prefix string) (func(ctx context.Context, seq int64) e
 	return func(ctx context.Context, seq int64) error {
 		op := strconv.FormatInt(seq, 10)
 		v, err := s.Run(ctx, b.rdb, []string{item, opPrefix + op, stream},
-			"decr", "1", "10000", "3600000", "hot", op, invrt.MaxQuantity, seq, "stream", "86400000").Slice()
-		if err == nil && v[0].(int64) != 0 {
-			err = fmt.Errorf("reserve.lua answered %v", v)
+			"decr", "1", "10000", "3600000", "hot", op, invrt.MaxQuantity, seq, "stream", "86400000").Text()
+		if err == nil && !strings.HasPrefix(v, "0:") {
+			err = fmt.Errorf("reserve.lua answered %q", v)
 		}
 		return err
 	}, stream, nil

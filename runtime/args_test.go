@@ -113,6 +113,7 @@ func TestBadItemKeys(t *testing.T) {
 func assertRefused[K comparable](t *testing.T, f *fixture[K], calls []call[K]) {
 	t.Helper()
 	ctx := ctxT(t)
+	f.quiesce(t)
 	for _, c := range calls {
 		before := f.snapshot(t)
 		err := c.do(ctx, f.m)

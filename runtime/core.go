@@ -48,6 +48,7 @@ type Core[K any] struct {
 	ks     keyspace
 	opt    options
 	stream bool
+	clears clearQueue
 	// Durations in milliseconds, as the scripts take them, also boxed.
 	leaseMS, opTTLMS, rejectTTLMS, fenceMS string
 	leaseArg, opTTLArg, rejectTTLArg       any
@@ -409,9 +410,10 @@ func (c *Core[K]) replay(id K, r reserveReply) (Result, error) {
 func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
 	err := c.ledger.Insert(ctx, e)
 	if err == nil {
-		// The row is committed: the change happened. Should the commit
-		// step fail, the entry stays journaled and Reconcile confirms it.
-		c.commit(ctx, e.Item, k, opRec)
+		// The row is committed: the change happened. Clearing its journal
+		// entry is batched (see clearQueue); should it fail, the entry
+		// stays journaled and Reconcile confirms it.
+		c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id})
 		return Result{Available: available, Delta: e.Delta}, nil
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)

@@ -161,6 +161,30 @@ func (f *fixture[K]) assertConserved(t *testing.T, item K) int64 {
 	return got
 }
 
+// quiesce waits until every journal entry of the namespace is cleared:
+// sync changes clear theirs just after they return.
+func (f *fixture[K]) quiesce(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		keys, err := testenv.Keys(ctx, f.rdb, f.ns)
+		testenv.Must(t, err, "keys")
+		busy := false
+		for _, k := range keys {
+			if strings.HasSuffix(k, "}:journal") {
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+		if i == 200 {
+			t.Fatalf("journal entries still pending after 2s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // snapshot is everything the fixture's namespace and tables hold, to prove
 // that a refused call wrote nothing.
 func (f *fixture[K]) snapshot(t *testing.T) string {

@@ -1,0 +1,97 @@
+package runtime
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// clearQueue batches the last step of sync changes, commit.lua, which
+// clears a journal entry once its ledger row is committed. The change has
+// happened when its row commits, so Decr returns then; the clears of all
+// changes that complete meanwhile go to Redis in one pipeline, run by one
+// goroutine that exits when the queue is empty. A process that dies with
+// clears queued leaves journal entries whose rows are committed: Reconcile
+// confirms them, and a Refresh that meets them settles them.
+type clearQueue struct {
+	mu      sync.Mutex
+	queue   []clearReq
+	running bool
+}
+
+type clearReq struct {
+	k     itemKeys
+	opRec string
+	item  string
+}
+
+// add queues a clear and starts the drainer if none runs.
+func (q *clearQueue) add(c clearer, r clearReq) {
+	q.mu.Lock()
+	q.queue = append(q.queue, r)
+	if q.running {
+		q.mu.Unlock()
+		return
+	}
+	q.running = true
+	q.mu.Unlock()
+	go q.drain(c)
+}
+
+func (q *clearQueue) drain(c clearer) {
+	var batch []clearReq
+	for {
+		q.mu.Lock()
+		if len(q.queue) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		batch, q.queue = q.queue, batch[:0]
+		q.mu.Unlock()
+		c.clearBatch(batch)
+	}
+}
+
+// clearer is the part of Core the queue needs (Core is generic; the queue
+// is not).
+type clearer interface {
+	clearBatch([]clearReq)
+}
+
+// clearBatch runs commit.lua for a batch in one pipeline. Records that Redis
+// lost meanwhile (a restart) get their item refreshed, as commit does.
+func (c *Core[K]) clearBatch(batch []clearReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opt.ledgerTimeout)
+	defer cancel()
+	run := func() ([]*redis.Cmd, error) {
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(batch))
+		for i, r := range batch {
+			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal}, c.opTTLArg)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+		if commitScript.Load(ctx, c.rdb).Err() == nil {
+			cmds, err = run()
+		}
+	}
+	if err != nil && cmds == nil {
+		return
+	}
+	for i, cmd := range cmds {
+		if prev, err := cmd.Text(); err == nil && prev == "" {
+			if id, err := c.codec.Decode(batch[i].item); err == nil {
+				rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
+				_ = c.Refresh(rctx, id)
+				cancel()
+			}
+		}
+	}
+}
