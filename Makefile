@@ -35,7 +35,8 @@ chaos: services ## the fault-injection suite, long: kill -9 x50, network faults,
 	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./runtime -args -chaos.long \
 		| tee chaos.out | grep -E '^\s+chaos_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
 
-bench: services ## Go benchmarks of the hot paths (see README, Performance)
+bench: services ## the benchmark table (ratios against baselines in the same run), then Go benchmarks with -benchmem
+	$(GO) run ./bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./runtime | tee bench.out
 
 lint: ## gofmt, go vet and staticcheck

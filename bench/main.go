@@ -32,7 +32,10 @@ import (
 	invrt "github.com/invgen/invgen/runtime"
 )
 
-var only string
+var (
+	only   string
+	rounds int
+)
 
 const (
 	schema    = "invgen_bench"
@@ -42,7 +45,8 @@ const (
 )
 
 func main() {
-	dur := flag.Duration("d", 5*time.Second, "how long each scenario runs")
+	dur := flag.Duration("d", 3*time.Second, "how long each scenario runs, per round")
+	flag.IntVar(&rounds, "rounds", 3, "rounds over all scenarios; the table shows each one's median")
 	items := flag.Int("items", 100_000, "items for the RefreshAll scenario")
 	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
@@ -119,16 +123,18 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 	info := rdb.Info(ctx, "server").Val()
 	redisVersion := field(info, "redis_version")
 	cpu := strings.TrimSpace(field(readFile("/proc/cpuinfo"), "model name"))
-	fmt.Printf("invgen bench: %d buyers on one hot SKU, %v per scenario; %d CPUs (%s), Go %s, Redis %s, PostgreSQL %s\n\n",
-		buyers, dur, runtime.NumCPU(), cpu, strings.TrimPrefix(runtime.Version(), "go"), redisVersion, pgVersion)
+	fmt.Printf("invgen bench: %d buyers on one hot SKU; median of %d rounds of %v per scenario; %d CPUs (%s), Go %s, Redis %s, PostgreSQL %s\n",
+		buyers, rounds, dur, runtime.NumCPU(), cpu, strings.TrimPrefix(runtime.Version(), "go"), redisVersion, pgVersion)
 
-	var rows []result
+	// Scenarios run in rounds, interleaved, so that a slow stretch of the
+	// machine (a checkpoint, autovacuum) does not land on one of them only.
+	runs := map[string][]result{}
 	add := func(r result, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}
 		fmt.Fprintf(os.Stderr, "  %-58s %10.0f ops/s %s\n", r.name, r.ops, r.note)
-		rows = append(rows, r)
+		runs[r.name] = append(runs[r.name], r)
 		return nil
 	}
 	steps := []func() (result, error){
@@ -142,12 +148,22 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 		b.watchMulti,
 	}
 	names := []string{nBare, nStreamAlone, nStreamLimit, nStreamDecr, nSyncLimit, nSyncDecr, nDBOnly, nWatch}
-	for i, s := range steps {
-		if only != "" && !strings.Contains(names[i], only) {
-			continue
+	for round := range rounds {
+		fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, rounds)
+		for i, s := range steps {
+			if only != "" && !strings.Contains(names[i], only) {
+				continue
+			}
+			if err := add(s()); err != nil {
+				return err
+			}
 		}
-		if err := add(s()); err != nil {
-			return err
+	}
+	var rows []result
+	for _, n := range names {
+		if rs := runs[n]; len(rs) > 0 {
+			sort.Slice(rs, func(i, j int) bool { return rs[i].ops < rs[j].ops })
+			rows = append(rows, rs[len(rs)/2])
 		}
 	}
 	if only != "" {
@@ -290,7 +306,8 @@ func (b *bench) streamLuaAlone() (result, error) {
 // XREAD a batch, COPY it into a table, XDEL it.
 func (b *bench) streamLimit() (result, error) {
 	ctx := context.Background()
-	if _, err := b.pool.Exec(ctx, `CREATE TABLE bench_usage (item_id text, delta bigint, kind text, op_key text, attempt bigint)`); err != nil {
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_usage (item_id text, delta bigint, kind text, op_key text, attempt bigint);
+		TRUNCATE bench_usage`); err != nil {
 		return result{name: nStreamLimit}, err
 	}
 	op, stream, err := b.streamLua("limit")
@@ -351,6 +368,9 @@ func (b *bench) streamDecr() (result, error) {
 		return result{name: nStreamDecr}, err
 	}
 	if err := m.CreateTables(ctx); err != nil {
+		return result{name: nStreamDecr}, err
+	}
+	if err := b.fresh(ctx, drop.ModificationTable, drop.UsageTable); err != nil {
 		return result{name: nStreamDecr}, err
 	}
 	if err := m.Init(ctx, "hot", bigStock); err != nil {
@@ -428,8 +448,9 @@ func pctI(v []int64, p int) int64 {
 
 func (b *bench) syncLimit() (result, error) {
 	ctx := context.Background()
-	if _, err := b.pool.Exec(ctx, `CREATE TABLE bench_sync_usage (id bigserial PRIMARY KEY, item_id text NOT NULL, delta bigint NOT NULL,
-		op_key text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (item_id, op_key))`); err != nil {
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_sync_usage (id bigserial PRIMARY KEY, item_id text NOT NULL, delta bigint NOT NULL,
+		op_key text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (item_id, op_key));
+		TRUNCATE bench_sync_usage`); err != nil {
 		return result{name: nSyncLimit}, err
 	}
 	key := namespace + ":{synclimit}:hot"
@@ -453,6 +474,9 @@ func (b *bench) syncDecr() (result, error) {
 	if err := m.CreateTables(ctx); err != nil {
 		return result{name: nSyncDecr}, err
 	}
+	if err := b.fresh(ctx, flashsale.ModificationTable, flashsale.UsageTable); err != nil {
+		return result{name: nSyncDecr}, err
+	}
 	if err := m.Init(ctx, "hot", bigStock); err != nil {
 		return result{name: nSyncDecr}, err
 	}
@@ -465,8 +489,8 @@ func (b *bench) syncDecr() (result, error) {
 
 func (b *bench) dbOnly() (result, error) {
 	ctx := context.Background()
-	if _, err := b.pool.Exec(ctx, `CREATE TABLE bench_stock (id text PRIMARY KEY, qty bigint NOT NULL);
-		INSERT INTO bench_stock VALUES ('hot', 90000000000000)`); err != nil {
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_stock (id text PRIMARY KEY, qty bigint NOT NULL);
+		TRUNCATE bench_stock; INSERT INTO bench_stock VALUES ('hot', 90000000000000)`); err != nil {
 		return result{name: nDBOnly}, err
 	}
 	ops, err := b.hammer(func(ctx context.Context, _ int64) error {
@@ -532,6 +556,14 @@ func (b *bench) refreshAll(ctx context.Context, nItems int) (time.Duration, erro
 	return took, err
 }
 
+// fresh empties a prefix's tables and the bench's Redis keys before a round.
+func (b *bench) fresh(ctx context.Context, tables ...string) error {
+	if _, err := b.pool.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")); err != nil {
+		return err
+	}
+	return clear(ctx, b.rdb)
+}
+
 func clear(ctx context.Context, rdb *redis.Client) error { return clearNS(ctx, rdb, namespace) }
 
 func clearNS(ctx context.Context, rdb *redis.Client, ns string) error {
@@ -555,4 +587,3 @@ func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
 }
-
