@@ -8,7 +8,8 @@
 // 20,000 buyers (goroutines) each buy one unit of one hot SKU with its own
 // order id; some retry the same order id as a client would after a timeout,
 // some cancel afterwards (Release). A few other items of each key type
-// (string, int64, uuid) trade alongside.
+// (string, int64, uuid) trade alongside. Then the same crowd buys from the
+// stream-ledger prefix, with a flusher writing the ledger beside them.
 package main
 
 import (
@@ -28,8 +29,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
+	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 func main() {
@@ -213,6 +216,81 @@ func run(ctx context.Context, buyers int, stock int64) error {
 		return fmt.Errorf("the ledger and Redis disagree: %v", problems)
 	}
 	fmt.Println("Redis and the SQL ledger agree on every item; nothing oversold.")
+	return streamSale(ctx, pool, rdb, buyers, stock)
+}
+
+// streamSale runs the same crowd against the drop prefix, on the stream
+// ledger: purchases answer at Redis speed and a flusher writes the ledger
+// beside them. Once it has drained, Redis and the ledger must agree.
+func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buyers int, stock int64) error {
+	inv, err := drop.New(pool, rdb, drop.WithNamespace(namespace))
+	if err != nil {
+		return err
+	}
+	if err := inv.CreateTables(ctx); err != nil {
+		return err
+	}
+	if err := inv.Init(ctx, hot, stock); err != nil {
+		return err
+	}
+	fctx, stopFlusher := context.WithCancel(ctx)
+	defer stopFlusher()
+	flushed := make(chan error, 1)
+	go func() { flushed <- inv.RunFlusher(fctx, invrt.FlusherConfig{}) }()
+
+	fmt.Printf("\nthe same crowd on the stream ledger (prefix drop): %d buyers on %q with %d units\n", buyers, hot, stock)
+	var (
+		sold, rejected atomic.Int64
+		firstErr       atomic.Value
+		wg             sync.WaitGroup
+		start          = time.Now()
+	)
+	for b := range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := inv.Decr(ctx, hot, 1, "order-"+strconv.Itoa(b))
+			switch {
+			case err == nil:
+				sold.Add(1)
+			case errors.Is(err, drop.ErrInsufficientStock):
+				rejected.Add(1)
+			default:
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	lag, err := inv.FlushLag(ctx)
+	if err != nil {
+		return err
+	}
+	stopFlusher()
+	if err := <-flushed; !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("flusher: %w", err)
+	}
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	remaining, err := inv.Get(ctx, hot)
+	if err != nil {
+		return err
+	}
+	var inSQL int64
+	if err := pool.QueryRow(ctx, `SELECT
+		(SELECT COALESCE(SUM(delta), 0) FROM `+drop.ModificationTable+` WHERE item_id = $1 AND state = 'committed') +
+		(SELECT COALESCE(SUM(delta), 0) FROM `+drop.UsageTable+` WHERE item_id = $1 AND state = 'committed')`, hot).Scan(&inSQL); err != nil {
+		return err
+	}
+	fmt.Printf("  sold       %6d\n  rejected   %6d\n  remaining  %6d\n  time       %v (%.0f purchases/s)\n  flush lag when the crowd left: %d entries, oldest %v; drained on shutdown\n",
+		sold.Load(), rejected.Load(), remaining, elapsed.Round(time.Millisecond), float64(buyers)/elapsed.Seconds(),
+		lag.Entries, lag.Oldest.Round(time.Millisecond))
+	fmt.Printf("  drop/%-17s Redis %5d  ledger %5d\n", hot, remaining, inSQL)
+	if remaining != inSQL || sold.Load() != stock-remaining {
+		return fmt.Errorf("stream sale: Redis %d, ledger %d, sold %d of %d", remaining, inSQL, sold.Load(), stock)
+	}
+	fmt.Println("Redis and the SQL ledger agree once the flusher has drained; nothing oversold.")
 	return nil
 }
 
