@@ -322,7 +322,7 @@ func emitLedger(f *jen.File, p *Prefix) {
 			dbq("VoidUsageParams").Parens(jen.Id("params").Call(jen.Id("e")))),
 		jen.Return(row(nil), jen.Err()))
 
-	fn().Params(recv.Clone()).Id("Flush").Params(ctx.Clone(), jen.Id("b").Op("*").Add(rt("Batch"))).Error().Block(
+	fn().Params(recv.Clone()).Id("Flush").Params(ctx.Clone(), jen.Id("b").Op("*").Add(rt("Batch"))).Params(jen.Index().String(), jen.Error()).Block(
 		jen.Return(jen.Id("l").Dot("q").Dot("FlushUsage").Call(jen.Id("ctx"), dbq("FlushUsageParams").Values(jen.Dict{
 			jen.Id("Items"):    jen.Id("b").Dot("Items"),
 			jen.Id("Deltas"):   jen.Id("b").Dot("Deltas"),

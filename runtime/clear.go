@@ -71,7 +71,7 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 		pipe := c.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, r := range batch {
-			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal}, c.opTTLArg)
+			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal, r.k.item}, c.opTTLArg)
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err

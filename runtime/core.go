@@ -410,10 +410,16 @@ func (c *Core[K]) replay(id K, r reserveReply) (Result, error) {
 func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
 	err := c.ledger.Insert(ctx, e)
 	if err == nil {
-		// The row is committed: the change happened. Clearing its journal
-		// entry is batched (see clearQueue); should it fail, the entry
-		// stays journaled and Reconcile confirms it.
-		c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id})
+		// The row is committed: the change happened. A decrease is in
+		// Redis already, so clearing its journal entry is batched (see
+		// clearQueue); an increase is applied by that step, so it runs
+		// before the call returns. Should it fail, the entry stays
+		// journaled and Reconcile confirms it.
+		if e.Delta < 0 {
+			c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id})
+		} else {
+			c.commit(ctx, e.Item, k, opRec)
+		}
 		return Result{Available: available, Delta: e.Delta}, nil
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
@@ -440,10 +446,15 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
 	case definitelyNotWritten(err):
 		prev, aerr := abortScript.Run(sctx, c.rdb, []string{k.item, opRec, k.journal}, "forget", c.opTTLMS).Text()
-		if aerr != nil {
+		switch {
+		case aerr != nil:
 			return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, err, aerr)
-		}
-		if prev != "x" {
+		case prev == opCommitted:
+			// The lease passed meanwhile and a retry completed the change.
+			return Result{Available: available, Delta: e.Delta, Replayed: true}, nil
+		case prev == opVoid:
+			return Result{}, fmt.Errorf("%w: %s %v: ledger write failed: %w", ErrVoided, e.Kind, e.Item, err)
+		case prev != "x":
 			return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, err)
 		}
 		// The lease passed while the insert failed: settle it.
@@ -506,7 +517,7 @@ func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, 
 // (a restart or failover) and may have been rebuilt without the change: the
 // item is refreshed from the ledger, which now holds it.
 func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string) error {
-	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal}, c.opTTLMS).Text()
+	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal, k.item}, c.opTTLMS).Text()
 	if err != nil {
 		return err
 	}

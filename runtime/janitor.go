@@ -165,8 +165,10 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	return drift, nil
 }
 
-// pendingDelta sums the journaled changes of one item whose ledger row is
-// not committed: what Redis holds beyond the ledger.
+// pendingDelta is what Redis's stock of one item should differ from the
+// ledger's by, given its journaled changes: a decrease not yet committed
+// is in Redis only; an increase committed but not yet applied (commit.lua
+// pending) is in the ledger only.
 func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []string) (int64, error) {
 	var sum int64
 	prefix := k.opPrefix()
@@ -174,7 +176,7 @@ func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []
 		if !strings.HasPrefix(m, prefix) {
 			continue
 		}
-		rec, err := c.rdb.HMGet(ctx, m, "s", "k", "d", "o").Result()
+		rec, err := c.rdb.HMGet(ctx, m, "s", "k", "d", "o", "n").Result()
 		if err != nil {
 			return 0, err
 		}
@@ -184,6 +186,8 @@ func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []
 		kind, _ := rec[1].(string)
 		ds, _ := rec[2].(string)
 		opKey, _ := rec[3].(string)
+		as, _ := rec[4].(string)
+		attempt, _ := strconv.ParseInt(as, 10, 64)
 		delta, err := strconv.ParseInt(ds, 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("op record %s: delta %q", m, ds)
@@ -192,8 +196,12 @@ func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []
 		if err != nil {
 			return 0, err
 		}
-		if !found || row.State != StateCommitted {
+		inLedger := found && row.State == StateCommitted && row.Attempt == attempt
+		switch {
+		case delta < 0 && !inLedger:
 			sum += delta
+		case delta > 0 && inLedger:
+			sum -= delta
 		}
 	}
 	return sum, nil

@@ -101,7 +101,10 @@ func (b *Batch) reset() {
 
 // BatchWriter writes usage rows to the ledger in one statement, skipping
 // rows whose item, kind and op key are there already, so that writing a
-// batch twice changes nothing.
+// batch twice changes nothing. It returns the items (in Redis form) of
+// rows whose op key the ledger holds from another attempt: changes Redis
+// made a second time after it had forgotten their op key, which the ledger
+// refused, so Redis must be refreshed from it.
 type BatchWriter interface {
-	Flush(ctx context.Context, b *Batch) error
+	Flush(ctx context.Context, b *Batch) (conflicts []string, err error)
 }

@@ -80,23 +80,35 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 		t.Fatalf("stock = %d, want 12", got)
 	}
 
-	// Incr never returns more than was sold (3 sold so far).
-	if _, err := f.m.Incr(ctx, a, 4, "return-big"); !errors.Is(err, invrt.ErrOverLimit) {
-		t.Fatalf("Incr(4 of 3 sold) err = %v, want ErrOverLimit", err)
+	if r, err := f.m.Decr(ctx, a, 2, "order-3"); err != nil || r.Available != 10 {
+		t.Fatalf("Decr(2) = %+v, %v; want available 10", r, err)
 	}
-	if r, err := f.m.Incr(ctx, a, 1, "return-1"); err != nil || r.Available != 13 || r.Delta != 1 {
-		t.Fatalf("Incr(1) = %+v, %v; want available 13", r, err)
+
+	// Incr never returns more than was sold (5 sold so far).
+	if _, err := f.m.Incr(ctx, a, 6, "return-big"); !errors.Is(err, invrt.ErrOverLimit) {
+		t.Fatalf("Incr(6 of 5 sold) err = %v, want ErrOverLimit", err)
 	}
-	if r, err := f.m.Incr(ctx, a, 1, "return-1"); err != nil || !r.Replayed || r.Available != 13 {
+	if r, err := f.m.Incr(ctx, a, 1, "return-1"); err != nil || r.Available != 11 || r.Delta != 1 {
+		t.Fatalf("Incr(1) = %+v, %v; want available 11", r, err)
+	}
+	if r, err := f.m.Incr(ctx, a, 1, "return-1"); err != nil || !r.Replayed || r.Available != 11 {
 		t.Fatalf("repeated Incr = %+v, %v; want replay", r, err)
+	}
+	if got := f.assertConserved(t, a); got != 11 {
+		t.Fatalf("stock = %d, want 11: an Incr shows when it returns", got)
 	}
 
 	// Release returns exactly what the purchase took, once.
-	if r, err := f.m.Release(ctx, a, "order-1"); err != nil || r.Delta != 3 || r.Available != 16 {
-		t.Fatalf("Release = %+v, %v; want +3 to 16", r, err)
+	if r, err := f.m.Release(ctx, a, "order-1"); err != nil || r.Delta != 3 || r.Available != 14 {
+		t.Fatalf("Release = %+v, %v; want +3 to 14", r, err)
 	}
 	if r, err := f.m.Release(ctx, a, "order-1"); err != nil || !r.Replayed || r.Delta != 3 {
 		t.Fatalf("repeated Release = %+v, %v; want replay of +3", r, err)
+	}
+	// One unit of the 5 sold is left out: order-3's 2 units cannot all
+	// come back, since the Incr returned one of them already.
+	if _, err := f.m.Release(ctx, a, "order-3"); !errors.Is(err, invrt.ErrOverLimit) {
+		t.Fatalf("Release beyond what is still sold err = %v, want ErrOverLimit", err)
 	}
 	if _, err := f.m.Release(ctx, a, "never-bought"); !errors.Is(err, invrt.ErrNotFound) {
 		t.Fatalf("Release(unknown op) err = %v, want ErrNotFound", err)
@@ -104,19 +116,19 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 	if _, err := f.m.Release(ctx, a, "order-2"); !errors.Is(err, invrt.ErrNotFound) {
 		t.Fatalf("Release(rejected op) err = %v, want ErrNotFound", err)
 	}
-	if got := f.assertConserved(t, a); got != 16 {
-		t.Fatalf("stock = %d, want 16", got)
+	if got := f.assertConserved(t, a); got != 14 {
+		t.Fatalf("stock = %d, want 14", got)
 	}
 
 	// Adjust down, within and beyond what is available.
 	if _, err := f.m.Adjust(ctx, a, -20, "shrink-big"); !errors.Is(err, invrt.ErrInsufficientStock) {
-		t.Fatalf("Adjust(-20 of 16) err = %v, want ErrInsufficientStock", err)
+		t.Fatalf("Adjust(-20 of 14) err = %v, want ErrInsufficientStock", err)
 	}
-	if r, err := f.m.Adjust(ctx, a, -6, "shrink"); err != nil || r.Available != 10 {
+	if r, err := f.m.Adjust(ctx, a, -6, "shrink"); err != nil || r.Available != 8 {
 		t.Fatalf("Adjust(-6) = %+v, %v", r, err)
 	}
-	if got := f.assertConserved(t, a); got != 10 {
-		t.Fatalf("stock = %d, want 10", got)
+	if got := f.assertConserved(t, a); got != 8 {
+		t.Fatalf("stock = %d, want 8", got)
 	}
 
 	// Every ledger row is stamped and committed.
@@ -124,9 +136,9 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 	if n != 0 {
 		t.Fatalf("%d ledger rows lack created_at or are not committed", n)
 	}
-	// Rows: init a, init b, adjust +5, adjust -6; usage decr, incr, release.
-	if got := testenvCount(t, f, "true"); got != 7 {
-		t.Fatalf("ledger holds %d rows, want 7", got)
+	// Rows: init a, init b, adjust +5, adjust -6; usage: two decr, incr, release.
+	if got := testenvCount(t, f, "true"); got != 8 {
+		t.Fatalf("ledger holds %d rows, want 8", got)
 	}
 
 	// RefreshAll loads every item; Refresh of an unknown item is not found.

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -15,21 +14,21 @@ func isUniqueViolation(err error) bool {
 
 // definitelyNotWritten reports whether err proves that a single-statement
 // insert committed nothing: nothing reached the server (no connection could
-// be made or acquired, or pgx says so), or the server rejected the
-// statement, which then rolled back on its own.
+// be made, or pgx says so), or the server rejected the statement with an
+// ERROR, which rolled it back. Everything else, a bare context error
+// included (pgx returns one when the context ends while it waits for the
+// answer to a statement it sent), is in doubt and settled through the
+// ledger.
 func definitelyNotWritten(err error) bool {
 	var (
 		pe *pgconn.PgError
 		ce *pgconn.ConnectError
 	)
 	switch {
-	case pgconn.SafeToRetry(err), errors.As(err, &pe), errors.As(err, &ce):
+	case pgconn.SafeToRetry(err), errors.As(err, &ce):
 		return true
-	case err == context.Canceled || err == context.DeadlineExceeded:
-		// Unwrapped, these come from acquiring a pool connection: the
-		// statement was never sent. (A deadline during the statement comes
-		// wrapped by pgconn, and stays in doubt.)
-		return true
+	case errors.As(err, &pe):
+		return pe.Severity == "ERROR"
 	}
 	return false
 }

@@ -37,11 +37,19 @@ type FlusherConfig struct {
 	DrainTimeout time.Duration
 	// OnFlush, if set, receives every batch written.
 	OnFlush func(FlushReport)
+	// OnConflict, if set, receives the items of entries the ledger refused
+	// because it holds their op key from an earlier attempt (a change Redis
+	// repeated after its op record expired or was lost). Their Redis stock
+	// is off until refreshed; Manager.RunFlusher refreshes them itself.
+	OnConflict func(ctx context.Context, items []string)
 }
 
 // FlushReport describes one batch a flusher wrote.
 type FlushReport struct {
 	Entries int
+	// Conflicts counts entries refused because their op key was in the
+	// ledger from another attempt.
+	Conflicts int
 	// Oldest is the age of the oldest entry of the batch when it was
 	// written: the flush lag that entry saw.
 	Oldest time.Duration
@@ -86,6 +94,9 @@ func NewFlusher(rdb redis.UniversalClient, namespace, prefix string, shards int,
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.BatchSize > 2000 {
+		return nil, argError("flusher batch size %d is over 2000 (the ack script passes the ids as arguments)", cfg.BatchSize)
 	}
 	ks := newKeyspace(namespace, prefix, shards)
 	f := &Flusher{rdb: rdb, w: w, cfg: cfg}
@@ -236,16 +247,21 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 	if n == 0 {
 		return 0, nil
 	}
+	var conflicts []string
 	if b.Len() > 0 {
-		if err := f.w.Flush(ctx, b); err != nil {
+		var err error
+		if conflicts, err = f.w.Flush(ctx, b); err != nil {
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
 	if err := f.ack(ctx, ids); err != nil {
 		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
 	}
+	if len(conflicts) > 0 && f.cfg.OnConflict != nil {
+		f.cfg.OnConflict(ctx, conflicts)
+	}
 	if f.cfg.OnFlush != nil {
-		r := FlushReport{Entries: n, Took: time.Since(start)}
+		r := FlushReport{Entries: n, Conflicts: len(conflicts), Took: time.Since(start)}
 		if oldest >= 0 {
 			r.Oldest = time.Since(time.UnixMilli(oldest))
 		}
@@ -385,6 +401,17 @@ func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	if !c.stream {
 		return nil, argError("prefix %s uses the sync ledger: there is nothing to flush", c.prefix)
 	}
+	user := cfg.OnConflict
+	cfg.OnConflict = func(ctx context.Context, items []string) {
+		for _, item := range items {
+			if id, err := c.codec.Decode(item); err == nil {
+				_ = c.Refresh(ctx, id)
+			}
+		}
+		if user != nil {
+			user(ctx, items)
+		}
+	}
 	return NewFlusher(c.rdb, c.opt.namespace, c.prefix, len(c.ks.tags), c.ledger, cfg)
 }
 
@@ -407,7 +434,9 @@ func (c *Core[K]) writeStream(ctx context.Context, stream string) error {
 			}
 		}
 		if b.Len() > 0 {
-			if err := c.ledger.Flush(ctx, &b); err != nil {
+			// Conflicts need no action here: the caller reads the ledger
+			// next and loads what it says.
+			if _, err := c.ledger.Flush(ctx, &b); err != nil {
 				return err
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -74,8 +75,11 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 
-	var flushers []*invrt.Flusher
-	var names []string
+	var (
+		flushers []*invrt.Flusher
+		names    []string
+		mu       sync.Mutex // serializes writes to stderr
+	)
 	for _, p := range m.Prefixes {
 		if p.Ledger != "stream" {
 			continue
@@ -85,7 +89,14 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "invgen flush: %v\n", err)
 			return exitFail
 		}
-		f, err := invrt.NewFlusher(rdb, ns, p.Name, p.Shards, sqlWriter{pool, sql}, invrt.FlusherConfig{})
+		name := p.Name
+		f, err := invrt.NewFlusher(rdb, ns, p.Name, p.Shards, sqlWriter{pool, sql}, invrt.FlusherConfig{
+			OnConflict: func(_ context.Context, items []string) {
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(stderr, "invgen flush: %s: Redis repeated changes of %v after forgetting their op keys; the ledger kept the first. Refresh these items (Manager.Refresh, or the janitor with Repair).\n", name, items)
+			},
+		})
 		if err != nil {
 			fmt.Fprintf(stderr, "invgen flush: %s: %v\n", p.Name, err)
 			return exitFail
@@ -112,7 +123,6 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "invgen flush: flushing %v until interrupted\n", names)
 	var (
 		wg     sync.WaitGroup
-		mu     sync.Mutex
 		status = exitOK
 	)
 	for i, f := range flushers {
@@ -139,9 +149,12 @@ type sqlWriter struct {
 	sql  string
 }
 
-func (w sqlWriter) Flush(ctx context.Context, b *invrt.Batch) error {
-	_, err := w.pool.Exec(ctx, w.sql, b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts)
-	return err
+func (w sqlWriter) Flush(ctx context.Context, b *invrt.Batch) ([]string, error) {
+	rows, err := w.pool.Query(ctx, w.sql, b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func envOr(name, def string) string {

@@ -1,6 +1,7 @@
 -- abort.lua: undoes a pending change whose ledger row was not written. It
--- gives the delta back to the item (when the item is still loaded), takes the
--- op from the journal and then, by mode:
+-- gives a decrease's units back to the item (when the item is still
+-- loaded), drops an increase from q (it was never applied), takes the op
+-- from the journal and then, by mode:
 --   forget     deletes the op record: nothing happened, a retry starts afresh.
 --              Only while the lease holds: once it has passed, a retry or
 --              Reconcile may be writing the row, so the record is left
@@ -32,9 +33,16 @@ if mode == 'forget' then
 end
 local d = tonumber(r[2])
 if redis.call('HEXISTS', KEYS[1], 'a') == 1 then
-  redis.call('HINCRBY', KEYS[1], 'a', -d)
-  if r[3] == 'adjust' then
-    redis.call('HINCRBY', KEYS[1], 'c', -d)
+  if d < 0 then
+    redis.call('HINCRBY', KEYS[1], 'a', -d)
+    if r[3] == 'adjust' then
+      redis.call('HINCRBY', KEYS[1], 'c', -d)
+    end
+  else
+    redis.call('HINCRBY', KEYS[1], 'q', -d)
+    if r[3] == 'adjust' then
+      redis.call('HINCRBY', KEYS[1], 'r', -d)
+    end
   end
 end
 redis.call('ZREM', KEYS[3], KEYS[2])

@@ -25,5 +25,5 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   end
 end
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3])
-redis.call('HDEL', KEYS[1], 'f', 't')
+redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r')
 return 1

@@ -4,7 +4,14 @@
 -- in the shard's journal with a lease. A rejected change writes only its
 -- outcome (so a retry returns it); every other refusal writes nothing.
 --
--- KEYS[1]  item hash      a = available, c = capacity, f = fence deadline (ms), t = fence token
+-- In the sync mode a decrease takes its units at once, and gives them back
+-- if it is undone; an increase is only counted in q until commit.lua
+-- applies it, so no unit it adds can be sold before its ledger row is
+-- committed. Guards against the capacity count q as already added.
+--
+-- KEYS[1]  item hash      a = available, c = capacity, f = fence deadline (ms), t = fence token,
+--                         q = units of pending sync increases (incr, release, adjust > 0),
+--                         r = capacity of pending sync restocks (adjust > 0)
 -- KEYS[2]  op record      s = state (p pending, c committed, r rejected, v void), k = kind,
 --                         d = delta, a = available after, r = reject code, i = item, o = op key,
 --                         l = lease deadline (ms) while pending, n = attempt id
@@ -31,7 +38,11 @@
 --   7 nothing to release
 
 local function reply(...)
-  return table.concat({...}, ':')
+  local out = {...}
+  for i, v in ipairs(out) do
+    if type(v) == 'number' then out[i] = string.format('%d', v) end
+  end
+  return table.concat(out, ':')
 end
 
 local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING = 0, 1, 2, 3, 4, 5, 6, 7
@@ -46,7 +57,7 @@ if op[1] then
   return reply(DUPLICATE, tonumber(op[2]) or 0, tonumber(op[3]) or 0, op[1], tonumber(op[4]) or 0, expired, op[6] or '0')
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r')
 if not item[1] then
   return reply(MISSING, 0, 0, '', 0, 0, '0')
 end
@@ -55,6 +66,9 @@ if item[3] and tonumber(item[3]) > now then
 end
 
 local avail, cap, maxq = tonumber(item[1]), tonumber(item[2]), tonumber(ARGV[7])
+local rising = tonumber(item[4] or '0')
+-- Pending restocks raise the capacity as much as the stock: count both.
+cap = cap + tonumber(item[5] or '0')
 local kind = ARGV[1]
 
 local function reject(code)
@@ -69,7 +83,7 @@ if kind == 'decr' then
   if avail + delta < 0 then return reject(SHORT) end
 elseif kind == 'incr' then
   delta = tonumber(ARGV[2])
-  if avail + delta > cap then return reject(LIMIT) end
+  if avail + rising + delta > cap then return reject(LIMIT) end
 elseif kind == 'adjust' then
   delta = tonumber(ARGV[2])
   dcap = delta
@@ -86,17 +100,26 @@ elseif kind == 'release' then
   end
   delta = tonumber(taken)
   if delta <= 0 then return reject(NOTHING) end
+  -- Units an Incr already returned cannot be released again.
+  if avail + rising + delta > cap then return reject(LIMIT) end
 else
   return redis.error_reply('invgen: unknown kind ' .. kind)
 end
 
-redis.call('HINCRBY', KEYS[1], 'a', delta)
-if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
 if ARGV[9] == 'stream' then
+  redis.call('HINCRBY', KEYS[1], 'a', delta)
+  if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
   redis.call('HSET', KEYS[2], 's', 'c', 'k', kind, 'd', delta, 'a', avail + delta, 'n', ARGV[8])
   redis.call('PEXPIRE', KEYS[2], ARGV[10])
   redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
   return reply(RESERVED, avail + delta, delta, 'c', 0, 0, ARGV[8])
+end
+if delta < 0 then
+  redis.call('HINCRBY', KEYS[1], 'a', delta)
+  if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
+else
+  redis.call('HINCRBY', KEYS[1], 'q', delta)
+  if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'r', dcap) end
 end
 local lease = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[2], 's', 'p', 'k', kind, 'd', delta, 'a', avail + delta, 'i', ARGV[5], 'o', ARGV[6], 'l', lease, 'n', ARGV[8])

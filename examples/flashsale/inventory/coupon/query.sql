@@ -57,13 +57,24 @@ LEFT JOIN coupon_inventory_usage_record u ON u.item_id = m.item_id AND u.state =
 GROUP BY m.item_id, m.capacity
 ORDER BY m.item_id;
 
--- name: FlushUsage :exec
+-- name: FlushUsage :many
 -- The stream ledger's flusher: a batch of usage rows, skipping those whose
 -- op key is in already, so that writing a batch twice changes nothing.
-INSERT INTO coupon_inventory_usage_record (item_id, delta, kind, op_key, attempt)
-SELECT unnest(sqlc.arg(items)::text[])::bigint, unnest(sqlc.arg(deltas)::bigint[]),
-       unnest(sqlc.arg(kinds)::text[]), unnest(sqlc.arg(op_keys)::text[]), unnest(sqlc.arg(attempts)::bigint[])
-ON CONFLICT (item_id, kind, op_key) DO NOTHING;
+WITH batch AS (
+    SELECT unnest(sqlc.arg(items)::text[])::bigint AS item_id, unnest(sqlc.arg(deltas)::bigint[]) AS delta,
+           unnest(sqlc.arg(kinds)::text[]) AS kind, unnest(sqlc.arg(op_keys)::text[]) AS op_key,
+           unnest(sqlc.arg(attempts)::bigint[]) AS attempt
+), written AS (
+    INSERT INTO coupon_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+    SELECT b.item_id, b.delta, b.kind, b.op_key, b.attempt FROM batch b
+    ON CONFLICT (item_id, kind, op_key) DO NOTHING
+)
+-- Rows whose op key the ledger holds from another attempt: a change Redis
+-- made again after it forgot the op key. Their items need a refresh.
+SELECT DISTINCT b.item_id::text AS item
+FROM batch b
+JOIN coupon_inventory_usage_record u ON u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key
+WHERE u.attempt <> b.attempt;
 
 -- name: TablesInitialized :one
 SELECT (to_regclass('coupon_inventory_modification_record') IS NOT NULL

@@ -296,7 +296,7 @@ func (l ledger) Void(ctx context.Context, e invrt.Entry[Key]) (invrt.Row, error)
 	}, err
 }
 
-func (l ledger) Flush(ctx context.Context, b *invrt.Batch) error {
+func (l ledger) Flush(ctx context.Context, b *invrt.Batch) ([]string, error) {
 	return l.q.FlushUsage(ctx, db.FlushUsageParams{
 		Attempts: b.Attempts,
 		Deltas:   b.Deltas,

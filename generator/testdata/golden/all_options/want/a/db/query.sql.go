@@ -7,11 +7,20 @@ import (
 	"context"
 )
 
-const flushUsage = `-- name: FlushUsage :exec
-INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key, attempt)
-SELECT unnest($1::text[])::varchar(1), unnest($2::bigint[]),
-       unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[])
-ON CONFLICT (item_id, kind, op_key) DO NOTHING
+const flushUsage = `-- name: FlushUsage :many
+WITH batch AS (
+    SELECT unnest($1::text[])::varchar(1) AS item_id, unnest($2::bigint[]) AS delta,
+           unnest($3::text[]) AS kind, unnest($4::text[]) AS op_key,
+           unnest($5::bigint[]) AS attempt
+), written AS (
+    INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+    SELECT b.item_id, b.delta, b.kind, b.op_key, b.attempt FROM batch b
+    ON CONFLICT (item_id, kind, op_key) DO NOTHING
+)
+SELECT DISTINCT b.item_id::text AS item
+FROM batch b
+JOIN a_inventory_usage_record u ON u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key
+WHERE u.attempt <> b.attempt
 `
 
 type FlushUsageParams struct {
@@ -24,15 +33,32 @@ type FlushUsageParams struct {
 
 // The stream ledger's flusher: a batch of usage rows, skipping those whose
 // op key is in already, so that writing a batch twice changes nothing.
-func (q *Queries) FlushUsage(ctx context.Context, arg FlushUsageParams) error {
-	_, err := q.db.Exec(ctx, flushUsage,
+// Rows whose op key the ledger holds from another attempt: a change Redis
+// made again after it forgot the op key. Their items need a refresh.
+func (q *Queries) FlushUsage(ctx context.Context, arg FlushUsageParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, flushUsage,
 		arg.Items,
 		arg.Deltas,
 		arg.Kinds,
 		arg.OpKeys,
 		arg.Attempts,
 	)
-	return err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var item string
+		if err := rows.Scan(&item); err != nil {
+			return nil, err
+		}
+		items = append(items, item)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const insertModification = `-- name: InsertModification :exec

@@ -1,0 +1,84 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/invgen/invgen/internal/testenv"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+// An increase is not for sale until its ledger row is committed: if it is
+// undone, no unit it added has been sold.
+func TestPendingIncreaseIsNotForSale(t *testing.T) {
+	f := stringFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 5), "Init")
+	_, err := f.m.Decr(ctx, "a", 5, "d1")
+	testenv.Must(t, err, "Decr")
+	// The returns' insert takes a while, then fails in SQL.
+	_, err = f.pool.Exec(ctx, `CREATE FUNCTION slow_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.kind = 'incr' THEN PERFORM pg_sleep(0.4); RAISE EXCEPTION 'no returns today'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER slow_fail BEFORE INSERT ON `+f.usageTable+` FOR EACH ROW EXECUTE FUNCTION slow_fail()`)
+	testenv.Must(t, err, "trigger")
+	incr := make(chan error, 1)
+	go func() { _, err := f.m.Incr(ctx, "a", 5, "i1"); incr <- err }()
+	time.Sleep(150 * time.Millisecond) // the Incr is pending now
+	if r, err := f.m.Decr(ctx, "a", 5, "d2"); !errors.Is(err, invrt.ErrInsufficientStock) {
+		t.Fatalf("Decr during a pending Incr = %+v, %v; want ErrInsufficientStock", r, err)
+	}
+	if err := <-incr; err == nil {
+		t.Fatal("the Incr succeeded without its ledger row")
+	}
+	if got := f.assertConserved(t, "a"); got != 0 {
+		t.Fatalf("stock %d, want 0", got)
+	}
+}
+
+// Releasing what an Incr already returned is refused, also at the top of
+// the quantity range, where the reply once overflowed the script's number
+// format.
+func TestReleaseCannotExceedCapacity(t *testing.T) {
+	f := stringFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", invrt.MaxQuantity), "Init")
+	_, err := f.m.Decr(ctx, "a", invrt.MaxQuantity, "d1")
+	testenv.Must(t, err, "Decr")
+	_, err = f.m.Incr(ctx, "a", invrt.MaxQuantity, "i1")
+	testenv.Must(t, err, "Incr")
+	if _, err := f.m.Release(ctx, "a", "d1"); !errors.Is(err, invrt.ErrOverLimit) {
+		t.Fatalf("Release of units an Incr returned: err = %v, want ErrOverLimit", err)
+	}
+	if got := f.assertConserved(t, "a"); got != invrt.MaxQuantity {
+		t.Fatalf("stock %d, want %d", got, invrt.MaxQuantity)
+	}
+}
+
+// In the stream mode an op key repeated after Redis forgot it cannot be
+// checked against the ledger at once; the flusher finds the repeat, the
+// ledger keeps the first, and Redis is refreshed to match.
+func TestStreamRepeatAfterOpTTLIsCorrected(t *testing.T) {
+	f := streamFixture(t, invrt.WithOpTTL(100*time.Millisecond))
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	_, err := f.m.Decr(ctx, "a", 3, "d1")
+	testenv.Must(t, err, "Decr")
+	_, err = f.m.Flush(ctx)
+	testenv.Must(t, err, "Flush")
+	time.Sleep(200 * time.Millisecond) // the op record expires
+	if _, err := f.m.Decr(ctx, "a", 3, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	var conflicts int
+	fctx, stop := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer stop()
+	f.m.RunFlusher(fctx, invrt.FlusherConfig{OnFlush: func(r invrt.FlushReport) { conflicts += r.Conflicts }})
+	if conflicts != 1 {
+		t.Fatalf("the flusher reported %d conflicts, want 1", conflicts)
+	}
+	if got := f.assertConserved(t, "a"); got != 7 {
+		t.Fatalf("stock %d after the correction, want 7 (one purchase of 3)", got)
+	}
+}
