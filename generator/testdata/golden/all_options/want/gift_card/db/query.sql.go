@@ -18,11 +18,14 @@ WITH batch AS (
     INSERT INTO gift_card_inventory_usage_record (item_id, delta, kind, op_key, attempt)
     SELECT b.item_id, b.delta, b.kind, b.op_key, b.attempt FROM batch b
     ON CONFLICT (item_id, kind, op_key) DO NOTHING
+    RETURNING item_id, kind, op_key
 )
 SELECT DISTINCT b.item_id::text AS item
 FROM batch b
-JOIN gift_card_inventory_usage_record u ON u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key
-WHERE u.attempt <> b.attempt
+WHERE NOT EXISTS (SELECT 1 FROM written w
+                  WHERE w.item_id = b.item_id AND w.kind = b.kind AND w.op_key = b.op_key)
+  AND EXISTS (SELECT 1 FROM gift_card_inventory_usage_record u
+              WHERE u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key AND u.attempt <> b.attempt)
 `
 
 type FlushUsageParams struct {
@@ -35,8 +38,10 @@ type FlushUsageParams struct {
 
 // The stream ledger's flusher: a batch of usage rows, skipping those whose
 // op key is in already, so that writing a batch twice changes nothing.
-// Rows whose op key the ledger holds from another attempt: a change Redis
-// made again after it forgot the op key. Their items need a refresh.
+// Rows the insert skipped whose op key the ledger holds from another
+// attempt: a change Redis made again after it forgot the op key. Their
+// items need a refresh. (A row skipped because this very entry was written
+// before, by an earlier flush or a refresh, is no conflict.)
 func (q *Queries) FlushUsage(ctx context.Context, arg FlushUsageParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, flushUsage,
 		arg.Items,
