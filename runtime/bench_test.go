@@ -23,8 +23,10 @@ const benchParallelism = 32 // ×GOMAXPROCS goroutines: 64 on 2 cores
 
 // BenchmarkDecr is a successful sync-mode purchase through a generated
 // manager: one Lua call, one INSERT, one Lua call.
-func BenchmarkDecr(b *testing.B) {
-	f := stringFixture(b)
+func BenchmarkDecr(b *testing.B) { benchDecr(b, stringFixture(b)) }
+
+// benchDecr buys one unit at a time from a hot SKU with plenty of stock.
+func benchDecr(b *testing.B, f *fixture[string]) {
 	ctx := context.Background()
 	testenv.Must(b, f.m.Init(ctx, "hot", invrt.MaxQuantity), "Init")
 	var seq atomic.Int64
@@ -114,19 +116,4 @@ func BenchmarkBaselineLuaPlusInsert(b *testing.B) {
 
 // BenchmarkStreamDecr is a stream-mode purchase through a generated
 // manager, with no flusher running: one Lua call.
-func BenchmarkStreamDecr(b *testing.B) {
-	f := streamFixture(b)
-	ctx := context.Background()
-	testenv.Must(b, f.m.Init(ctx, "hot", invrt.MaxQuantity), "Init")
-	var seq atomic.Int64
-	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := f.m.Decr(ctx, "hot", 1, "o"+strconv.FormatInt(seq.Add(1), 10)); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
+func BenchmarkStreamDecr(b *testing.B) { benchDecr(b, streamFixture(b)) }
