@@ -37,6 +37,10 @@ type FlusherConfig struct {
 	DrainTimeout time.Duration
 	// OnFlush, if set, receives every batch written.
 	OnFlush func(FlushReport)
+	// Redis, if set, is the client the flusher uses instead of the
+	// manager's: a pool of its own, so that a crowd of buyers waiting for
+	// connections does not hold up the flush.
+	Redis redis.UniversalClient
 	// OnConflict, if set, receives the items of entries the ledger refused
 	// because it holds their op key from an earlier attempt (a change Redis
 	// repeated after its op record expired or was lost). Their Redis stock
@@ -64,6 +68,11 @@ type Flusher struct {
 	streams []string
 	w       BatchWriter
 	cfg     FlusherConfig
+	// quiet[i] counts the rounds in a row that found shard i empty; a
+	// quiet shard is read only every eighth round, so a hot SKU's shard
+	// does not pay for the fifteen idle ones on every batch.
+	quiet  []int
+	rounds int
 }
 
 // NewFlusher returns a flusher of the prefix's streams. Generated packages
@@ -99,7 +108,10 @@ func NewFlusher(rdb redis.UniversalClient, namespace, prefix string, shards int,
 		return nil, argError("flusher batch size %d is over 2000 (the ack script passes the ids as arguments)", cfg.BatchSize)
 	}
 	ks := newKeyspace(namespace, prefix, shards)
-	f := &Flusher{rdb: rdb, w: w, cfg: cfg}
+	if cfg.Redis != nil {
+		rdb = cfg.Redis
+	}
+	f := &Flusher{rdb: rdb, w: w, cfg: cfg, quiet: make([]int, shards)}
 	for i := range shards {
 		f.streams = append(f.streams, ks.stream(i))
 	}
@@ -190,7 +202,12 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 	if own {
 		from = "0"
 	}
+	f.rounds++
+	every := own || claim || f.rounds%8 == 0
 	for i, s := range f.streams {
+		if f.quiet[i] > 0 && !every {
+			continue
+		}
 		reads[i] = pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: flushGroup, Consumer: f.cfg.Consumer, Streams: []string{s, from},
 			Count: int64(f.cfg.BatchSize), Block: -1,
@@ -228,10 +245,20 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 		return nil
 	}
 	for i := range f.streams {
+		if reads[i] == nil {
+			continue
+		}
+		got := 0
 		for _, st := range reads[i].Val() {
+			got += len(st.Messages)
 			if err := add(i, st.Messages); err != nil {
 				return 0, err
 			}
+		}
+		if got == 0 {
+			f.quiet[i]++
+		} else {
+			f.quiet[i] = 0
 		}
 		if claims[i] != nil {
 			msgs, _ := claims[i].Val()

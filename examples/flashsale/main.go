@@ -233,10 +233,14 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buye
 	if err := inv.Init(ctx, hot, stock); err != nil {
 		return err
 	}
+	// The flusher gets a Redis pool of its own, so the crowd waiting for
+	// connections does not hold it up.
+	flusherRedis := redis.NewClient(rdb.Options())
+	defer flusherRedis.Close()
 	fctx, stopFlusher := context.WithCancel(ctx)
 	defer stopFlusher()
 	flushed := make(chan error, 1)
-	go func() { flushed <- inv.RunFlusher(fctx, invrt.FlusherConfig{}) }()
+	go func() { flushed <- inv.RunFlusher(fctx, invrt.FlusherConfig{Redis: flusherRedis}) }()
 
 	fmt.Printf("\nthe same crowd on the stream ledger (prefix drop): %d buyers on %q with %d units\n", buyers, hot, stock)
 	var (
