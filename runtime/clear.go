@@ -85,13 +85,19 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 	if err != nil && cmds == nil {
 		return
 	}
+	// After a Redis restart a whole batch may have lost its records: load
+	// each item once, not once per change.
+	lost := map[string]bool{}
 	for i, cmd := range cmds {
 		if prev, err := cmd.Text(); err == nil && prev == "" {
-			if id, err := c.codec.Decode(batch[i].item); err == nil {
-				rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
-				_ = c.Refresh(rctx, id)
-				cancel()
-			}
+			lost[batch[i].item] = true
+		}
+	}
+	for item := range lost {
+		if id, err := c.codec.Decode(item); err == nil {
+			rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
+			_ = c.Refresh(rctx, id)
+			cancel()
 		}
 	}
 }
