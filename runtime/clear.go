@@ -93,11 +93,18 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 			lost[batch[i].item] = true
 		}
 	}
-	for item := range lost {
-		if id, err := c.codec.Decode(item); err == nil {
-			rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
-			_ = c.Refresh(rctx, id)
-			cancel()
-		}
+	if len(lost) == 0 {
+		return
 	}
+	// Not on the drainer: a Refresh waits for the item's pending changes,
+	// whose clears are queued behind this very batch.
+	go func() {
+		for item := range lost {
+			if id, err := c.codec.Decode(item); err == nil {
+				rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
+				_ = c.Refresh(rctx, id)
+				cancel()
+			}
+		}
+	}()
 }
