@@ -445,7 +445,7 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 	case definitelyNotWritten(err) && !owner:
 		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
 	case definitelyNotWritten(err):
-		prev, aerr := abortScript.Run(sctx, c.rdb, []string{k.item, opRec, k.journal}, "forget", c.opTTLMS).Text()
+		prev, aerr := c.abort(sctx, k, opRec, "forget")
 		switch {
 		case aerr != nil:
 			return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, err, aerr)
@@ -507,9 +507,11 @@ func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, 
 		return outcome{ours, row}, c.commit(ctx, e.Item, k, opRec)
 	case row.State == StateCommitted:
 		// Give back what this reservation took; the first use stands.
-		return outcome{earlier, row}, c.abort(ctx, k, opRec, "committed")
+		_, err := c.abort(ctx, k, opRec, "committed")
+		return outcome{earlier, row}, err
 	}
-	return outcome{voided, row}, c.abort(ctx, k, opRec, "void")
+	_, err := c.abort(ctx, k, opRec, "void")
+	return outcome{voided, row}, err
 }
 
 // commit runs commit.lua for a change whose ledger row is committed. When
@@ -527,8 +529,10 @@ func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string) er
 	return nil
 }
 
-func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string) error {
-	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal}, mode, c.opTTLMS).Err()
+// abort runs abort.lua in mode and returns the state the op record had
+// ("x": a forget refused because the lease has passed).
+func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string) (string, error) {
+	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal}, mode, c.opTTLMS).Text()
 }
 
 // releaseFromLedger answers a release whose purchase Redis has forgotten.

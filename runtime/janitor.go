@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -171,11 +170,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 // pending) is in the ledger only.
 func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []string) (int64, error) {
 	var sum int64
-	prefix := k.opPrefix()
-	for _, m := range journal {
-		if !strings.HasPrefix(m, prefix) {
-			continue
-		}
+	for _, m := range k.ops(journal) {
 		rec, err := c.rdb.HMGet(ctx, m, "s", "k", "d", "o", "n").Result()
 		if err != nil {
 			return 0, err

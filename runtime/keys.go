@@ -64,6 +64,19 @@ func (k itemKeys) opPrefix() string {
 	return k.tag + "op:" + strconv.Itoa(len(k.id)) + ":" + k.id + ":"
 }
 
+// ops returns the members of a shard journal that are op records of this
+// item: its changes still between their Redis and ledger steps.
+func (k itemKeys) ops(journal []string) []string {
+	var mine []string
+	prefix := k.opPrefix()
+	for _, m := range journal {
+		if strings.HasPrefix(m, prefix) {
+			mine = append(mine, m)
+		}
+	}
+	return mine
+}
+
 // op is the key of the op record of one change: the item's op prefix, the
 // kind (which holds no ':') and the op key.
 func (k itemKeys) op(kind Kind, opKey string) string {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -143,14 +142,7 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var mine []string
-	prefix := k.opPrefix()
-	for _, m := range all {
-		if strings.HasPrefix(m, prefix) {
-			mine = append(mine, m)
-		}
-	}
-	return mine, nil
+	return k.ops(all), nil
 }
 
 // RefreshAll refreshes every item the ledger knows, a page of items at a
@@ -267,15 +259,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 	ready := fenced[:0:0]
 	var pending []entry
 	for _, e := range fenced {
-		busy := false
-		prefix := e.keys.opPrefix()
-		for _, m := range journals[e.keys.journal].Val() {
-			if strings.HasPrefix(m, prefix) {
-				busy = true
-				break
-			}
-		}
-		if busy {
+		if len(e.keys.ops(journals[e.keys.journal].Val())) > 0 {
 			pending = append(pending, e)
 			rest = append(rest, e.id)
 		} else {
