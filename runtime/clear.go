@@ -23,12 +23,15 @@ type clearQueue struct {
 }
 
 type clearReq struct {
-	k     itemKeys
-	opRec string
-	item  string
+	k      itemKeys
+	opRec  string
+	item   string
+	adjust bool
 }
 
-// add queues a clear and starts the drainer if none runs.
+// add queues a clear and starts the drainer if none runs. It is called
+// within a call the Core counts, so the drainer counts itself in the
+// Core's wait group (Close waits for it).
 func (q *clearQueue) add(c clearer, r clearReq) {
 	q.mu.Lock()
 	q.queue = append(q.queue, r)
@@ -38,10 +41,12 @@ func (q *clearQueue) add(c clearer, r clearReq) {
 	}
 	q.running = true
 	q.mu.Unlock()
+	c.background().Add(1)
 	go q.drain(c)
 }
 
 func (q *clearQueue) drain(c clearer) {
+	defer c.background().Done()
 	var batch []clearReq
 	for {
 		q.mu.Lock()
@@ -60,7 +65,10 @@ func (q *clearQueue) drain(c clearer) {
 // is not).
 type clearer interface {
 	clearBatch([]clearReq)
+	background() *sync.WaitGroup
 }
+
+func (c *Core[K]) background() *sync.WaitGroup { return &c.wg }
 
 // clearBatch runs commit.lua for a batch in one pipeline. Records that Redis
 // lost meanwhile (a restart) get their item refreshed, as commit does.
@@ -71,7 +79,7 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 		pipe := c.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, r := range batch {
-			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal, r.k.item}, c.opTTLArg)
+			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal, r.k.item}, c.opTTLArg, adjustFlag[r.adjust])
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err
@@ -98,7 +106,9 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 	}
 	// Not on the drainer: a Refresh waits for the item's pending changes,
 	// whose clears are queued behind this very batch.
+	c.wg.Add(1) // on the drainer, which the group counts
 	go func() {
+		defer c.wg.Done()
 		for item := range lost {
 			if id, err := c.codec.Decode(item); err == nil {
 				rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)

@@ -114,17 +114,28 @@ func TestConcurrentTraffic(t *testing.T) {
 				default:
 					violation.Store(fmt.Sprintf("%s: %v", op, err))
 				}
-				mu.Lock()
-				outcomes[op] = o
-				mu.Unlock()
-				// A client that did not hear the answer retries the same op.
+				// A client that did not hear the answer retries the same op:
+				// a purchase replays; a refusal bound nothing, so its retry
+				// is a new attempt that may buy what a release freed.
 				if rng.IntN(10) == 0 {
 					retries.Add(1)
 					r2, err2 := f.m.Decr(ctx, item, n, op)
-					if (err == nil) != (err2 == nil) || err == nil && (r2.Delta != r.Delta || !r2.Replayed) {
-						violation.Store(fmt.Sprintf("%s: retry got %+v, %v after %+v, %v", op, r2, err2, r, err))
+					switch {
+					case err == nil && (err2 != nil || r2.Delta != r.Delta || !r2.Replayed):
+						violation.Store(fmt.Sprintf("%s: retry got %+v, %v after %+v", op, r2, err2, r))
+					case err == nil:
+					case err2 == nil && (r2.Replayed || r2.Delta != -n):
+						violation.Store(fmt.Sprintf("%s: retry of a refusal got %+v", op, r2))
+					case err2 == nil:
+						o.delta = r2.Delta
+						mine = append(mine, op)
+					case !errors.Is(err2, invrt.ErrInsufficientStock):
+						violation.Store(fmt.Sprintf("%s: retry of a refusal: %v", op, err2))
 					}
 				}
+				mu.Lock()
+				outcomes[op] = o
+				mu.Unlock()
 				// Some buyers cancel: release one of their purchases, sometimes twice.
 				if len(mine) > 0 && rng.IntN(8) == 0 {
 					k := rng.IntN(len(mine))

@@ -8,6 +8,7 @@ import (
 	mrand "math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,16 +50,25 @@ type Core[K any] struct {
 	opt    options
 	stream bool
 	clears clearQueue
+	// wg counts the calls in progress and the goroutines the Core started
+	// (changes completing after their caller's context ended, the journal
+	// clears, refreshes of lost items); Close waits for them. mu orders
+	// Close against calls that start: a call counts itself under a read
+	// lock, after checking closed.
+	wg     sync.WaitGroup
+	mu     sync.RWMutex
+	closed bool
 	// Durations in milliseconds, as the scripts take them, also boxed.
-	leaseMS, opTTLMS, rejectTTLMS, fenceMS string
-	leaseArg, opTTLArg, rejectTTLArg       any
+	leaseMS, opTTLMS, fenceMS string
+	leaseArg, opTTLArg        any
 }
 
 // Result is the outcome of a change.
 type Result struct {
 	// Available is the item's stock right after the change. For a replay
-	// it is the stock recorded with the first outcome, or the current stock
-	// when only the ledger remembers the op key.
+	// it is the stock recorded with the first outcome; when Redis had
+	// forgotten the op key and the ledger answered, it is the stock when
+	// Redis learnt the outcome again.
 	Available int64
 	// Delta is the change the operation made: −n for Decr, +n for Incr and
 	// Release, the adjustment for Adjust.
@@ -92,19 +102,18 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	}
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	c := &Core[K]{
-		prefix:      cfg.Prefix,
-		codec:       cfg.Codec,
-		ledger:      cfg.Ledger,
-		rdb:         cfg.Redis,
-		ks:          newKeyspace(o.namespace, cfg.Prefix, cfg.Shards),
-		opt:         o,
-		stream:      cfg.Stream,
-		leaseMS:     ms(o.lease),
-		opTTLMS:     ms(o.opTTL),
-		rejectTTLMS: ms(o.rejectTTL),
-		fenceMS:     ms(o.fenceTTL),
+		prefix:  cfg.Prefix,
+		codec:   cfg.Codec,
+		ledger:  cfg.Ledger,
+		rdb:     cfg.Redis,
+		ks:      newKeyspace(o.namespace, cfg.Prefix, cfg.Shards),
+		opt:     o,
+		stream:  cfg.Stream,
+		leaseMS: ms(o.lease),
+		opTTLMS: ms(o.opTTL),
+		fenceMS: ms(o.fenceTTL),
 	}
-	c.leaseArg, c.opTTLArg, c.rejectTTLArg = c.leaseMS, c.opTTLMS, c.rejectTTLMS
+	c.leaseArg, c.opTTLArg = c.leaseMS, c.opTTLMS
 	return c, nil
 }
 
@@ -140,13 +149,18 @@ func (c *Core[K]) TablesInitialized(ctx context.Context) (bool, error) {
 // row is written first; the item is then loaded into Redis. An item that
 // exists already gets ErrAlreadyExists and is left as it is.
 func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
-	if _, err := c.codec.Encode(id); err != nil {
+	if !c.enter() {
+		return ErrClosed
+	}
+	defer c.wg.Done()
+	item, err := c.codec.Encode(id)
+	if err != nil {
 		return err
 	}
 	if qty < 0 || qty > MaxQuantity {
 		return argError("quantity %d is out of range 0..%d", qty, MaxQuantity)
 	}
-	err := c.ledger.Insert(ctx, Entry[K]{Item: id, Kind: KindInit, Delta: qty, OpKey: string(KindInit)})
+	err = c.ledger.Insert(ctx, Entry[K]{Item: id, Kind: KindInit, Delta: qty, OpKey: string(KindInit)})
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("%w: item %v of %s", ErrAlreadyExists, id, c.prefix)
@@ -155,7 +169,7 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 	}
 	// The ledger is the truth from here on; an item Redis lacks is loaded on
 	// first use, so a failure below leaves nothing inconsistent.
-	if err := c.Refresh(ctx, id); err != nil {
+	if err := c.refresh(ctx, id, item, false, true); err != nil {
 		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
 	}
 	return nil
@@ -164,22 +178,33 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 // Get returns the units of an item available now. An item Redis lacks is
 // loaded from the ledger first; one the ledger lacks too is ErrNotFound.
 func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
+	if !c.enter() {
+		return 0, ErrClosed
+	}
+	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
 	if err != nil {
 		return 0, err
 	}
 	key := c.ks.forItem(item).item
-	for healed := false; ; healed = true {
+	for loaded := false; ; loaded = true {
 		v, err := c.rdb.HGet(ctx, key, "a").Int64()
 		switch {
-		case err == nil:
+		case err == nil && v >= 0:
 			return v, nil
-		case !errors.Is(err, redis.Nil):
-			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
-		case healed:
+		case loaded && errors.Is(err, redis.Nil):
 			return 0, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
+		case loaded:
+			return 0, fmt.Errorf("%w: item %v of %s: %v", ErrCorrupt, id, c.prefix, err)
+		case errors.Is(err, redis.Nil):
+			err = c.heal(ctx, id, item)
+		case err == nil || isWrongType(err) || errors.Is(err, strconv.ErrSyntax) || errors.Is(err, strconv.ErrRange):
+			// Not what invgen writes: rebuild the item from the ledger.
+			err = c.refresh(ctx, id, item, false, false)
+		default:
+			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
 		}
-		if err := c.heal(ctx, id, item); err != nil {
+		if err != nil {
 			return 0, err
 		}
 	}
@@ -239,14 +264,19 @@ type reserveReply struct {
 	available int64
 	delta     int64
 	state     string
-	reject    int64
-	expired   bool  // a pending duplicate whose lease has passed
-	attempt   int64 // the reservation's attempt id (duplicates: the first one's)
+	// flag: for a pending duplicate, its lease has passed; for a refusal,
+	// Redis remembers every op key of the item, so the refusal is final.
+	flag    bool
+	attempt int64 // the reservation's attempt id (duplicates: the first one's)
 }
 
 // change runs one change through reserve.lua and then the ledger. arg is
 // what reserve.lua takes as ARGV[2].
 func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string) (Result, error) {
+	if !c.enter() {
+		return Result{}, ErrClosed
+	}
+	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
 	if err != nil {
 		return Result{}, err
@@ -264,10 +294,17 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	if kind == KindRelease {
 		keys = append(keys, k.op(KindDecr, opKey))
 	}
-	var wait backoff
-	healed := false
+	var (
+		wait      backoff
+		healed    bool
+		repaired  bool
+		lastCheck time.Time
+	)
 	for {
 		r, err := c.reserve(ctx, keys, kind, arg, item, opKey, mode)
+		if isWrongType(err) {
+			r, err = reserveReply{code: codeCorrupt}, nil
+		}
 		if err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 		}
@@ -279,20 +316,28 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			}
 			return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, true)
 		case codeDuplicate:
-			if r.state == opPending && r.expired {
+			if r.state != opPending {
+				return c.replay(id, r)
+			}
+			e := Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}
+			if r.flag {
 				// A retry of an op whose process died between Redis and the
 				// ledger: its units are reserved, so complete it. The unique
 				// key decides between this insert, a late one of the dead
 				// attempt and a void row of Reconcile.
-				return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, false)
+				return c.record(ctx, e, k, opRec, r.available, false)
 			}
-			if r.state == opPending {
-				if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
-					return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
+			// The first attempt is in flight, or it committed and its
+			// process died before clearing the journal: the ledger tells.
+			if time.Since(lastCheck) >= 100*time.Millisecond {
+				lastCheck = time.Now()
+				if res, done, err := c.committedPending(ctx, e, k, opRec, r.available); done {
+					return res, err
 				}
-				continue
 			}
-			return c.replay(id, r)
+			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+				return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
+			}
 		case codeMissing:
 			if healed {
 				return Result{}, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
@@ -301,6 +346,18 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 				return Result{}, err
 			}
 			healed = true
+		case codeCorrupt:
+			// The item's hash is not what invgen writes: rebuild it from
+			// the ledger, once.
+			if repaired {
+				return Result{}, fmt.Errorf("%w: item %v of %s", ErrCorrupt, id, c.prefix)
+			}
+			if err := c.Refresh(ctx, id); err != nil {
+				return Result{}, fmt.Errorf("%w: item %v of %s: repair: %w", ErrCorrupt, id, c.prefix, err)
+			}
+			repaired = true
+		case codeBadOp:
+			return Result{}, fmt.Errorf("%w: the op record of %s %q of item %v of %s", ErrCorrupt, kind, opKey, id, c.prefix)
 		case codeBusy:
 			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
 				return Result{}, fmt.Errorf("%w: item %v of %s is fenced or op key %q is in progress", ErrBusy, id, c.prefix, opKey)
@@ -314,15 +371,42 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			}
 			arg = strconv.FormatInt(taken, 10)
 		default:
-			return Result{}, rejection(r.code, r.available, id, opKey)
+			if r.flag {
+				return Result{}, rejection(r.code, r.available, id, opKey)
+			}
+			// Redis may have forgotten this op key: before refusing, ask
+			// the ledger whether it is a repeat of a change that happened.
+			known, err := c.recall(ctx, id, kind, opKey, k, opRec)
+			if err != nil {
+				return Result{}, fmt.Errorf("invgen: %s %v: check op key %q in the ledger: %w", kind, id, opKey, err)
+			}
+			if !known {
+				return Result{}, rejection(r.code, r.available, id, opKey)
+			}
+			// The op record is back: the next round replays it.
 		}
 	}
+}
+
+// isCommandError reports whether err is Redis's answer to one command
+// (an error reply, or nil) rather than a failure to talk to Redis: in a
+// pipeline it concerns that command alone.
+func isCommandError(err error) bool {
+	var re redis.Error
+	return errors.Is(err, redis.Nil) || errors.As(err, &re)
+}
+
+// isWrongType reports whether Redis refused a command because a key holds
+// another type than the command works on (a key invgen did not write).
+func isWrongType(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
 func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey, mode string) (reserveReply, error) {
 	attempt := mrand.Int64N(1<<62) + 1
 	v, err := reserveScript.Run(ctx, c.rdb, keys,
-		boxedKind(kind), arg, c.leaseArg, c.rejectTTLArg, item, opKey, maxQuantityArg, attempt, boxedMode(mode), c.opTTLArg).Text()
+		boxedKind(kind), arg, c.leaseArg, c.opTTLArg, item, opKey, maxQuantityArg, attempt, boxedMode(mode)).Text()
 	if err != nil {
 		return reserveReply{}, err
 	}
@@ -330,11 +414,11 @@ func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, it
 }
 
 // parseReserve parses reserve.lua's reply, "code:available:delta:state:
-// reject:expired:attempt", without allocating.
+// flag:attempt", without allocating.
 func parseReserve(v string) (reserveReply, error) {
 	var (
 		r      reserveReply
-		fields [7]string
+		fields [6]string
 		rest   = v
 	)
 	for i := range fields {
@@ -344,14 +428,13 @@ func parseReserve(v string) (reserveReply, error) {
 			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)
 		}
 	}
-	var errs [6]error
+	var errs [4]error
 	r.code, errs[0] = strconv.ParseInt(fields[0], 10, 64)
 	r.available, errs[1] = strconv.ParseInt(fields[1], 10, 64)
 	r.delta, errs[2] = strconv.ParseInt(fields[2], 10, 64)
 	r.state = fields[3]
-	r.reject, errs[3] = strconv.ParseInt(fields[4], 10, 64)
-	r.expired = fields[5] == "1"
-	r.attempt, errs[4] = strconv.ParseInt(fields[6], 10, 64)
+	r.flag = fields[4] == "1"
+	r.attempt, errs[3] = strconv.ParseInt(fields[5], 10, 64)
 	for _, err := range errs {
 		if err != nil {
 			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)
@@ -366,6 +449,7 @@ var (
 	kindArgs           = map[Kind]any{KindInit: "init", KindAdjust: "adjust", KindDecr: "decr", KindIncr: "incr", KindRelease: "release"}
 	modeSync       any = "sync"
 	modeStream     any = "stream"
+	adjustFlag         = map[bool]any{true: "1", false: "0"}
 )
 
 func boxedKind(k Kind) any { return kindArgs[k] }
@@ -397,18 +481,112 @@ func (c *Core[K]) replay(id K, r reserveReply) (Result, error) {
 		return Result{Available: r.available, Delta: r.delta, Replayed: true}, nil
 	case opVoid:
 		return Result{}, fmt.Errorf("%w: item %v", ErrVoided, id)
-	case opRejected:
-		return Result{}, rejection(r.reject, r.available, id, "")
 	}
 	return Result{}, fmt.Errorf("invgen: op record of %v in unknown state %q", id, r.state)
+}
+
+// recall asks the ledger whether an op key that Redis has no record of was
+// used before. If so it writes the record back from the ledger (so that the
+// caller's next round replays it) and reports true.
+func (c *Core[K]) recall(ctx context.Context, id K, kind Kind, opKey string, k itemKeys, opRec string) (bool, error) {
+	row, found, err := c.ledger.Lookup(ctx, id, kind, opKey)
+	if err != nil || !found {
+		return false, err
+	}
+	state := "committed"
+	if row.State != StateCommitted {
+		state = "void"
+	}
+	err = rememberScript.Run(ctx, c.rdb, []string{k.item, opRec}, state, row.Delta, c.opTTLMS).Err()
+	return err == nil, err
+}
+
+// committedPending completes a pending change whose ledger row is committed
+// (its process died before the journal was cleared) and replays it. done is
+// false while the ledger has no row of that attempt.
+func (c *Core[K]) committedPending(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64) (Result, bool, error) {
+	row, found, err := c.ledger.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+	if err != nil || !found || row.State != StateCommitted || row.Attempt != e.Attempt {
+		return Result{}, false, nil
+	}
+	if err := c.commit(ctx, e.Item, k, opRec, e.Kind); err != nil {
+		return Result{}, true, fmt.Errorf("invgen: %s %v: %w", e.Kind, e.Item, err)
+	}
+	return Result{Available: available, Delta: e.Delta, Replayed: true}, true, nil
 }
 
 // record writes the ledger row of a reserved change and settles its
 // journal entry. owner is false when a retry completes the change of an
 // attempt whose lease has passed: only the owner may undo a reservation
 // outright, because only it knows that no one else is writing its row.
+//
+// A connection is taken from the pool under the caller's context: if that
+// fails, nothing was sent, and the owner gives the units back at once (the
+// op key stays free). Once it has a connection the change is carried to its
+// end under WithLedgerTimeout, whatever the caller's context does: a caller
+// whose context ends first gets ErrInDoubt, and a retry of the op key gets
+// the outcome. So a client deadline never voids an order.
 func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
-	err := c.ledger.Insert(ctx, e)
+	conn, release, err := c.ledger.Acquire(ctx)
+	if err != nil {
+		if !owner {
+			return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
+		}
+		return c.forget(ctx, e, k, opRec, available, err)
+	}
+	if ctx.Done() == nil {
+		defer release()
+		return c.finish(ctx, conn, e, k, opRec, available, owner)
+	}
+	type outcome struct {
+		res Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	c.wg.Add(1) // within a counted call: see enter
+	go func() {
+		defer c.wg.Done()
+		defer release()
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+		defer cancel()
+		res, err := c.finish(dctx, conn, e, k, opRec, available, owner)
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%w: %s %v: %w; the change completes in the background: retry with op key %q for its outcome",
+			ErrInDoubt, e.Kind, e.Item, context.Cause(ctx), e.OpKey)
+	}
+}
+
+// forget undoes the reservation of a change whose ledger row was never
+// sent (cause says why) and returns the caller's error.
+func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64, cause error) (Result, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	prev, err := c.abort(sctx, k, opRec, "forget", e.Kind, 0)
+	switch {
+	case err != nil:
+		return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, cause, err)
+	case prev == opCommitted:
+		// The lease passed meanwhile and a retry completed the change.
+		return Result{Available: available, Delta: e.Delta, Replayed: true}, nil
+	case prev == opVoid:
+		return Result{}, fmt.Errorf("%w: %s %v: ledger write failed: %w", ErrVoided, e.Kind, e.Item, cause)
+	case prev != "x":
+		return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, cause)
+	}
+	// The lease passed while the insert failed: settle it.
+	o, err := c.settle(sctx, c.ledger, e, k, opRec)
+	return c.settled(sctx, e, k, available, o, errors.Join(cause, err), false)
+}
+
+// finish inserts the row of a reserved change over conn and settles the
+// change by the outcome.
+func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
+	err := conn.Insert(ctx, e)
 	if err == nil {
 		// The row is committed: the change happened. A decrease is in
 		// Redis already, so clearing its journal entry is batched (see
@@ -416,72 +594,79 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 		// before the call returns. Should it fail, the entry stays
 		// journaled and Reconcile confirms it.
 		if e.Delta < 0 {
-			c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id})
+			c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id, adjust: e.Kind == KindAdjust})
 		} else {
-			c.commit(ctx, e.Item, k, opRec)
+			c.commit(ctx, e.Item, k, opRec, e.Kind)
 		}
 		return Result{Available: available, Delta: e.Delta}, nil
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	// Settling gets a time budget of its own: the insert may have used up
+	// the one it had.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
-	var (
-		o    outcome
-		serr error
-	)
+	var o outcome
+	var serr error
 	switch {
 	case isUniqueViolation(err):
 		// The op key has a row already: a late insert of this very
 		// reservation by a retry or the dead owner, a void row of
 		// Reconcile, or an earlier use of the op key whose record Redis
 		// has lost (expired or restarted).
-		row, found, lerr := c.ledger.Lookup(sctx, e.Item, e.Kind, e.OpKey)
+		row, found, lerr := c.lookup(ctx, conn, e)
 		if lerr == nil && !found {
 			lerr = errors.New("the row that made the insert fail is gone")
 		}
 		if lerr != nil {
 			return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, lerr))
 		}
-		o, serr = c.resolve(sctx, e, row, k, opRec)
+		o, serr = c.resolve(ctx, e, row, k, opRec)
+		return c.settled(ctx, e, k, available, o, errors.Join(err, serr), !owner)
 	case definitelyNotWritten(err) && !owner:
 		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
 	case definitelyNotWritten(err):
-		prev, aerr := c.abort(sctx, k, opRec, "forget")
-		switch {
-		case aerr != nil:
-			return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, err, aerr)
-		case prev == opCommitted:
-			// The lease passed meanwhile and a retry completed the change.
-			return Result{Available: available, Delta: e.Delta, Replayed: true}, nil
-		case prev == opVoid:
-			return Result{}, fmt.Errorf("%w: %s %v: ledger write failed: %w", ErrVoided, e.Kind, e.Item, err)
-		case prev != "x":
-			return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, err)
-		}
-		// The lease passed while the insert failed: settle it.
-		o, serr = c.settle(sctx, e, k, opRec)
-	default:
-		// The insert may or may not have committed. Settle it now: a void
-		// row either goes in (and the change is undone) or finds the
-		// committed row.
-		o, serr = c.settle(sctx, e, k, opRec)
+		return c.forget(ctx, e, k, opRec, available, err)
 	}
+	// The insert may or may not have committed. Settle it now: a void row
+	// either goes in (and the change is undone) or finds the committed row.
+	o, serr = c.settle(ctx, conn, e, k, opRec)
 	if serr != nil {
-		return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, serr))
+		o, serr = c.settle(ctx, c.ledger, e, k, opRec)
+	}
+	return c.settled(ctx, e, k, available, o, errors.Join(err, serr), false)
+}
+
+// lookup reads the row of e over conn, or over the pool when conn fails.
+func (c *Core[K]) lookup(ctx context.Context, conn Ledger[K], e Entry[K]) (Row, bool, error) {
+	row, found, err := conn.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+	if err != nil {
+		row, found, err = c.ledger.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+	}
+	return row, found, err
+}
+
+// settled turns how the ledger decided a change into the caller's answer.
+// cause is the error that made settling necessary, joined with any error of
+// settling itself; ourRowIsReplay is true when the row of this very attempt
+// was written by an earlier call.
+func (c *Core[K]) settled(ctx context.Context, e Entry[K], k itemKeys, available int64, o outcome, cause error, ourRowIsReplay bool) (Result, error) {
+	if !o.ok {
+		return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, cause)
 	}
 	switch o.kind {
 	case ours:
-		return Result{Available: available, Delta: e.Delta}, nil
+		return Result{Available: available, Delta: e.Delta, Replayed: ourRowIsReplay}, nil
 	case earlier:
-		cur, _ := c.rdb.HGet(sctx, k.item, "a").Int64()
+		cur, _ := c.rdb.HGet(ctx, k.item, "a").Int64()
 		return Result{Available: cur, Delta: o.row.Delta, Replayed: true}, nil
 	}
-	return Result{}, fmt.Errorf("%w: %s %v: %w", ErrVoided, e.Kind, e.Item, err)
+	return Result{}, fmt.Errorf("%w: %s %v: %w", ErrVoided, e.Kind, e.Item, cause)
 }
 
 // outcome is how the ledger decided a pending change.
 type outcome struct {
 	kind int // ours, earlier or voided
 	row  Row
+	ok   bool // decided, and Redis made to agree
 }
 
 const (
@@ -491,9 +676,10 @@ const (
 )
 
 // settle decides a pending change by the ledger: it writes a void row for
-// it unless a row exists, then commits or undoes the reservation to match.
-func (c *Core[K]) settle(ctx context.Context, e Entry[K], k itemKeys, opRec string) (outcome, error) {
-	row, err := c.ledger.Void(ctx, e)
+// it over l unless a row exists, then commits or undoes the reservation to
+// match.
+func (c *Core[K]) settle(ctx context.Context, l Ledger[K], e Entry[K], k itemKeys, opRec string) (outcome, error) {
+	row, err := l.Void(ctx, e)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -502,24 +688,30 @@ func (c *Core[K]) settle(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 
 // resolve makes Redis agree with the ledger row of a pending change.
 func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, opRec string) (outcome, error) {
+	var err error
+	o := outcome{kind: voided, row: row}
 	switch {
 	case row.State == StateCommitted && row.Attempt == e.Attempt:
-		return outcome{ours, row}, c.commit(ctx, e.Item, k, opRec)
+		o.kind = ours
+		err = c.commit(ctx, e.Item, k, opRec, e.Kind)
 	case row.State == StateCommitted:
-		// Give back what this reservation took; the first use stands.
-		_, err := c.abort(ctx, k, opRec, "committed")
-		return outcome{earlier, row}, err
+		// Give back what this reservation took; the first use stands, and
+		// the op record now says what the ledger holds.
+		o.kind = earlier
+		_, err = c.abort(ctx, k, opRec, "committed", e.Kind, row.Delta)
+	default:
+		_, err = c.abort(ctx, k, opRec, "void", e.Kind, 0)
 	}
-	_, err := c.abort(ctx, k, opRec, "void")
-	return outcome{voided, row}, err
+	o.ok = err == nil
+	return o, err
 }
 
 // commit runs commit.lua for a change whose ledger row is committed. When
 // the op record is gone, Redis lost its data between the change's two steps
 // (a restart or failover) and may have been rebuilt without the change: the
 // item is refreshed from the ledger, which now holds it.
-func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string) error {
-	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal, k.item}, c.opTTLMS).Text()
+func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, kind Kind) error {
+	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal, k.item}, c.opTTLArg, adjustFlag[kind == KindAdjust]).Text()
 	if err != nil {
 		return err
 	}
@@ -530,9 +722,10 @@ func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string) er
 }
 
 // abort runs abort.lua in mode and returns the state the op record had
-// ("x": a forget refused because the lease has passed).
-func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string) (string, error) {
-	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal}, mode, c.opTTLMS).Text()
+// ("x": a forget refused because the lease has passed). ledgerDelta is the
+// delta of the ledger's row in the committed mode.
+func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string, kind Kind, ledgerDelta int64) (string, error) {
+	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal}, mode, c.opTTLArg, adjustFlag[kind == KindAdjust], ledgerDelta).Text()
 }
 
 // releaseFromLedger answers a release whose purchase Redis has forgotten.
@@ -560,6 +753,42 @@ func (c *Core[K]) releaseFromLedger(ctx context.Context, id K, k itemKeys, opKey
 		return Result{}, 0, fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
 	}
 	return Result{}, -row.Delta, nil
+}
+
+// Close stops the manager: later calls get ErrClosed. It waits, until ctx
+// is done, for the work the manager does in the background: the batched
+// journal clears of committed changes (a process that exits right after a
+// successful Decr would otherwise leave its entry pending until Reconcile)
+// and the changes that complete after their caller's context ended.
+func (c *Core[K]) Close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("invgen: close %s: %w", c.prefix, ctx.Err())
+	}
+}
+
+// enter counts a call in progress, so that Close waits for it, and reports
+// false once the Core is closed. A call that entered calls c.wg.Done when
+// it returns; goroutines it starts count themselves with c.wg.Add, which is
+// safe while the call's own count holds the group above zero.
+func (c *Core[K]) enter() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 // backoff sleeps between retries of a busy operation: 1ms doubling to 50ms,

@@ -26,10 +26,20 @@ var (
 	// ErrVoided: an earlier operation with this op key failed and was voided
 	// in the ledger. The op key cannot be used again; nothing was taken.
 	ErrVoided = errors.New("invgen: operation voided")
-	// ErrInDoubt: the ledger could not be reached to learn whether the row of
-	// this operation was committed. Its units stay held until Reconcile
-	// settles it after its lease; retrying with the same op key is safe.
+	// ErrInDoubt: the outcome of the operation is not known yet. Either the
+	// caller's context ended while its ledger row was on its way (the change
+	// completes in the background, bounded by WithLedgerTimeout), or the
+	// ledger could not be reached to learn whether the row was committed
+	// (its units stay held until Reconcile settles it after its lease).
+	// Retrying with the same op key is safe and returns the outcome.
 	ErrInDoubt = errors.New("invgen: outcome in doubt")
+	// ErrCorrupt: Redis holds a key of the item, or the op record of the op
+	// key, that invgen did not write (a wrong type, a field that is not a
+	// number). Only that item or op key is affected; Refresh of the item
+	// rebuilds it from the ledger, and Audit lists it.
+	ErrCorrupt = errors.New("invgen: corrupt Redis state")
+	// ErrClosed: the manager was closed.
+	ErrClosed = errors.New("invgen: closed")
 )
 
 // argError reports a bad argument; it matches ErrInvalidArgument.

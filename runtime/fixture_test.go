@@ -80,6 +80,16 @@ func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fix
 	}, opts)
 }
 
+// stringFixtureWith is stringFixture on a pool of its own, tuned by tune
+// (a pool of one connection, for tests of pool pressure).
+func stringFixtureWith(t testing.TB, tune func(*pgxpool.Config), opts ...invrt.Option) *fixture[string] {
+	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
+		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, pool: testenv.PoolWith(t, tune)}
+	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+		return flashsale.New(pool, rdb, opts...)
+	}, opts)
+}
+
 // streamFixture is a string-keyed prefix on the stream ledger.
 func streamFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
@@ -111,7 +121,9 @@ func setup[K comparable](t testing.TB, f *fixture[K], open func(*pgxpool.Pool, *
 	if f.rdb == nil {
 		f.rdb = testenv.Redis(t)
 	}
-	f.pool = testenv.Pool(t)
+	if f.pool == nil {
+		f.pool = testenv.Pool(t)
+	}
 	f.ns = testenv.Namespace(t, f.rdb)
 	f.reopen = func(more ...invrt.Option) manager[K] {
 		all := append([]invrt.Option{invrt.WithNamespace(f.ns)}, more...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,10 @@ type Drift[K any] struct {
 	// Redis should equal Ledger + Pending.
 	Ledger  int64
 	Pending int64
+	// Corrupt, when not empty, says what Redis holds for the item that
+	// invgen did not write (a key of another type, a field that is not a
+	// number, a capacity that differs from the ledger's). Refresh repairs it.
+	Corrupt string
 }
 
 // AuditReport is what Audit found. It changes nothing.
@@ -41,6 +46,10 @@ type AuditReport[K any] struct {
 // between the reads; an item is reported only when two looks agree.
 func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 	var rep AuditReport[K]
+	if !c.enter() {
+		return rep, ErrClosed
+	}
+	defer c.wg.Done()
 	now, err := c.rdb.Time(ctx).Result()
 	if err != nil {
 		return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
@@ -109,7 +118,7 @@ func confirmDrift[K any](first, second []Drift[K], codec Codec[K]) []Drift[K] {
 		if err != nil {
 			continue
 		}
-		if d2, ok := seen[s]; ok && d2.Redis == d.Redis && d2.Missing == d.Missing && d2.Ledger == d.Ledger {
+		if d2, ok := seen[s]; ok && d2.Redis == d.Redis && d2.Missing == d.Missing && d2.Ledger == d.Ledger && d2.Corrupt == d.Corrupt {
 			out = append(out, d2)
 		}
 	}
@@ -117,14 +126,16 @@ func confirmDrift[K any](first, second []Drift[K], codec Codec[K]) []Drift[K] {
 }
 
 // compare reads the Redis stock and the journaled changes of items in one
-// pipeline and returns those that do not add up.
+// pipeline and returns those that do not add up. What one item's keys hold
+// is that item's alone: a key invgen did not write makes the item's drift
+// corrupt, never the whole audit fail.
 func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
 	keys := make([]itemKeys, len(items))
 	pipe := c.rdb.Pipeline()
-	stock := make([]*redis.StringCmd, len(items))
+	stock := make([]*redis.SliceCmd, len(items))
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
@@ -132,74 +143,120 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 			return nil, err
 		}
 		keys[i] = c.ks.forItem(item)
-		stock[i] = pipe.HGet(ctx, keys[i].item, "a")
+		stock[i] = pipe.HMGet(ctx, keys[i].item, "a", "c", "r")
 		if journals[keys[i].journal] == nil {
 			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		return nil, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
 	}
 	var drift []Drift[K]
 	for i, t := range items {
 		d := Drift[K]{Item: t.Item, Ledger: t.Available}
-		v, err := stock[i].Int64()
+		vals, err := stock[i].Result()
+		var avail, capacity, rising int64
 		switch {
-		case errors.Is(err, redis.Nil):
-			d.Missing = true
+		case isWrongType(err):
+			d.Corrupt = "the item key is not a hash"
 		case err != nil:
 			return nil, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
+		case vals[0] == nil:
+			d.Missing = true
 		default:
-			d.Redis = v
+			var ok [3]bool
+			avail, ok[0] = intField(vals[0])
+			capacity, ok[1] = intField(vals[1])
+			rising, ok[2] = intField(vals[2])
+			if vals[2] == nil {
+				rising, ok[2] = 0, true
+			}
+			if !ok[0] || !ok[1] || !ok[2] {
+				d.Corrupt = fmt.Sprintf("fields a=%v c=%v r=%v are not numbers", vals[0], vals[1], vals[2])
+			}
+			d.Redis = avail
 		}
-		pending, err := c.pendingDelta(ctx, t.Item, keys[i], journals[keys[i].journal].Val())
+		jv, jerr := journals[keys[i].journal].Result()
+		if jerr != nil && d.Corrupt == "" {
+			d.Corrupt = "its shard journal: " + jerr.Error()
+		}
+		pending, pendingCap, bad, err := c.pendingDelta(ctx, t.Item, keys[i], jv)
 		if err != nil {
 			return nil, err
 		}
+		if bad != "" && d.Corrupt == "" {
+			d.Corrupt = bad
+		}
 		d.Pending = pending
-		if d.Missing || d.Redis != d.Ledger+d.Pending {
+		// Capacity: Redis's c plus pending restocks (r) is the ledger's
+		// capacity plus the adjusts of the journal that the ledger lacks.
+		if d.Corrupt == "" && !d.Missing && capacity+rising != t.Capacity+pendingCap {
+			d.Corrupt = fmt.Sprintf("capacity %d in Redis, %d per the ledger and the journal", capacity+rising, t.Capacity+pendingCap)
+		}
+		if d.Missing || d.Corrupt != "" || d.Redis != d.Ledger+d.Pending {
 			drift = append(drift, d)
 		}
 	}
 	return drift, nil
 }
 
+// intField parses a hash field that must be an integer.
+func intField(v any) (int64, bool) {
+	s, ok := v.(string)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
 // pendingDelta is what Redis's stock of one item should differ from the
 // ledger's by, given its journaled changes: a decrease not yet committed
 // is in Redis only; an increase committed but not yet applied (commit.lua
-// pending) is in the ledger only.
-func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []string) (int64, error) {
-	var sum int64
+// pending) is in the ledger only. pendingCap is the same for the capacity
+// (pending adjusts). bad, when not empty, names an op record that is not
+// what invgen writes.
+func (c *Core[K]) pendingDelta(ctx context.Context, id K, k itemKeys, journal []string) (sum, pendingCap int64, bad string, err error) {
 	for _, m := range k.ops(journal) {
-		rec, err := c.rdb.HMGet(ctx, m, "s", "k", "d", "o", "n").Result()
-		if err != nil {
-			return 0, err
-		}
-		if s, _ := rec[0].(string); s != opPending {
+		parts, ok := c.ks.parseOpRecordKey(m)
+		if !ok {
 			continue
 		}
-		kind, _ := rec[1].(string)
-		ds, _ := rec[2].(string)
-		opKey, _ := rec[3].(string)
-		as, _ := rec[4].(string)
-		attempt, _ := strconv.ParseInt(as, 10, 64)
-		delta, err := strconv.ParseInt(ds, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("op record %s: delta %q", m, ds)
-		}
-		row, found, err := c.ledger.Lookup(ctx, id, Kind(kind), opKey)
-		if err != nil {
-			return 0, err
-		}
-		inLedger := found && row.State == StateCommitted && row.Attempt == attempt
+		rec, err := c.rdb.Get(ctx, m).Result()
 		switch {
-		case delta < 0 && !inLedger:
-			sum += delta
-		case delta > 0 && inLedger:
-			sum -= delta
+		case errors.Is(err, redis.Nil):
+			continue
+		case isWrongType(err):
+			bad = fmt.Sprintf("op record %q is not a string", m)
+			continue
+		case err != nil:
+			return 0, 0, "", err
+		}
+		p, ok := parsePending(rec)
+		if !ok {
+			if rec != opVoid && !strings.HasPrefix(rec, "c:") {
+				bad = fmt.Sprintf("op record %q holds %q", m, rec)
+			}
+			continue
+		}
+		row, found, err := c.ledger.Lookup(ctx, id, parts.kind, parts.opKey)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		inLedger := found && row.State == StateCommitted && row.Attempt == p.attempt
+		switch {
+		case p.delta < 0 && !inLedger:
+			sum += p.delta
+		case p.delta > 0 && inLedger:
+			sum -= p.delta
+		}
+		// Redis counts an adjust in c (a decrease) or r (an increase) from
+		// its reservation on; the ledger from its commit.
+		if parts.kind == KindAdjust && !inLedger {
+			pendingCap += p.delta
 		}
 	}
-	return sum, nil
+	return sum, pendingCap, bad, nil
 }
 
 // JanitorConfig configures RunJanitor. The zero value reconciles every

@@ -58,10 +58,10 @@ func (ks keyspace) forItem(item string) itemKeys {
 	}
 }
 
-// opPrefix is shared by every op record key of the item: the tag, "op:",
+// opPrefix is shared by every op record key of the item: the tag, "o:",
 // the item's length and the item.
 func (k itemKeys) opPrefix() string {
-	return k.tag + "op:" + strconv.Itoa(len(k.id)) + ":" + k.id + ":"
+	return k.tag + "o:" + strconv.Itoa(len(k.id)) + ":" + k.id + ":"
 }
 
 // ops returns the members of a shard journal that are op records of this
@@ -78,17 +78,52 @@ func (k itemKeys) ops(journal []string) []string {
 }
 
 // op is the key of the op record of one change: the item's op prefix, the
-// kind (which holds no ':') and the op key.
+// kind's letter and the op key.
 func (k itemKeys) op(kind Kind, opKey string) string {
-	return k.tag + "op:" + strconv.Itoa(len(k.id)) + ":" + k.id + ":" + string(kind) + ":" + opKey
+	return k.opPrefix() + kindLetter[kind] + ":" + opKey
 }
 
 func (ks keyspace) journal(shard int) string { return ks.journals[shard] }
 
 func (ks keyspace) stream(shard int) string { return ks.streams[shard] }
 
-// journalOf returns the journal of the shard an op record key belongs to:
-// everything up to the end of the hash tag, then "journal".
-func journalOf(opRec string) string {
-	return opRec[:strings.Index(opRec, "}:")+2] + "journal"
+// kindLetter names a kind in op record keys, one letter to keep them short.
+var kindLetter = map[Kind]string{KindDecr: "d", KindIncr: "i", KindRelease: "r", KindAdjust: "a"}
+
+// opKeyParts is what an op record key names.
+type opKeyParts struct {
+	item  string
+	kind  Kind
+	opKey string
+}
+
+// parseOpRecordKey splits an op record key of this keyspace into its item,
+// kind and op key. It reports false for anything else (a garbled journal
+// member).
+func (ks keyspace) parseOpRecordKey(key string) (opKeyParts, bool) {
+	var p opKeyParts
+	end := strings.Index(key, "}:o:")
+	if end < 0 {
+		return p, false
+	}
+	rest := key[end+4:]
+	ls, rest, ok := strings.Cut(rest, ":")
+	n, err := strconv.Atoi(ls)
+	if !ok || err != nil || n <= 0 || n > len(rest) {
+		return p, false
+	}
+	p.item, rest = rest[:n], rest[n:]
+	if len(rest) < 3 || rest[0] != ':' || rest[2] != ':' {
+		return p, false
+	}
+	for kind, letter := range kindLetter {
+		if letter[0] == rest[1] {
+			p.kind = kind
+		}
+	}
+	p.opKey = rest[3:]
+	if p.kind == "" || p.opKey == "" || key[:end+2] != ks.tags[ks.shard(p.item)] {
+		return p, false
+	}
+	return p, true
 }

@@ -64,6 +64,11 @@ type Ledger[K any] interface {
 	CreateTables(ctx context.Context) error
 	// TablesInitialized reports whether both tables exist.
 	TablesInitialized(ctx context.Context) (bool, error)
+	// Acquire returns a Ledger bound to one connection, taken from the pool
+	// under ctx, and the function that gives the connection back. An error
+	// means that nothing was sent. A Ledger over a single connection may
+	// return itself and a no-op.
+	Acquire(ctx context.Context) (Ledger[K], func(), error)
 	// Insert writes e as a committed row. A row with the same item, kind
 	// and op key makes it fail with a unique violation.
 	Insert(ctx context.Context, e Entry[K]) error

@@ -66,15 +66,19 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 	}
 	f.assertConserved(t, a)
 
-	// Insufficient stock takes nothing, and its retry gets the same answer.
+	// Insufficient stock takes nothing and binds nothing: once stock is
+	// back, a retry of the op key is a new attempt.
 	if _, err := f.m.Decr(ctx, a, 8, "order-2"); !errors.Is(err, invrt.ErrInsufficientStock) {
 		t.Fatalf("Decr(8 of 7) err = %v, want ErrInsufficientStock", err)
 	}
 	if _, err := f.m.Adjust(ctx, a, 5, "restock-1"); err != nil {
 		t.Fatalf("Adjust(+5): %v", err)
 	}
-	if _, err := f.m.Decr(ctx, a, 8, "order-2"); !errors.Is(err, invrt.ErrInsufficientStock) {
-		t.Fatalf("retried rejected Decr err = %v, want the first outcome ErrInsufficientStock", err)
+	if r, err := f.m.Decr(ctx, a, 8, "order-2"); err != nil || r.Replayed || r.Available != 4 {
+		t.Fatalf("retried refused Decr = %+v, %v; want a fresh purchase leaving 4", r, err)
+	}
+	if _, err := f.m.Release(ctx, a, "order-2"); err != nil {
+		t.Fatalf("Release(order-2): %v", err)
 	}
 	if got := f.assertConserved(t, a); got != 12 {
 		t.Fatalf("stock = %d, want 12", got)
@@ -113,8 +117,11 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 	if _, err := f.m.Release(ctx, a, "never-bought"); !errors.Is(err, invrt.ErrNotFound) {
 		t.Fatalf("Release(unknown op) err = %v, want ErrNotFound", err)
 	}
-	if _, err := f.m.Release(ctx, a, "order-2"); !errors.Is(err, invrt.ErrNotFound) {
-		t.Fatalf("Release(rejected op) err = %v, want ErrNotFound", err)
+	if _, err := f.m.Decr(ctx, a, 1000, "order-refused"); !errors.Is(err, invrt.ErrInsufficientStock) {
+		t.Fatalf("Decr(1000) err = %v, want ErrInsufficientStock", err)
+	}
+	if _, err := f.m.Release(ctx, a, "order-refused"); !errors.Is(err, invrt.ErrNotFound) {
+		t.Fatalf("Release(refused op) err = %v, want ErrNotFound", err)
 	}
 	if got := f.assertConserved(t, a); got != 14 {
 		t.Fatalf("stock = %d, want 14", got)
@@ -136,9 +143,10 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 	if n != 0 {
 		t.Fatalf("%d ledger rows lack created_at or are not committed", n)
 	}
-	// Rows: init a, init b, adjust +5, adjust -6; usage: two decr, incr, release.
-	if got := testenvCount(t, f, "true"); got != 8 {
-		t.Fatalf("ledger holds %d rows, want 8", got)
+	// Rows: init a, init b, adjust +5, adjust -6; usage: three decr
+	// (order-2's retry bought), incr, two releases.
+	if got := testenvCount(t, f, "true"); got != 10 {
+		t.Fatalf("ledger holds %d rows, want 10", got)
 	}
 
 	// RefreshAll loads every item; Refresh of an unknown item is not found.
@@ -150,7 +158,7 @@ func testOperations[K comparable](t *testing.T, f *fixture[K]) {
 	}
 	f.assertConserved(t, a)
 	f.assertConserved(t, b)
-	if rep, err := f.m.Reconcile(ctx); err != nil || rep != (invrt.ReconcileReport{}) {
+	if rep, err := f.m.Reconcile(ctx); err != nil || rep.Seen != 0 || rep.Corrupt != nil {
 		t.Fatalf("Reconcile on a quiet prefix = %+v, %v; want nothing to do", rep, err)
 	}
 }

@@ -12,18 +12,20 @@ type options struct {
 	namespace     string
 	lease         time.Duration
 	opTTL         time.Duration
-	rejectTTL     time.Duration
 	fenceTTL      time.Duration
 	busyWait      time.Duration
 	ledgerTimeout time.Duration
 }
+
+// maxFenceTTL bounds WithFenceTTL: a fence reaching further than this was
+// not set by a refresh, and the next refresh takes it over.
+const maxFenceTTL = 10 * time.Minute
 
 // defaults is the one place where option defaults live.
 func defaults() options {
 	return options{
 		lease:         10 * time.Second,
 		opTTL:         24 * time.Hour,
-		rejectTTL:     time.Hour,
 		fenceTTL:      5 * time.Second,
 		busyWait:      2 * time.Second,
 		ledgerTimeout: 5 * time.Second,
@@ -44,13 +46,8 @@ func WithLease(d time.Duration) Option { return func(o *options) { o.lease = d }
 // idempotency holds for as long as the ledger keeps its rows.
 func WithOpTTL(d time.Duration) Option { return func(o *options) { o.opTTL = d } }
 
-// WithRejectTTL sets how long a rejected outcome (insufficient stock, over
-// limit) is remembered (default 1h). A retry within it gets the same answer;
-// after it the retry is a new attempt.
-func WithRejectTTL(d time.Duration) Option { return func(o *options) { o.rejectTTL = d } }
-
 // WithFenceTTL sets how long a refresh may hold an item's fence (default
-// 5s). A refresher that dies holds it at most this long.
+// 5s, at most 10 minutes). A refresher that dies holds it at most this long.
 func WithFenceTTL(d time.Duration) Option { return func(o *options) { o.fenceTTL = d } }
 
 // WithBusyWait sets how long an operation waits for a fenced item, or for
@@ -67,10 +64,13 @@ func (o *options) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"lease", o.lease}, {"op TTL", o.opTTL}, {"reject TTL", o.rejectTTL}, {"fence TTL", o.fenceTTL}, {"ledger timeout", o.ledgerTimeout}} {
+	}{{"lease", o.lease}, {"op TTL", o.opTTL}, {"fence TTL", o.fenceTTL}, {"ledger timeout", o.ledgerTimeout}} {
 		if d.v < time.Millisecond {
 			return argError("%s %v is under 1ms", d.name, d.v)
 		}
+	}
+	if o.fenceTTL > maxFenceTTL {
+		return argError("fence TTL %v is over %v", o.fenceTTL, maxFenceTTL)
 	}
 	if o.busyWait < 0 {
 		return argError("busy wait %v is negative", o.busyWait)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,28 +20,37 @@ import (
 // meanwhile. It rebuilds an item whose Redis keys are gone; an item the
 // ledger does not know is ErrNotFound.
 func (c *Core[K]) Refresh(ctx context.Context, id K) error {
+	if !c.enter() {
+		return ErrClosed
+	}
+	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
 	if err != nil {
 		return err
 	}
-	return c.refresh(ctx, id, item, false)
+	return c.refresh(ctx, id, item, false, false)
 }
 
 // heal loads an item that Redis lacks. When many callers find the same
 // item missing at once, one loads it and the others see it loaded.
 func (c *Core[K]) heal(ctx context.Context, id K, item string) error {
-	return c.refresh(ctx, id, item, true)
+	return c.refresh(ctx, id, item, true, false)
 }
 
+// maxFenceArg is the longest fence any refresh takes (WithFenceTTL's
+// limit), in ms: fence.lua takes over a fence that reaches further.
+var maxFenceArg any = strconv.FormatInt(maxFenceTTL.Milliseconds(), 10)
+
 // refresh runs the fenced load of one item. With onlyMissing it stops as
-// soon as the item is loaded, by itself or by another caller.
-func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing bool) error {
+// soon as the item is loaded, by itself or by another caller. fresh is set
+// by Init, whose item has no op key Redis could have forgotten.
+func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, fresh bool) error {
 	k := c.ks.forItem(item)
 	loaded := func() bool { return onlyMissing && c.rdb.HExists(ctx, k.item, "a").Val() }
 	token := newToken()
 	var wait backoff
 	for {
-		ok, err := fenceScript.Run(ctx, c.rdb, []string{k.item}, token, c.fenceMS).Int()
+		ok, err := fenceScript.Run(ctx, c.rdb, []string{k.item}, token, c.fenceMS, maxFenceArg).Int()
 		if err != nil {
 			return fmt.Errorf("invgen: refresh %v: fence: %w", id, err)
 		}
@@ -56,7 +66,7 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing bo
 	}
 	var err error
 	if !loaded() {
-		err = c.loadFenced(ctx, id, k, token)
+		err = c.loadFenced(ctx, id, k, token, fresh)
 		if err == nil {
 			return nil
 		}
@@ -73,7 +83,7 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing bo
 // only once no change of the item is pending: a change that completed
 // before the fence is then in the ledger, and none can start until the
 // fence is lifted.
-func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string) error {
+func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string, fresh bool) error {
 	fenced := time.Now()
 	settleAfter := fenced.Add(c.opt.fenceTTL / 2)
 	var (
@@ -92,7 +102,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 				// Changes that outlive half the fence are settled now: a
 				// void row makes their late commit fail harmlessly.
 				for _, member := range pending {
-					if _, _, err := c.settleMember(ctx, member); err != nil {
+					if _, _, err := c.settleMember(ctx, k.journal, member, true); err != nil && !errors.Is(err, errRepaired) {
 						return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
 					}
 				}
@@ -122,7 +132,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal},
-			token, t.Available, t.Capacity, k.opPrefix()).Int()
+			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh]).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
@@ -214,13 +224,26 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		all = append(all, entry{t.Item, c.ks.forItem(item)})
 	}
 
+	unfence := func(es []entry) {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+		defer cancel()
+		p := c.rdb.Pipeline()
+		for _, e := range es {
+			unfenceScript.EvalSha(uctx, p, []string{e.keys.item}, token)
+		}
+		p.Exec(uctx)
+	}
+
 	// 1. Fence the page.
 	pipe := c.rdb.Pipeline()
 	fences := make([]*redis.Cmd, len(all))
 	for i, e := range all {
-		fences[i] = fenceScript.EvalSha(ctx, pipe, []string{e.keys.item}, token, c.fenceMS)
+		fences[i] = fenceScript.EvalSha(ctx, pipe, []string{e.keys.item}, token, c.fenceMS, maxFenceArg)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	// An error of one item's command (its key is not invgen's) is that
+	// item's alone: it goes on to a Refresh of its own, which repairs it.
+	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
+		unfence(all)
 		return 0, nil, err
 	}
 	fenced := all[:0:0]
@@ -230,15 +253,6 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		} else {
 			rest = append(rest, e.id)
 		}
-	}
-	unfence := func(es []entry) {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
-		defer cancel()
-		p := c.rdb.Pipeline()
-		for _, e := range es {
-			unfenceScript.EvalSha(uctx, p, []string{e.keys.item}, token)
-		}
-		p.Exec(uctx)
 	}
 
 	// 2. Items with pending changes go their own way. In the stream mode,
@@ -252,7 +266,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 	for j := range shards {
 		journals[j] = pipe.ZRange(ctx, j, 0, -1)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		unfence(fenced)
 		return 0, nil, err
 	}
@@ -304,9 +318,9 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal},
-			token, t.Available, t.Capacity, e.keys.opPrefix())
+			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false])
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		unfence(ready)
 		return 0, nil, err
 	}
@@ -338,29 +352,53 @@ type ReconcileReport struct {
 	// Units is the sum of |delta| of the voided changes: units given back
 	// to stock (or taken back, for voided returns and restocks).
 	Units int64
+	// Corrupt lists the journal members that were not invgen's: a member
+	// that names no op record of the prefix is dropped; an op record that
+	// holds something invgen did not write is settled by the ledger and
+	// its item refreshed.
+	Corrupt []string
 }
 
 // Reconcile settles every journal entry whose lease has passed: changes
 // whose process died, or lost Redis or SQL, between their two steps. For
 // each it writes a void row unless the ledger holds the change (a late
 // commit of the dead request then fails on the unique key), and commits or
-// undoes it in Redis to match. Run it after a crash, or on a schedule.
+// undoes it in Redis to match. Run it after a crash, or on a schedule. An
+// entry that cannot be settled does not stop the others: its error is
+// joined into the one returned.
 func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
+	if !c.enter() {
+		return rep, ErrClosed
+	}
+	defer c.wg.Done()
 	now, err := c.rdb.Time(ctx).Result()
 	if err != nil {
 		return rep, fmt.Errorf("invgen: reconcile %s: %w", c.prefix, err)
 	}
 	until := strconv.FormatInt(now.UnixMilli(), 10)
+	var errs []error
 	for shard := range c.ks.tags {
-		members, err := c.rdb.ZRangeByScore(ctx, c.ks.journal(shard), &redis.ZRangeBy{Min: "-inf", Max: until}).Result()
+		journal := c.ks.journal(shard)
+		members, err := c.rdb.ZRangeByScore(ctx, journal, &redis.ZRangeBy{Min: "-inf", Max: until}).Result()
 		if err != nil {
-			return rep, fmt.Errorf("invgen: reconcile %s: %w", c.prefix, err)
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("invgen: reconcile %s: shard %d: %w", c.prefix, shard, err))
+			continue
 		}
 		for _, m := range members {
-			o, settled, err := c.settleMember(ctx, m)
-			if err != nil {
-				return rep, fmt.Errorf("invgen: reconcile %s: %s: %w", c.prefix, m, err)
+			o, settled, err := c.settleMember(ctx, journal, m, false)
+			if errors.Is(err, ErrCorrupt) {
+				rep.Corrupt = append(rep.Corrupt, m)
+			}
+			if err != nil && !errors.Is(err, errRepaired) {
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				errs = append(errs, fmt.Errorf("invgen: reconcile %s: %q: %w", c.prefix, m, err))
+				continue
 			}
 			if !settled {
 				continue
@@ -375,7 +413,7 @@ func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			}
 		}
 	}
-	return rep, nil
+	return rep, errors.Join(errs...)
 }
 
 // settledEntry is how settleMember decided a journal entry.
@@ -384,37 +422,104 @@ type settledEntry struct {
 	delta int64
 }
 
-// settleMember settles the journal entry whose op record key is member. It
-// reports false when there was nothing to settle.
-func (c *Core[K]) settleMember(ctx context.Context, member string) (settledEntry, bool, error) {
-	rec, err := c.rdb.HMGet(ctx, member, "s", "k", "d", "i", "o", "n").Result()
+// errRepaired marks a corrupt journal entry that settleMember repaired.
+var errRepaired = fmt.Errorf("%w: repaired", ErrCorrupt)
+
+// settleMember settles the entry member of a shard journal, an op record
+// key. It reports false when there was nothing to settle.
+// A refresh that holds the item's fence passes inRefresh, and loads the
+// item itself.
+func (c *Core[K]) settleMember(ctx context.Context, journal, member string, inRefresh bool) (settledEntry, bool, error) {
+	parts, ok := c.ks.parseOpRecordKey(member)
+	if !ok || c.ks.journals[c.ks.shard(parts.item)] != journal {
+		// Not an op record of this prefix: no change of ours is behind it.
+		if err := c.rdb.ZRem(ctx, journal, member).Err(); err != nil {
+			return settledEntry{}, false, err
+		}
+		return settledEntry{}, false, errRepaired
+	}
+	id, err := c.codec.Decode(parts.item)
 	if err != nil {
+		if err := c.rdb.ZRem(ctx, journal, member).Err(); err != nil {
+			return settledEntry{}, false, err
+		}
+		return settledEntry{}, false, errRepaired
+	}
+	k := c.ks.forItem(parts.item)
+	rec, err := c.rdb.Get(ctx, member).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		rec = ""
+	case isWrongType(err):
+		rec = "?"
+	case err != nil:
 		return settledEntry{}, false, err
 	}
-	s, _ := rec[0].(string)
-	kind, _ := rec[1].(string)
-	ds, _ := rec[2].(string)
-	item, _ := rec[3].(string)
-	opKey, _ := rec[4].(string)
-	as, _ := rec[5].(string)
-	if s != opPending {
-		// Committed or undone meanwhile, or the record is gone: only the
-		// journal entry is left to drop.
-		return settledEntry{}, false, c.rdb.ZRem(ctx, journalOf(member), member).Err()
+	p, ok := parsePending(rec)
+	if !ok {
+		if rec == "" || rec == opVoid || strings.HasPrefix(rec, "c:") {
+			// Committed or undone meanwhile, or the record is gone: only
+			// the journal entry is left to drop.
+			return settledEntry{}, false, c.rdb.ZRem(ctx, journal, member).Err()
+		}
+		return settledEntry{}, false, c.repairMember(ctx, id, parts, k, member, inRefresh)
 	}
-	id, err := c.codec.Decode(item)
+	e := Entry[K]{Item: id, Kind: parts.kind, Delta: p.delta, OpKey: parts.opKey, Attempt: p.attempt}
+	o, err := c.settle(ctx, c.ledger, e, k, member)
+	return settledEntry{kind: o.kind, delta: p.delta}, err == nil, err
+}
+
+// repairMember settles a journal entry whose op record holds something
+// invgen did not write: the ledger decides the op key (a void row unless it
+// has one), the record is rewritten to match, and the item is refreshed,
+// because what the change did to Redis is unknown.
+func (c *Core[K]) repairMember(ctx context.Context, id K, parts opKeyParts, k itemKeys, member string, inRefresh bool) error {
+	row, err := c.ledger.Void(ctx, Entry[K]{Item: id, Kind: parts.kind, OpKey: parts.opKey})
 	if err != nil {
-		return settledEntry{}, false, fmt.Errorf("op record item %q: %w", item, err)
+		return fmt.Errorf("%w: op record %q: %w", ErrCorrupt, member, err)
 	}
-	delta, err := strconv.ParseInt(ds, 10, 64)
-	if err != nil {
-		return settledEntry{}, false, fmt.Errorf("op record delta %q: %w", ds, err)
+	pipe := c.rdb.TxPipeline()
+	pipe.Del(ctx, member)
+	pipe.ZRem(ctx, k.journal, member)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("%w: op record %q: %w", ErrCorrupt, member, err)
 	}
-	attempt, err := strconv.ParseInt(as, 10, 64)
-	if err != nil {
-		return settledEntry{}, false, fmt.Errorf("op record attempt %q: %w", as, err)
+	state := "committed"
+	if row.State != StateCommitted {
+		state = "void"
 	}
-	e := Entry[K]{Item: id, Kind: Kind(kind), Delta: delta, OpKey: opKey, Attempt: attempt}
-	o, err := c.settle(ctx, e, c.ks.forItem(item), member)
-	return settledEntry{kind: o.kind, delta: delta}, err == nil, err
+	if err := rememberScript.Run(ctx, c.rdb, []string{k.item, member}, state, row.Delta, c.opTTLMS).Err(); err != nil {
+		return fmt.Errorf("%w: op record %q: %w", ErrCorrupt, member, err)
+	}
+	if inRefresh {
+		return errRepaired
+	}
+	if err := c.refresh(ctx, id, k.id, false, false); err != nil {
+		return fmt.Errorf("%w: op record %q: refresh: %w", ErrCorrupt, member, err)
+	}
+	return errRepaired
+}
+
+// pendingRecord is a pending op record as reserve.lua writes it.
+type pendingRecord struct {
+	delta, available, attempt, lease int64
+}
+
+// parsePending parses "p:delta:available:attempt:lease".
+func parsePending(rec string) (pendingRecord, bool) {
+	var p pendingRecord
+	rest, ok := strings.CutPrefix(rec, "p:")
+	if !ok {
+		return p, false
+	}
+	for _, f := range []*int64{&p.delta, &p.available, &p.attempt, &p.lease} {
+		var s string
+		s, rest, _ = strings.Cut(rest, ":")
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return p, false
+		}
+		*f = v
+	}
+	return p, rest == ""
 }

@@ -40,6 +40,10 @@ var (
 	flushAckSrc    string
 	flushAckScript = redis.NewScript(flushAckSrc)
 
+	//go:embed scripts/remember.lua
+	rememberSrc    string
+	rememberScript = redis.NewScript(rememberSrc)
+
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string
 	unfenceScript = redis.NewScript(unfenceSrc)
@@ -55,12 +59,13 @@ const (
 	codeLimit     = 5
 	codeUnknown   = 6
 	codeNothing   = 7
+	codeCorrupt   = 8
+	codeBadOp     = 9
 )
 
 // Op record states, as reserve.lua stores them.
 const (
 	opPending   = "p"
 	opCommitted = "c"
-	opRejected  = "r"
 	opVoid      = "v"
 )

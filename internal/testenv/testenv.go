@@ -98,6 +98,12 @@ func Keys(ctx context.Context, rdb redis.UniversalClient, ns string) ([]string, 
 // their own, dropped when the test ends.
 func Pool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
+	return PoolIn(t, newSchema(t))
+}
+
+// newSchema creates an empty schema, dropped when the test ends.
+func newSchema(t testing.TB) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, DatabaseURL())
@@ -122,7 +128,7 @@ func Pool(t testing.TB) *pgxpool.Pool {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	return PoolIn(t, schema)
+	return schema
 }
 
 // PoolIn returns a pool whose connections work in an existing schema (a
@@ -171,4 +177,24 @@ func Must(t testing.TB, err error, what string, args ...any) {
 	if err != nil {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
+}
+
+// PoolWith returns a pool in a new schema of its own (dropped when the test
+// ends), its configuration changed by tune first: tests of pool pressure
+// use it for a pool of one or two connections.
+func PoolWith(t testing.TB, tune func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	schema := newSchema(t)
+	cfg, err := pgxpool.ParseConfig(DatabaseURL())
+	if err != nil {
+		t.Fatalf("INVGEN_DATABASE_URL: %v", err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	tune(cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

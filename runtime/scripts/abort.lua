@@ -8,39 +8,47 @@
 --              pending and the reply is "x" (settle it through the ledger)
 --   void       the ledger holds a void row for this op key: the outcome is final
 --   committed  the ledger already held this op as committed (a retry whose
---              first record Redis lost): the first outcome stands
+--              first record Redis lost): the first outcome stands, with the
+--              ledger's delta (ARGV[4]), so that a replay or a release of it
+--              answers what the ledger holds
 -- A record that is not pending is left alone.
 --
 -- KEYS[1]  item hash
--- KEYS[2]  op record
+-- KEYS[2]  op record (see reserve.lua)
 -- KEYS[3]  shard journal
 -- ARGV[1]  mode: forget | void | committed
 -- ARGV[2]  time to keep the op record (ms)
+-- ARGV[3]  1 when the change is an adjust (it moved the capacity too)
+-- ARGV[4]  committed: the delta of the ledger's row
 --
--- Reply: the state the record had before ("" when it is gone), or "x".
+-- Reply: the state the record had before ("" when it is gone, "?" when it
+-- is not what invgen writes), or "x".
 
-local r = redis.call('HMGET', KEYS[2], 's', 'd', 'k', 'l')
-if r[1] ~= 'p' then
-  return r[1] or ''
+local rec = redis.call('GET', KEYS[2])
+if not rec then return '' end
+local d, lease = string.match(rec, '^p:(-?%d+):%-?%d+:%d+:(%d+)$')
+if not d then
+  local s = string.match(rec, '^([cv])')
+  return s or '?'
 end
 local mode = ARGV[1]
 if mode == 'forget' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if tonumber(r[4] or '0') <= now then
+  if tonumber(lease) <= now then
     return 'x'
   end
 end
-local d = tonumber(r[2])
+d = tonumber(d)
 if redis.call('HEXISTS', KEYS[1], 'a') == 1 then
   if d < 0 then
     redis.call('HINCRBY', KEYS[1], 'a', -d)
-    if r[3] == 'adjust' then
+    if ARGV[3] == '1' then
       redis.call('HINCRBY', KEYS[1], 'c', -d)
     end
   else
     redis.call('HINCRBY', KEYS[1], 'q', -d)
-    if r[3] == 'adjust' then
+    if ARGV[3] == '1' then
       redis.call('HINCRBY', KEYS[1], 'r', -d)
     end
   end
@@ -49,13 +57,10 @@ redis.call('ZREM', KEYS[3], KEYS[2])
 if mode == 'forget' then
   redis.call('DEL', KEYS[2])
 elseif mode == 'void' then
-  redis.call('HSET', KEYS[2], 's', 'v')
-  redis.call('HDEL', KEYS[2], 'l')
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('SET', KEYS[2], 'v', 'PX', ARGV[2])
 elseif mode == 'committed' then
-  redis.call('HSET', KEYS[2], 's', 'c')
-  redis.call('HDEL', KEYS[2], 'l')
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  local a = redis.call('HGET', KEYS[1], 'a') or '0'
+  redis.call('SET', KEYS[2], 'c:' .. ARGV[4] .. ':' .. a, 'PX', ARGV[2])
 else
   return redis.error_reply('invgen: unknown abort mode ' .. mode)
 end

@@ -4,26 +4,29 @@
 -- applies it to the item now (reserve.lua only counted it in q). Repeating
 -- it changes nothing.
 --
--- KEYS[1]  op record
+-- KEYS[1]  op record (see reserve.lua)
 -- KEYS[2]  shard journal
 -- KEYS[3]  item hash
 -- ARGV[1]  time to keep the op record (ms)
+-- ARGV[2]  1 when the change is an adjust (it moves the capacity too)
 --
--- Reply: the state the record had before ("" when it is gone).
+-- Reply: the state the record had before ("" when it is gone, "?" when it
+-- is not what invgen writes).
 
-local r = redis.call('HMGET', KEYS[1], 's', 'd', 'k')
-if r[1] ~= 'p' then
-  return r[1] or ''
+local rec = redis.call('GET', KEYS[1])
+if not rec then return '' end
+local d, a = string.match(rec, '^p:(-?%d+):(-?%d+):')
+if not d then
+  local s = string.match(rec, '^([cv])')
+  return s or '?'
 end
-redis.call('HSET', KEYS[1], 's', 'c')
-redis.call('HDEL', KEYS[1], 'l')
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[1], 'c:' .. d .. ':' .. a, 'PX', ARGV[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
-local d = tonumber(r[2])
+d = tonumber(d)
 if d > 0 and redis.call('HEXISTS', KEYS[3], 'a') == 1 then
   redis.call('HINCRBY', KEYS[3], 'a', d)
   redis.call('HINCRBY', KEYS[3], 'q', -d)
-  if r[3] == 'adjust' then
+  if ARGV[2] == '1' then
     redis.call('HINCRBY', KEYS[3], 'c', d)
     redis.call('HINCRBY', KEYS[3], 'r', -d)
   end

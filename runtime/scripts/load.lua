@@ -9,13 +9,15 @@
 -- ARGV[2]  available per ledger
 -- ARGV[3]  capacity per ledger
 -- ARGV[4]  prefix shared by the op record keys of this item
+-- ARGV[5]  1 when Init created the item just now: it has no op key Redis
+--          could have forgotten (reserve.lua's h). Any other load clears h.
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
 
-local f = redis.call('HMGET', KEYS[1], 'f', 't')
+local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if f[2] ~= ARGV[1] or not f[1] or tonumber(f[1]) <= now then
+if f[2] ~= ARGV[1] or not tonumber(f[1] or '') or tonumber(f[1]) <= now then
   return 0
 end
 local prefix = ARGV[4]
@@ -26,4 +28,11 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
 end
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3])
 redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r')
+if ARGV[5] == '1' and not f[3] then
+  redis.call('HSET', KEYS[1], 'h', now)
+else
+  -- A refresh may follow a loss of op records (a restart from a snapshot,
+  -- a failover): from now on refusals are checked against the ledger.
+  redis.call('HDEL', KEYS[1], 'h')
+end
 return 1

@@ -13,6 +13,7 @@ import (
 	"github.com/invgen/invgen/generator/testdata/golden/all_options/want/long_prefix_name_of_33_bytes_0001/db"
 	invrt "github.com/invgen/invgen/runtime"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"time"
 )
@@ -78,8 +79,12 @@ var (
 	ErrBusy = invrt.ErrBusy
 	// ErrVoided: the op key's earlier operation failed and was voided; use a new op key.
 	ErrVoided = invrt.ErrVoided
-	// ErrInDoubt: the ledger could not be reached to settle the change; Reconcile will.
+	// ErrInDoubt: the outcome is not known yet; retry with the same op key for it.
 	ErrInDoubt = invrt.ErrInDoubt
+	// ErrCorrupt: Redis holds a key of the item that invgen did not write; Refresh repairs it.
+	ErrCorrupt = invrt.ErrCorrupt
+	// ErrClosed: the Manager was closed.
+	ErrClosed = invrt.ErrClosed
 )
 
 // WithNamespace replaces the spec's Redis namespace (tests give each run its own).
@@ -96,11 +101,6 @@ func WithLease(d time.Duration) Option {
 // WithOpTTL sets how long Redis remembers a completed op key (default 24h).
 func WithOpTTL(d time.Duration) Option {
 	return invrt.WithOpTTL(d)
-}
-
-// WithRejectTTL sets how long a rejected outcome is remembered (default 1h).
-func WithRejectTTL(d time.Duration) Option {
-	return invrt.WithRejectTTL(d)
 }
 
 // WithFenceTTL sets how long a refresh may fence an item (default 5s).
@@ -245,6 +245,13 @@ func (m *Manager) RunJanitor(ctx context.Context, cfg JanitorConfig) error {
 	return m.core.RunJanitor(ctx, cfg)
 }
 
+// Close stops the Manager: later calls get ErrClosed. It waits, until ctx is done, for the
+// work it does in the background (journal clears of committed changes, changes that
+// complete after their caller's context ended). Call it before the process exits.
+func (m *Manager) Close(ctx context.Context) error {
+	return m.core.Close(ctx)
+}
+
 // ledger implements invrt.Ledger with the sqlc queries of long_prefix_name_of_33_bytes_0001.
 type ledger struct {
 	db db.DBTX
@@ -270,6 +277,24 @@ func (l ledger) CreateTables(ctx context.Context) error {
 
 func (l ledger) TablesInitialized(ctx context.Context) (bool, error) {
 	return l.q.TablesInitialized(ctx)
+}
+
+// Acquire takes one connection of the pool under ctx, so that a change whose ledger row
+// was never sent can tell so.
+
+func (l ledger) Acquire(ctx context.Context) (invrt.Ledger[Key], func(), error) {
+	p, ok := l.db.(*pgxpool.Pool)
+	if !ok {
+		return l, func() {}, nil
+	}
+	conn, err := p.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ledger{
+		db: conn,
+		q:  db.New(conn),
+	}, conn.Release, nil
 }
 
 func (l ledger) Insert(ctx context.Context, e invrt.Entry[Key]) error {
