@@ -263,16 +263,21 @@ func (b *bench) bareLua() (result, error) {
 	return result{name: nBare, ops: ops, note: "no idempotency, no ledger"}, err
 }
 
-// streamScript is the stream mode's own reserve.lua, run by hand.
+// streamScript is the stream mode's own reserve.lua (after settled.lua,
+// as the runtime runs it), run by hand.
 func streamScript() (*redis.Script, error) {
+	prelude, err := fs.ReadFile(invrt.Scripts, "scripts/settled.lua")
+	if err != nil {
+		return nil, err
+	}
 	src, err := fs.ReadFile(invrt.Scripts, "scripts/reserve.lua")
-	return redis.NewScript(string(src)), err
+	return redis.NewScript(string(prelude) + string(src)), err
 }
 
 // streamKeys lays out keys as the runtime does (ns:{prefix:shard}:...).
-func streamKeys(prefix string) (item, stream, opPrefix string) {
-	tag := namespace + ":{" + prefix + ":0}:"
-	return tag + "item:hot", tag + "stream", tag + "op:3:hot:decr:"
+func streamKeys(prefix string) (tag, item, stream, opPrefix string) {
+	tag = namespace + ":{" + prefix + ":0}:"
+	return tag, tag + "item:hot", tag + "stream", tag + "o:3:hot:d:"
 }
 
 func (b *bench) streamLua(prefix string) (func(ctx context.Context, seq int64) error, string, error) {
@@ -280,12 +285,13 @@ func (b *bench) streamLua(prefix string) (func(ctx context.Context, seq int64) e
 	if err != nil {
 		return nil, "", err
 	}
-	item, stream, opPrefix := streamKeys(prefix)
+	tag, item, stream, opPrefix := streamKeys(prefix)
 	b.rdb.HSet(context.Background(), item, "a", bigStock, "c", bigStock)
 	return func(ctx context.Context, seq int64) error {
 		op := strconv.FormatInt(seq, 10)
-		v, err := s.Run(ctx, b.rdb, []string{item, opPrefix + op, stream},
-			"decr", "1", "10000", "3600000", "hot", op, invrt.MaxQuantity, seq, "stream", "86400000").Text()
+		rec := opPrefix + op
+		v, err := s.Run(ctx, b.rdb, []string{item, rec, stream, tag + "s:0", tag + "s:1", tag + "s:2"},
+			"decr", "1", "10000", "86400000", "hot", op, invrt.MaxQuantity, seq, "stream", rec[len(tag)+2:], "43200000").Text()
 		if err == nil && !strings.HasPrefix(v, "0:") {
 			err = fmt.Errorf("reserve.lua answered %q", v)
 		}

@@ -79,7 +79,8 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 		pipe := c.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, r := range batch {
-			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal, r.k.item}, c.opTTLArg, adjustFlag[r.adjust])
+			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal, r.k.item, r.k.buckets[0], r.k.buckets[1], r.k.buckets[2]},
+				r.k.field(r.opRec), c.genArg, adjustFlag[r.adjust])
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err

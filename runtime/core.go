@@ -61,6 +61,9 @@ type Core[K any] struct {
 	// Durations in milliseconds, as the scripts take them, also boxed.
 	leaseMS, opTTLMS, fenceMS string
 	leaseArg, opTTLArg        any
+	// genArg is the generation length of the buckets of settled op
+	// records (settled.lua): half the op TTL, in ms.
+	genArg any
 }
 
 // Result is the outcome of a change.
@@ -114,6 +117,7 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		fenceMS: ms(o.fenceTTL),
 	}
 	c.leaseArg, c.opTTLArg = c.leaseMS, c.opTTLMS
+	c.genArg = strconv.FormatInt(max((o.opTTL.Milliseconds()+1)/2, 1), 10)
 	return c, nil
 }
 
@@ -290,9 +294,12 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	if c.stream && !kind.Modification() {
 		mode, log = "stream", k.stream
 	}
-	keys := []string{k.item, opRec, log}
+	keys := []string{k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2]}
+	decrField := ""
 	if kind == KindRelease {
-		keys = append(keys, k.op(KindDecr, opKey))
+		decrRec := k.op(KindDecr, opKey)
+		keys = append(keys, decrRec)
+		decrField = k.field(decrRec)
 	}
 	var (
 		wait      backoff
@@ -301,7 +308,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		lastCheck time.Time
 	)
 	for {
-		r, err := c.reserve(ctx, keys, kind, arg, item, opKey, mode)
+		r, err := c.reserve(ctx, keys, kind, arg, item, opKey, mode, k.field(opRec), decrField)
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
 		}
@@ -403,10 +410,13 @@ func isWrongType(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
-func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey, mode string) (reserveReply, error) {
+func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey, mode, field, decrField string) (reserveReply, error) {
 	attempt := mrand.Int64N(1<<62) + 1
-	v, err := reserveScript.Run(ctx, c.rdb, keys,
-		boxedKind(kind), arg, c.leaseArg, c.opTTLArg, item, opKey, maxQuantityArg, attempt, boxedMode(mode)).Text()
+	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, item, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
+	if decrField != "" {
+		args = append(args, decrField)
+	}
+	v, err := reserveScript.Run(ctx, c.rdb, keys, args...).Text()
 	if err != nil {
 		return reserveReply{}, err
 	}
@@ -497,7 +507,7 @@ func (c *Core[K]) recall(ctx context.Context, id K, kind Kind, opKey string, k i
 	if row.State != StateCommitted {
 		state = "void"
 	}
-	err = rememberScript.Run(ctx, c.rdb, []string{k.item, opRec}, state, row.Delta, c.opTTLMS).Err()
+	err = c.remember(ctx, k, opRec, state, row.Delta)
 	return err == nil, err
 }
 
@@ -711,7 +721,8 @@ func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, 
 // (a restart or failover) and may have been rebuilt without the change: the
 // item is refreshed from the ledger, which now holds it.
 func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, kind Kind) error {
-	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal, k.item}, c.opTTLArg, adjustFlag[kind == KindAdjust]).Text()
+	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal, k.item, k.buckets[0], k.buckets[1], k.buckets[2]},
+		k.field(opRec), c.genArg, adjustFlag[kind == KindAdjust]).Text()
 	if err != nil {
 		return err
 	}
@@ -725,7 +736,15 @@ func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, ki
 // ("x": a forget refused because the lease has passed). ledgerDelta is the
 // delta of the ledger's row in the committed mode.
 func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string, kind Kind, ledgerDelta int64) (string, error) {
-	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal}, mode, c.opTTLArg, adjustFlag[kind == KindAdjust], ledgerDelta).Text()
+	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal, k.buckets[0], k.buckets[1], k.buckets[2]},
+		k.field(opRec), c.genArg, adjustFlag[kind == KindAdjust], mode, ledgerDelta).Text()
+}
+
+// remember settles the op record opRec from the ledger's state
+// ("committed" with delta, or "void"), unless a record exists.
+func (c *Core[K]) remember(ctx context.Context, k itemKeys, opRec, state string, delta int64) error {
+	return rememberScript.Run(ctx, c.rdb, []string{k.item, opRec, k.buckets[0], k.buckets[1], k.buckets[2]},
+		k.field(opRec), c.genArg, state, delta).Err()
 }
 
 // releaseFromLedger answers a release whose purchase Redis has forgotten.

@@ -12,17 +12,22 @@ import (
 // the tag, behind a kind segment and a length, so no user byte can move a
 // key to another tag or make two kinds of key collide.
 type keyspace struct {
-	tags     []string // per shard: "<ns>:{<prefix>:<shard>}:"
-	journals []string // per shard
-	streams  []string // per shard
+	tags     []string    // per shard: "<ns>:{<prefix>:<shard>}:"
+	journals []string    // per shard
+	streams  []string    // per shard
+	buckets  [][3]string // per shard: the hashes of settled op records (settled.lua)
 }
 
 func newKeyspace(namespace, prefix string, shards int) keyspace {
-	ks := keyspace{tags: make([]string, shards), journals: make([]string, shards), streams: make([]string, shards)}
+	ks := keyspace{tags: make([]string, shards), journals: make([]string, shards), streams: make([]string, shards),
+		buckets: make([][3]string, shards)}
 	for i := range ks.tags {
 		ks.tags[i] = namespace + ":{" + prefix + ":" + strconv.Itoa(i) + "}:"
 		ks.journals[i] = ks.tags[i] + "journal"
 		ks.streams[i] = ks.tags[i] + "stream"
+		for b := range ks.buckets[i] {
+			ks.buckets[i][b] = ks.tags[i] + "s:" + strconv.Itoa(b)
+		}
 	}
 	return ks
 }
@@ -45,6 +50,7 @@ type itemKeys struct {
 	stream  string // the shard's usage stream (stream ledger mode)
 	tag     string // the shard's hash tag
 	id      string // the item's Redis form
+	buckets *[3]string
 }
 
 func (ks keyspace) forItem(item string) itemKeys {
@@ -55,8 +61,13 @@ func (ks keyspace) forItem(item string) itemKeys {
 		stream:  ks.streams[s],
 		tag:     ks.tags[s],
 		id:      item,
+		buckets: &ks.buckets[s],
 	}
 }
+
+// field is the name of an op record in the shard's buckets of settled
+// records: its key without the tag and "o:".
+func (k itemKeys) field(opRec string) string { return opRec[len(k.tag)+2:] }
 
 // opPrefix is shared by every op record key of the item: the tag, "o:",
 // the item's length and the item.
@@ -77,8 +88,8 @@ func (k itemKeys) ops(journal []string) []string {
 	return mine
 }
 
-// op is the key of the op record of one change: the item's op prefix, the
-// kind's letter and the op key.
+// op is the key of the pending op record of one change: the item's op
+// prefix, the kind's letter and the op key.
 func (k itemKeys) op(kind Kind, opKey string) string {
 	return k.opPrefix() + kindLetter[kind] + ":" + opKey
 }

@@ -488,7 +488,7 @@ func (c *Core[K]) repairMember(ctx context.Context, id K, parts opKeyParts, k it
 	if row.State != StateCommitted {
 		state = "void"
 	}
-	if err := rememberScript.Run(ctx, c.rdb, []string{k.item, member}, state, row.Delta, c.opTTLMS).Err(); err != nil {
+	if err := c.remember(ctx, k, member, state, row.Delta); err != nil {
 		return fmt.Errorf("%w: op record %q: %w", ErrCorrupt, member, err)
 	}
 	if inRefresh {

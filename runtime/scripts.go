@@ -16,17 +16,22 @@ var Scripts embed.FS
 // One script per step of the protocol; each file documents its KEYS, ARGV
 // and reply. redis.Script runs EVALSHA and falls back to EVAL on NOSCRIPT.
 var (
+	// settled.lua is prepended to the scripts that read or write settled
+	// op records: Lua has no include.
+	//go:embed scripts/settled.lua
+	settledSrc string
+
 	//go:embed scripts/reserve.lua
 	reserveSrc    string
-	reserveScript = redis.NewScript(reserveSrc)
+	reserveScript = redis.NewScript(settledSrc + reserveSrc)
 
 	//go:embed scripts/commit.lua
 	commitSrc    string
-	commitScript = redis.NewScript(commitSrc)
+	commitScript = redis.NewScript(settledSrc + commitSrc)
 
 	//go:embed scripts/abort.lua
 	abortSrc    string
-	abortScript = redis.NewScript(abortSrc)
+	abortScript = redis.NewScript(settledSrc + abortSrc)
 
 	//go:embed scripts/fence.lua
 	fenceSrc    string
@@ -42,7 +47,7 @@ var (
 
 	//go:embed scripts/remember.lua
 	rememberSrc    string
-	rememberScript = redis.NewScript(rememberSrc)
+	rememberScript = redis.NewScript(settledSrc + rememberSrc)
 
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string

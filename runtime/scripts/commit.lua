@@ -1,32 +1,34 @@
 -- commit.lua: the last step of a sync change whose ledger row is
--- committed. It marks the op record committed, keeps it for the
--- idempotency window, takes it out of the journal and, for an increase,
--- applies it to the item now (reserve.lua only counted it in q). Repeating
--- it changes nothing.
+-- committed. It settles the op record as committed (settled.lua), takes it
+-- out of the journal and, for an increase, applies it to the item now
+-- (reserve.lua only counted it in q). Repeating it changes nothing.
 --
--- KEYS[1]  op record (see reserve.lua)
+-- KEYS[1]  pending op record (see reserve.lua)
 -- KEYS[2]  shard journal
 -- KEYS[3]  item hash
--- ARGV[1]  time to keep the op record (ms)
--- ARGV[2]  1 when the change is an adjust (it moves the capacity too)
+-- KEYS[4..6] the shard's buckets of settled op records
+-- ARGV[1]  the op record's field in the buckets
+-- ARGV[2]  generation length of the buckets (ms)
+-- ARGV[3]  1 when the change is an adjust (it moves the capacity too)
 --
 -- Reply: the state the record had before ("" when it is gone, "?" when it
 -- is not what invgen writes).
 
 local rec = redis.call('GET', KEYS[1])
-if not rec then return '' end
-local d, a = string.match(rec, '^p:(-?%d+):(-?%d+):')
-if not d then
-  local s = string.match(rec, '^([cv])')
-  return s or '?'
+if not rec then
+  local s = settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[1])
+  return s and (string.match(s, '^([cv])') or '?') or ''
 end
-redis.call('SET', KEYS[1], 'c:' .. d .. ':' .. a, 'PX', ARGV[1])
+local d, a = string.match(rec, '^p:(-?%d+):(-?%d+):')
+if not d then return '?' end
+redis.call('DEL', KEYS[1])
+settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'c:' .. d .. ':' .. a, now_ms(), tonumber(ARGV[2]))
 redis.call('ZREM', KEYS[2], KEYS[1])
 d = tonumber(d)
 if d > 0 and redis.call('HEXISTS', KEYS[3], 'a') == 1 then
   redis.call('HINCRBY', KEYS[3], 'a', d)
   redis.call('HINCRBY', KEYS[3], 'q', -d)
-  if ARGV[2] == '1' then
+  if ARGV[3] == '1' then
     redis.call('HINCRBY', KEYS[3], 'c', d)
     redis.call('HINCRBY', KEYS[3], 'r', -d)
   end

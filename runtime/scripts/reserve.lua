@@ -18,21 +18,26 @@
 --                         q = units of pending sync increases (incr, release, adjust > 0),
 --                         r = capacity of pending sync restocks (adjust > 0),
 --                         h = when Init created the item (ms): Redis has every op record since
--- KEYS[2]  op record      a string: "p:delta:available after:attempt:lease deadline" pending,
---                         "c:delta:available after" committed, "v" void
--- KEYS[3]  sync: shard journal (zset: op record key -> lease deadline, ms,
+-- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
+--          while the change is between Redis and the ledger; once settled the
+--          record is a field of a bucket (settled.lua)
+-- KEYS[3]  sync: shard journal (zset: pending op record key -> lease deadline, ms,
 --          Redis clock); stream: shard stream of usage for the flusher
--- KEYS[4]  release only: op record of the purchase being released
+-- KEYS[4..6] the shard's buckets of settled op records
+-- KEYS[7]  release only: pending op record of the purchase being released
 -- ARGV[1]  kind: decr | incr | release | adjust
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
 --          the ledger, or "" to read them from KEYS[4]
 -- ARGV[3]  lease (ms)
--- ARGV[4]  time to keep a committed op record (ms)
+-- ARGV[4]  op TTL (ms): how long Redis keeps a settled op record at least
 -- ARGV[5]  item, ARGV[6] op key (stream mode: written to the stream)
 -- ARGV[7]  largest quantity an item may hold
 -- ARGV[8]  attempt id of this reservation (random, written to its ledger row)
 -- ARGV[9]  ledger mode: sync (journal as pending) or stream (committed in
 --          Redis at once, usage appended to the stream)
+-- ARGV[10] the op record's field in the buckets
+-- ARGV[11] generation length of the buckets (ms)
+-- ARGV[12] release only: the field of the purchase being released
 --
 -- Reply: "code:available:delta:state:flag:attempt id", one string so the
 -- client parses it without allocating
@@ -50,10 +55,9 @@ local function reply(code, avail, delta, state, flag, attempt)
   return string.format('%d:%d:%d:%s:%d:%s', code, avail, delta, state, flag, attempt)
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
-local rec = redis.call('GET', KEYS[2])
+local rec = redis.call('GET', KEYS[2]) or settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[10])
 if rec then
   if rec == 'v' then return reply(DUPLICATE, 0, 0, 'v', 0, '0') end
   local d, a = string.match(rec, '^c:(-?%d+):(-?%d+)$')
@@ -109,7 +113,7 @@ elseif kind == 'adjust' then
 elseif kind == 'release' then
   local taken = ARGV[2]
   if taken == '' then
-    local p = redis.call('GET', KEYS[4])
+    local p = redis.call('GET', KEYS[7]) or settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[12])
     if not p then return reply(UNKNOWN, avail, 0, '', 0, '0') end
     local s, d = string.match(p, '^(%a):?(-?%d*)')
     if s == 'p' then return reply(BUSY, avail, 0, '', 0, '0') end
@@ -128,7 +132,7 @@ end
 if ARGV[9] == 'stream' then
   redis.call('HINCRBY', KEYS[1], 'a', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
-  redis.call('SET', KEYS[2], string.format('c:%d:%d', delta, avail + delta), 'PX', ARGV[4])
+  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[10], string.format('c:%d:%d', delta, avail + delta), now, tonumber(ARGV[11]))
   redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
   return reply(RESERVED, avail + delta, delta, 'c', 0, ARGV[8])
 end

@@ -1,0 +1,37 @@
+-- settled.lua: prepended to every script that reads or writes settled op
+-- records (reserve, commit, abort, remember). A settled record (committed
+-- "c:delta:available after", or void "v") is a field of one of the shard's
+-- three bucket hashes, named by the op record key after its tag and "o:":
+-- "<len(item)>:<item>:<kind letter>:<op key>". A hash field costs Redis far
+-- less than a key with a TTL of its own.
+--
+-- Time is cut into generations of half the op TTL; generation g writes to
+-- bucket g % 3, which it empties first when it still holds an older
+-- generation (its field "#" says which). So a record lives between one and
+-- one and a half op TTLs, and a read looks in all three buckets: any record
+-- found is true, however old.
+--
+-- The scripts pass the three bucket keys in KEYS and the generation length
+-- (ms) in ARGV.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function settled_get(b1, b2, b3, field)
+  return redis.call('HGET', b1, field) or redis.call('HGET', b2, field) or redis.call('HGET', b3, field)
+end
+
+local function settled_put(b1, b2, b3, field, value, now, genms)
+  local gen = math.floor(now / genms)
+  local k = ({b1, b2, b3})[gen % 3 + 1]
+  local g = string.format('%d', gen)
+  if redis.call('HGET', k, '#') ~= g then
+    redis.call('UNLINK', k)
+    redis.call('HSET', k, '#', g)
+    redis.call('PEXPIREAT', k, (gen + 3) * genms)
+  end
+  redis.call('HSET', k, field, value)
+end
+
