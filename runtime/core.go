@@ -35,6 +35,16 @@ type Config[K any] struct {
 	// Stream selects the stream ledger mode (spec: ledger: stream); the
 	// default is sync.
 	Stream bool
+	// KeyType is the spec's key type: "string", "int64" or "uuid" (by
+	// default the one of K). MaxKeyLen is the spec's max_key_len of a
+	// string key (by default the StringCodec's MaxLen).
+	KeyType   string
+	MaxKeyLen int
+	// Layouts keeps the prefix's layout record in the ledger database.
+	Layouts LayoutStore
+	// DB is the database handle the ledger runs on, if the caller has it:
+	// NewCore refuses a transaction.
+	DB any
 }
 
 // Core is the inventory manager of one prefix, generic over its key type.
@@ -49,6 +59,7 @@ type Core[K any] struct {
 	opt    options
 	stream bool
 	clears clearQueue
+	layout *layoutGuard
 	// Durations in milliseconds, as the scripts take them, also boxed.
 	leaseMS, opTTLMS, rejectTTLMS, fenceMS string
 	leaseArg, opTTLArg, rejectTTLArg       any
@@ -69,7 +80,9 @@ type Result struct {
 }
 
 // NewCore checks cfg and the options and returns a Core. It makes no call
-// to Redis or SQL.
+// to Redis or SQL: the layout is checked by Ping, CreateTables and the
+// first call, which fails with ErrLayoutMismatch when the ledger database
+// records another layout (or none: CreateTables records it).
 func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	o := defaults()
 	o.namespace = cfg.Namespace
@@ -90,6 +103,10 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	if err := checkName("prefix", cfg.Prefix); err != nil {
 		return nil, err
 	}
+	guard, err := newLayoutGuard(cfg, o.namespace)
+	if err != nil {
+		return nil, err
+	}
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	c := &Core[K]{
 		prefix:      cfg.Prefix,
@@ -103,12 +120,14 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		opTTLMS:     ms(o.opTTL),
 		rejectTTLMS: ms(o.rejectTTL),
 		fenceMS:     ms(o.fenceTTL),
+		layout:      guard,
 	}
 	c.leaseArg, c.opTTLArg, c.rejectTTLArg = c.leaseMS, c.opTTLMS, c.rejectTTLMS
 	return c, nil
 }
 
-// Ping checks that Redis answers and that the ledger's database answers.
+// Ping checks that Redis answers and that the ledger's database answers,
+// and that it records this Core's layout or none yet (ErrLayoutMismatch).
 func (c *Core[K]) Ping(ctx context.Context) error {
 	if err := c.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("invgen: redis: %w", err)
@@ -116,15 +135,17 @@ func (c *Core[K]) Ping(ctx context.Context) error {
 	if _, err := c.ledger.TablesInitialized(ctx); err != nil {
 		return fmt.Errorf("invgen: ledger: %w", err)
 	}
-	return nil
+	return c.layout.ping(ctx)
 }
 
-// CreateTables creates the prefix's ledger tables if they are missing.
+// CreateTables creates the prefix's ledger tables if they are missing,
+// records this Core's layout unless one is recorded, and checks it
+// (ErrLayoutMismatch).
 func (c *Core[K]) CreateTables(ctx context.Context) error {
 	if err := c.ledger.CreateTables(ctx); err != nil {
 		return fmt.Errorf("invgen: create tables of %s: %w", c.prefix, err)
 	}
-	return nil
+	return c.layout.record(ctx)
 }
 
 // TablesInitialized reports whether the prefix's ledger tables exist.
@@ -140,6 +161,9 @@ func (c *Core[K]) TablesInitialized(ctx context.Context) (bool, error) {
 // row is written first; the item is then loaded into Redis. An item that
 // exists already gets ErrAlreadyExists and is left as it is.
 func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
+	if err := c.layout.check(ctx); err != nil {
+		return err
+	}
 	if _, err := c.codec.Encode(id); err != nil {
 		return err
 	}
@@ -164,6 +188,9 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 // Get returns the units of an item available now. An item Redis lacks is
 // loaded from the ledger first; one the ledger lacks too is ErrNotFound.
 func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return 0, err
+	}
 	item, err := c.codec.Encode(id)
 	if err != nil {
 		return 0, err
@@ -190,6 +217,9 @@ func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
 // available. It succeeds only once the usage row is committed in the
 // ledger. Repeating it with the same op key returns the first outcome.
 func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return Result{}, err
+	}
 	if err := checkUnits(n); err != nil {
 		return Result{}, err
 	}
@@ -201,6 +231,9 @@ func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result
 // item's capacity gets ErrOverLimit. Repeating it with the same op key
 // returns the first outcome.
 func (c *Core[K]) Incr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return Result{}, err
+	}
 	if err := checkUnits(n); err != nil {
 		return Result{}, err
 	}
@@ -211,6 +244,9 @@ func (c *Core[K]) Incr(ctx context.Context, id K, n int64, opKey string) (Result
 // took, once. A release of an op key that took nothing (unknown, rejected
 // or voided) gets ErrNotFound. Repeating it returns the first outcome.
 func (c *Core[K]) Release(ctx context.Context, id K, opKey string) (Result, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return Result{}, err
+	}
 	return c.change(ctx, KindRelease, id, "", opKey)
 }
 
@@ -220,6 +256,9 @@ func (c *Core[K]) Release(ctx context.Context, id K, opKey string) (Result, erro
 // ErrInsufficientStock. Repeating it with the same op key returns the first
 // outcome.
 func (c *Core[K]) Adjust(ctx context.Context, id K, delta int64, opKey string) (Result, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return Result{}, err
+	}
 	if delta == 0 || delta > MaxQuantity || delta < -MaxQuantity {
 		return Result{}, argError("delta %d is zero or out of range ±%d", delta, MaxQuantity)
 	}

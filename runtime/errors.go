@@ -30,6 +30,12 @@ var (
 	// this operation was committed. Its units stay held until Reconcile
 	// settles it after its lease; retrying with the same op key is safe.
 	ErrInDoubt = errors.New("invgen: outcome in doubt")
+	// ErrLayoutMismatch: this process's layout of the prefix (Redis
+	// namespace, shards, ledger mode, key type, key length) is not the one
+	// its ledger database records, or the recorded one is retired by a
+	// layout switch. Nothing was done; a layout changes only by
+	// SwitchLayout.
+	ErrLayoutMismatch = errors.New("invgen: layout mismatch")
 )
 
 // argError reports a bad argument; it matches ErrInvalidArgument.

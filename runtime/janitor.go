@@ -40,6 +40,9 @@ type AuditReport[K any] struct {
 // anything (a dry run of repair). Under live traffic a change can complete
 // between the reads; an item is reported only when two looks agree.
 func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
+	if err := c.layout.check(ctx); err != nil {
+		return AuditReport[K]{}, err
+	}
 	var rep AuditReport[K]
 	now, err := c.rdb.Time(ctx).Result()
 	if err != nil {
@@ -235,6 +238,9 @@ type JanitorReport[K any] struct {
 // goroutine of the application, or in a process of its own; several
 // janitors of one prefix may run at once.
 func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
+	if err := c.layout.check(ctx); err != nil {
+		return err
+	}
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = 30 * time.Second
 	}

@@ -19,6 +19,9 @@ import (
 // meanwhile. It rebuilds an item whose Redis keys are gone; an item the
 // ledger does not know is ErrNotFound.
 func (c *Core[K]) Refresh(ctx context.Context, id K) error {
+	if err := c.layout.check(ctx); err != nil {
+		return err
+	}
 	item, err := c.codec.Encode(id)
 	if err != nil {
 		return err
@@ -153,6 +156,9 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 // it is pending) gets a Refresh of its own. It returns how many items it
 // loaded; errors of single items are joined and do not stop the others.
 func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return 0, err
+	}
 	const page = 1000
 	for _, s := range []*redis.Script{fenceScript, loadScript, unfenceScript} {
 		if err := s.Load(ctx, c.rdb).Err(); err != nil { // pipelined EVALSHA needs the script loaded
@@ -346,6 +352,9 @@ type ReconcileReport struct {
 // commit of the dead request then fails on the unique key), and commits or
 // undoes it in Redis to match. Run it after a crash, or on a schedule.
 func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return ReconcileReport{}, err
+	}
 	var rep ReconcileReport
 	now, err := c.rdb.Time(ctx).Result()
 	if err != nil {
