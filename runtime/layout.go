@@ -184,8 +184,8 @@ func newLayoutGuard[K any](cfg Config[K], namespace string) (*layoutGuard, error
 // check is the layout check of every call. With a verdict younger than
 // half of LayoutRecheck it costs an atomic load and a clock read.
 func (g *layoutGuard) check(ctx context.Context) error {
-	if v := g.cur.Load(); v != nil && monoNow()-v.at < int64(LayoutRecheck/2) {
-		return v.err
+	if v := g.cur.Load(); v != nil && v.err == nil && monoNow()-v.at < int64(LayoutRecheck/2) {
+		return nil
 	}
 	return g.recheck(ctx)
 }
@@ -193,6 +193,9 @@ func (g *layoutGuard) check(ctx context.Context) error {
 func (g *layoutGuard) recheck(ctx context.Context) error {
 	if ctx.Value(bypassKey{}) != nil {
 		return nil
+	}
+	if v := g.cur.Load(); v != nil && monoNow()-v.at < int64(LayoutRecheck/2) {
+		return v.err // a recent refusal
 	}
 	if v := g.cur.Load(); v != nil && monoNow()-v.at < int64(LayoutRecheck) {
 		// Still usable: one caller re-reads, the others go on with it.
