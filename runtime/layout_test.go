@@ -151,14 +151,23 @@ func everyCall(id string) map[string]func(context.Context, manager[string]) erro
 		"CreateTables": func(ctx context.Context, m manager[string]) error { return m.CreateTables(ctx) },
 		"Init":         func(ctx context.Context, m manager[string]) error { return m.Init(ctx, "new-"+id, 5) },
 		"Get":          func(ctx context.Context, m manager[string]) error { _, err := m.Get(ctx, id); return err },
-		"Decr":         func(ctx context.Context, m manager[string]) error { _, err := m.Decr(ctx, id, 1, "other-1"); return err },
-		"Incr":         func(ctx context.Context, m manager[string]) error { _, err := m.Incr(ctx, id, 1, "other-2"); return err },
-		"Release":      func(ctx context.Context, m manager[string]) error { _, err := m.Release(ctx, id, "mine-1"); return err },
-		"Adjust":       func(ctx context.Context, m manager[string]) error { _, err := m.Adjust(ctx, id, 5, "other-3"); return err },
-		"Refresh":      func(ctx context.Context, m manager[string]) error { return m.Refresh(ctx, id) },
-		"RefreshAll":   func(ctx context.Context, m manager[string]) error { _, err := m.RefreshAll(ctx); return err },
-		"Reconcile":    func(ctx context.Context, m manager[string]) error { _, err := m.Reconcile(ctx); return err },
-		"Audit":        func(ctx context.Context, m manager[string]) error { _, err := m.Audit(ctx); return err },
+		"Decr": func(ctx context.Context, m manager[string]) error {
+			_, err := m.Decr(ctx, id, 1, "other-1")
+			return err
+		},
+		"Incr": func(ctx context.Context, m manager[string]) error {
+			_, err := m.Incr(ctx, id, 1, "other-2")
+			return err
+		},
+		"Release": func(ctx context.Context, m manager[string]) error { _, err := m.Release(ctx, id, "mine-1"); return err },
+		"Adjust": func(ctx context.Context, m manager[string]) error {
+			_, err := m.Adjust(ctx, id, 5, "other-3")
+			return err
+		},
+		"Refresh":    func(ctx context.Context, m manager[string]) error { return m.Refresh(ctx, id) },
+		"RefreshAll": func(ctx context.Context, m manager[string]) error { _, err := m.RefreshAll(ctx); return err },
+		"Reconcile":  func(ctx context.Context, m manager[string]) error { _, err := m.Reconcile(ctx); return err },
+		"Audit":      func(ctx context.Context, m manager[string]) error { _, err := m.Audit(ctx); return err },
 		"RunJanitor": func(ctx context.Context, m manager[string]) error {
 			return m.RunJanitor(ctx, invrt.JanitorConfig[string]{ReconcileEvery: time.Millisecond})
 		},
