@@ -20,4 +20,8 @@ const (
 
 // EnforceVersion is used by generated code to assert at compile time that
 // it is compatible with this runtime (see [GenVersion]).
+//
+// Version 2: generated code passes its layout store, key type, maximum key
+// length and database handle, so that the runtime checks the prefix's
+// layout and refuses a transaction; code of version 1 did not.
 type EnforceVersion uint
