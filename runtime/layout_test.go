@@ -168,10 +168,18 @@ func everyCall(id string) map[string]func(context.Context, manager[string]) erro
 		"RefreshAll": func(ctx context.Context, m manager[string]) error { _, err := m.RefreshAll(ctx); return err },
 		"Reconcile":  func(ctx context.Context, m manager[string]) error { _, err := m.Reconcile(ctx); return err },
 		"Audit":      func(ctx context.Context, m manager[string]) error { _, err := m.Audit(ctx); return err },
+		// Long-running calls: a refusal returns at once, anything else by
+		// the deadline.
 		"RunJanitor": func(ctx context.Context, m manager[string]) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
 			return m.RunJanitor(ctx, invrt.JanitorConfig[string]{ReconcileEvery: time.Millisecond})
 		},
-		"RunFlusher": func(ctx context.Context, m manager[string]) error { return m.RunFlusher(ctx, invrt.FlusherConfig{}) },
+		"RunFlusher": func(ctx context.Context, m manager[string]) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			return m.RunFlusher(ctx, invrt.FlusherConfig{})
+		},
 		"Flush":      func(ctx context.Context, m manager[string]) error { _, err := m.Flush(ctx); return err },
 		"FlushLag":   func(ctx context.Context, m manager[string]) error { _, err := m.FlushLag(ctx); return err },
 	}
