@@ -180,8 +180,8 @@ func everyCall(id string) map[string]func(context.Context, manager[string]) erro
 			defer cancel()
 			return m.RunFlusher(ctx, invrt.FlusherConfig{})
 		},
-		"Flush":      func(ctx context.Context, m manager[string]) error { _, err := m.Flush(ctx); return err },
-		"FlushLag":   func(ctx context.Context, m manager[string]) error { _, err := m.FlushLag(ctx); return err },
+		"Flush":    func(ctx context.Context, m manager[string]) error { _, err := m.Flush(ctx); return err },
+		"FlushLag": func(ctx context.Context, m manager[string]) error { _, err := m.FlushLag(ctx); return err },
 	}
 }
 
