@@ -544,7 +544,12 @@ func (b *bench) refreshAll(ctx context.Context, nItems int) (time.Duration, erro
 	if err != nil {
 		return 0, err
 	}
-	if _, err := b.pool.Exec(ctx, "TRUNCATE "+flashsale.ModificationTable+", "+flashsale.UsageTable); err != nil {
+	// The tables are emptied for a namespace of its own: its layout too,
+	// which CreateTables then records.
+	if _, err := b.pool.Exec(ctx, "TRUNCATE "+flashsale.ModificationTable+", "+flashsale.UsageTable+", "+flashsale.LayoutTable); err != nil {
+		return 0, err
+	}
+	if err := m.CreateTables(ctx); err != nil {
 		return 0, err
 	}
 	if _, err := b.pool.Exec(ctx, "INSERT INTO "+flashsale.ModificationTable+

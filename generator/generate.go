@@ -94,7 +94,7 @@ func render(engine, name string, data any) ([]byte, error) {
 // definitions), rendering query parameters with arg.
 func renderWith(engine, file string, data any, arg func(string, int) string) ([]byte, error) {
 	t, err := template.New(file).Funcs(template.FuncMap{"arg": arg}).
-		ParseFS(templates.FS, engine+"/"+file, engine+"/flush.sql.tmpl")
+		ParseFS(templates.FS, engine+"/"+file, engine+"/flush.sql.tmpl", engine+"/layout.sql.tmpl")
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +118,22 @@ func FlushSQL(m *Model, p *Prefix) (string, error) {
 		return "", err
 	}
 	if err := t.ExecuteTemplate(&buf, "flush", p); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+// LayoutSQL is the query that reads p's layout record (namespace, shards,
+// ledger_mode, key_type, max_key_len, retired, version): what `invgen
+// flush` checks before it starts. Generated packages run the same query
+// through sqlc.
+func LayoutSQL(m *Model, p *Prefix) (string, error) {
+	var buf bytes.Buffer
+	t, err := template.New("layout.sql.tmpl").ParseFS(templates.FS, m.Engine+"/layout.sql.tmpl")
+	if err != nil {
+		return "", err
+	}
+	if err := t.ExecuteTemplate(&buf, "load_layout", p); err != nil {
 		return "", err
 	}
 	return buf.String(), nil

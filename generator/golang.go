@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/dave/jennifer/jen"
+
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 // Import paths that generated code uses, with fixed names so the output
@@ -44,6 +46,14 @@ func codec(p *Prefix) jen.Code {
 	return rt("StringCodec").Values(jen.Dict{jen.Id("MaxLen"): jen.Id("MaxKeyLen")})
 }
 
+// maxKeyLen is what New passes as the layout's max key length.
+func maxKeyLen(p *Prefix) jen.Code {
+	if p.Key == "string" {
+		return jen.Id("MaxKeyLen")
+	}
+	return jen.Lit(0)
+}
+
 // method is one delegating method of Manager: its doc, parameters after
 // ctx, and results. The runtime's method of the same name does the work.
 type method struct {
@@ -62,8 +72,10 @@ func managerMethods(p *Prefix) []method {
 	id := param{"id", jen.Id("Key")}
 	res := []jen.Code{jen.Id("Result"), jen.Error()}
 	return []method{
-		{"Ping", "Ping checks that Redis and the ledger's database answer.", nil, []jen.Code{jen.Error()}},
-		{"CreateTables", "CreateTables creates the ledger tables of " + p.Name + " if they are missing. It is idempotent.", nil, []jen.Code{jen.Error()}},
+		{"Ping", "Ping checks that Redis and the ledger's database answer, and that the database records\n" +
+			"this Manager's layout or none yet (ErrLayoutMismatch).", nil, []jen.Code{jen.Error()}},
+		{"CreateTables", "CreateTables creates the ledger tables of " + p.Name + " if they are missing, records this\n" +
+			"Manager's layout unless one is recorded, and checks it (ErrLayoutMismatch). It is idempotent.", nil, []jen.Code{jen.Error()}},
 		{"TablesInitialized", "TablesInitialized reports whether the ledger tables of " + p.Name + " exist.", nil, []jen.Code{jen.Bool(), jen.Error()}},
 		{"Init", "Init creates item id with qty units. An item that exists gets ErrAlreadyExists.", []param{id, {"qty", jen.Int64()}}, []jen.Code{jen.Error()}},
 		{"Adjust", "Adjust changes the capacity and stock of item id by delta (a restock or a correction),\n" +
@@ -96,6 +108,12 @@ func managerMethods(p *Prefix) []method {
 			nil, []jen.Code{jen.Int(), jen.Error()}},
 		{"FlushLag", "FlushLag reports how far the ledger is behind Redis: entries not yet written and the\n" +
 			"age of the oldest (zero in the sync mode).", nil, []jen.Code{rt("FlushLag"), jen.Error()}},
+		{"SwitchLayout", "SwitchLayout makes this Manager's layout (namespace, shards, ledger mode, max key\n" +
+			"length) the one the ledger database records for " + p.Name + ": it refuses while the recorded\n" +
+			"layout has unsettled changes, retires it (its processes stop within LayoutRecheck),\n" +
+			"waits, drains it, rebuilds Redis under the new layout from the ledger and records it.\n" +
+			"Call it from one process of the new layout (see SwitchLayout of the runtime).",
+			nil, []jen.Code{rt("LayoutSwitch"), jen.Error()}},
 		{"RunJanitor", "RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx\n" +
 			"is done. Run it in a goroutine of its own.", []param{{"cfg", jen.Id("JanitorConfig")}}, []jen.Code{jen.Error()}},
 		{"Close", "Close stops the Manager: later calls get ErrClosed. It waits, until ctx is done, for the\n" +
@@ -132,6 +150,7 @@ var sentinels = []struct{ name, doc string }{
 	{"ErrInDoubt", "the outcome is not known yet; retry with the same op key for it."},
 	{"ErrCorrupt", "Redis holds a key of the item that invgen did not write; Refresh repairs it."},
 	{"ErrClosed", "the Manager was closed."},
+	{"ErrLayoutMismatch", "the ledger database records another layout of the prefix (or a retired one, or none); nothing was done."},
 }
 
 // doc adds a comment of one or more lines as // lines.
@@ -160,8 +179,8 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 	f.Anon("embed")
 
 	f.Comment("The generated code and the runtime must agree on the version of their contract.")
-	f.Const().Id("_").Op("=").Add(rt("EnforceVersion")).Parens(jen.Lit(1).Op("-").Add(rt("MinVersion")))
-	f.Const().Id("_").Op("=").Add(rt("EnforceVersion")).Parens(rt("MaxVersion").Op("-").Lit(1))
+	f.Const().Id("_").Op("=").Add(rt("EnforceVersion")).Parens(jen.Lit(invrt.GenVersion).Op("-").Add(rt("MinVersion")))
+	f.Const().Id("_").Op("=").Add(rt("EnforceVersion")).Parens(rt("MaxVersion").Op("-").Lit(invrt.GenVersion))
 	f.Line()
 
 	consts := []jen.Code{
@@ -177,6 +196,10 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 		jen.Id("ModificationTable").Op("=").Lit(p.ModTable),
 		jen.Comment("UsageTable records purchases, returns and releases."),
 		jen.Id("UsageTable").Op("=").Lit(p.UsageTable),
+		jen.Comment("LayoutTable records the layout every process of " + p.Name + " must have."),
+		jen.Id("LayoutTable").Op("=").Lit(p.LayoutTable),
+		jen.Comment("KeyType is the spec's key type."),
+		jen.Id("KeyType").Op("=").Lit(p.Key),
 	}
 	if p.Key == "string" {
 		consts = append(consts,
@@ -229,20 +252,27 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 	f.Type().Id("Manager").Struct(jen.Id("core").Op("*").Add(rt("Core")).Types(jen.Id("Key")))
 
 	doc(f, "New returns a Manager over the ledger database pool (a *pgxpool.Pool, or anything\n"+
-		"sqlc's DBTX accepts) and a Redis client, cluster client or ring. It makes no call\n"+
-		"to either; see Ping and CreateTables.")
+		"sqlc's DBTX accepts but a transaction, which gets ErrInvalidArgument) and a Redis\n"+
+		"client, cluster client or ring. It makes no call to either: Ping and CreateTables\n"+
+		"check the layout the database records at once, and otherwise the first call fails\n"+
+		"with ErrLayoutMismatch when it differs from this Manager's (or none is recorded).")
 	f.Func().Id("New").Params(
 		jen.Id("pool").Qual(p.DBImportPath, "DBTX"),
 		jen.Id("rdb").Qual(redisPath, "UniversalClient"),
 		jen.Id("opts").Op("...").Id("Option"),
 	).Params(jen.Op("*").Id("Manager"), jen.Error()).Block(
+		jen.Id("l").Op(":=").Id("ledger").Values(jen.Dict{jen.Id("db"): jen.Id("pool"), jen.Id("q"): jen.Qual(p.DBImportPath, "New").Call(jen.Id("pool"))}),
 		jen.List(jen.Id("core"), jen.Err()).Op(":=").Add(rt("NewCore")).Call(
 			rt("Config").Types(jen.Id("Key")).Values(jen.Dict{
 				jen.Id("Namespace"): jen.Id("Namespace"),
 				jen.Id("Prefix"):    jen.Id("Prefix"),
 				jen.Id("Shards"):    jen.Id("Shards"),
 				jen.Id("Codec"):     codec(p),
-				jen.Id("Ledger"):    jen.Id("ledger").Values(jen.Dict{jen.Id("db"): jen.Id("pool"), jen.Id("q"): jen.Qual(p.DBImportPath, "New").Call(jen.Id("pool"))}),
+				jen.Id("Ledger"):    jen.Id("l"),
+				jen.Id("Layouts"):   jen.Id("l"),
+				jen.Id("DB"):        jen.Id("pool"),
+				jen.Id("KeyType"):   jen.Id("KeyType"),
+				jen.Id("MaxKeyLen"): maxKeyLen(p),
 				jen.Id("Redis"):     jen.Id("rdb"),
 				jen.Id("Stream"):    jen.Id("LedgerMode").Op("==").Lit("stream"),
 			}),
@@ -290,6 +320,7 @@ func emitLedger(f *jen.File, p *Prefix) {
 		jen.Id("q").Op("*").Add(dbq("Queries")),
 	)
 	f.Var().Id("_").Add(rt("Ledger")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
+	f.Var().Id("_").Add(rt("LayoutStore")).Op("=").Id("ledger").Values()
 
 	fn().Id("params").Params(jen.Id("e").Add(entry)).Add(dbq("InsertUsageParams")).Block(
 		jen.Return(dbq("InsertUsageParams").Values(jen.Dict{
@@ -340,6 +371,8 @@ func emitLedger(f *jen.File, p *Prefix) {
 		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidUsage").Call(jen.Id("ctx"),
 			dbq("VoidUsageParams").Parens(jen.Id("params").Call(jen.Id("e")))),
 		jen.Return(row(nil), jen.Err()))
+
+	emitLayoutStore(f, p)
 
 	fn().Params(recv.Clone()).Id("Flush").Params(ctx.Clone(), jen.Id("b").Op("*").Add(rt("Batch"))).Params(jen.Index().String(), jen.Error()).Block(
 		jen.Return(jen.Id("l").Dot("q").Dot("FlushUsage").Call(jen.Id("ctx"), dbq("FlushUsageParams").Values(jen.Dict{
@@ -393,4 +426,57 @@ func emitLedger(f *jen.File, p *Prefix) {
 				jen.Id("Available"): jen.Id("r").Dot("Capacity").Op("+").Id("r").Dot("Used"),
 			})),
 		jen.Return(jen.Id("out"), jen.Err()))
+}
+
+// emitLayoutStore renders the ledger's invrt.LayoutStore methods over the
+// layout queries of p.
+func emitLayoutStore(f *jen.File, p *Prefix) {
+	fn := func() *jen.Statement { f.Line(); return f.Func() }
+	dbq := func(name string) *jen.Statement { return jen.Qual(p.DBImportPath, name) }
+	ctx := jen.Id("ctx").Qual("context", "Context")
+	recv := jen.Id("l").Id("ledger")
+	fields := func(l string) jen.Dict {
+		return jen.Dict{
+			jen.Id("Namespace"):  jen.Id(l).Dot("Namespace"),
+			jen.Id("Shards"):     jen.Int32().Parens(jen.Id(l).Dot("Shards")),
+			jen.Id("LedgerMode"): jen.Id(l).Dot("Ledger"),
+			jen.Id("KeyType"):    jen.Id(l).Dot("KeyType"),
+			jen.Id("MaxKeyLen"):  jen.Int32().Parens(jen.Id(l).Dot("MaxKeyLen")),
+		}
+	}
+
+	f.Line()
+	f.Comment("layoutRecord converts a layout row.")
+	f.Func().Id("layoutRecord").Params(jen.Id("r").Add(dbq("LoadLayoutRow"))).Add(rt("LayoutRecord")).Block(
+		jen.Return(rt("LayoutRecord").Values(jen.Dict{
+			jen.Id("Layout"): rt("Layout").Values(jen.Dict{
+				jen.Id("Namespace"): jen.Id("r").Dot("Namespace"),
+				jen.Id("Shards"):    jen.Int().Parens(jen.Id("r").Dot("Shards")),
+				jen.Id("Ledger"):    jen.Id("r").Dot("LedgerMode"),
+				jen.Id("KeyType"):   jen.Id("r").Dot("KeyType"),
+				jen.Id("MaxKeyLen"): jen.Int().Parens(jen.Id("r").Dot("MaxKeyLen")),
+			}),
+			jen.Id("Retired"): jen.Id("r").Dot("Retired"),
+			jen.Id("Version"): jen.Id("r").Dot("Version"),
+		})))
+
+	fn().Params(recv.Clone()).Id("RecordLayout").Params(ctx.Clone(), jen.Id("want").Add(rt("Layout"))).Params(rt("LayoutRecord"), jen.Error()).Block(
+		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("RecordLayout").Call(jen.Id("ctx"), dbq("RecordLayoutParams").Values(fields("want"))),
+		jen.Return(jen.Id("layoutRecord").Call(dbq("LoadLayoutRow").Parens(jen.Id("r"))), jen.Err()))
+
+	fn().Params(recv.Clone()).Id("LoadLayout").Params(ctx.Clone()).Params(rt("LayoutRecord"), jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("LoadLayout").Call(jen.Id("ctx")),
+		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(pgxPath, "ErrNoRows"))).Block(
+			jen.Return(rt("LayoutRecord").Values(), jen.False(), jen.Nil())),
+		jen.Return(jen.Id("layoutRecord").Call(jen.Id("r")), jen.Err().Op("==").Nil(), jen.Err()))
+
+	fn().Params(recv.Clone()).Id("RetireLayout").Params(ctx.Clone(), jen.Id("version").Int64()).Params(jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("RetireLayout").Call(jen.Id("ctx"), jen.Id("version")),
+		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Err()))
+
+	replace := fields("to")
+	replace[jen.Id("Version")] = jen.Id("version")
+	fn().Params(recv.Clone()).Id("ReplaceLayout").Params(ctx.Clone(), jen.Id("version").Int64(), jen.Id("to").Add(rt("Layout"))).Params(jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ReplaceLayout").Call(jen.Id("ctx"), dbq("ReplaceLayoutParams").Values(replace)),
+		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Err()))
 }

@@ -57,6 +57,7 @@ type Prefix struct {
 	Shards                   int
 	// SQL names.
 	ModTable, UsageTable   string
+	LayoutTable            string
 	ModUnique, UsageUnique string
 	ItemSQLType            string
 	MaxOpKeyLen            int
@@ -147,7 +148,8 @@ func NewModel(s *Spec) (*Model, error) {
 		p.UsageTable = p.Name + "_inventory_usage_record"
 		p.ModUnique = p.Name + "_modification_op_key"
 		p.UsageUnique = p.Name + "_usage_op_key"
-		for _, id := range []string{p.ModTable, p.UsageTable, p.ModUnique, p.UsageUnique} {
+		p.LayoutTable = p.Name + "_inventory_layout"
+		for _, id := range []string{p.ModTable, p.UsageTable, p.ModUnique, p.UsageUnique, p.LayoutTable, p.LayoutTable + "_id_check"} {
 			if len(id) > MaxIdentLen {
 				c.add(ps.Name.Pos, "prefix %q makes the SQL name %s, %d bytes long, over PostgreSQL's limit of %d; shorten the name to at most %d bytes",
 					p.Name, id, len(id), MaxIdentLen, MaxIdentLen-(len(id)-len(p.Name)))

@@ -446,6 +446,7 @@ prefixes:
 		w.Ledger = "sync"
 		w.ModTable = w.Name + "_inventory_modification_record"
 		w.UsageTable = w.Name + "_inventory_usage_record"
+		w.LayoutTable = w.Name + "_inventory_layout"
 		w.ModUnique = w.Name + "_modification_op_key"
 		w.UsageUnique = w.Name + "_usage_op_key"
 		w.MaxOpKeyLen = 128

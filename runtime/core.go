@@ -36,6 +36,16 @@ type Config[K any] struct {
 	// Stream selects the stream ledger mode (spec: ledger: stream); the
 	// default is sync.
 	Stream bool
+	// KeyType is the spec's key type: "string", "int64" or "uuid" (by
+	// default the one of K). MaxKeyLen is the spec's max_key_len of a
+	// string key (by default the StringCodec's MaxLen).
+	KeyType   string
+	MaxKeyLen int
+	// Layouts keeps the prefix's layout record in the ledger database.
+	Layouts LayoutStore
+	// DB is the database handle the ledger runs on, if the caller has it:
+	// NewCore refuses a transaction.
+	DB any
 }
 
 // Core is the inventory manager of one prefix, generic over its key type.
@@ -50,6 +60,7 @@ type Core[K any] struct {
 	opt    options
 	stream bool
 	clears clearQueue
+	layout *layoutGuard
 	// wg counts the calls in progress and the goroutines the Core started
 	// (changes completing after their caller's context ended, the journal
 	// clears, refreshes of lost items); Close waits for them. mu orders
@@ -82,7 +93,9 @@ type Result struct {
 }
 
 // NewCore checks cfg and the options and returns a Core. It makes no call
-// to Redis or SQL.
+// to Redis or SQL: the layout is checked by Ping, CreateTables and the
+// first call, which fails with ErrLayoutMismatch when the ledger database
+// records another layout (or none: CreateTables records it).
 func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	o := defaults()
 	o.namespace = cfg.Namespace
@@ -103,8 +116,13 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	if err := checkName("prefix", cfg.Prefix); err != nil {
 		return nil, err
 	}
+	guard, err := newLayoutGuard(cfg, o.namespace)
+	if err != nil {
+		return nil, err
+	}
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	c := &Core[K]{
+		layout:  guard,
 		prefix:  cfg.Prefix,
 		codec:   cfg.Codec,
 		ledger:  cfg.Ledger,
@@ -121,7 +139,8 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	return c, nil
 }
 
-// Ping checks that Redis answers and that the ledger's database answers.
+// Ping checks that Redis answers and that the ledger's database answers,
+// and that it records this Core's layout or none yet (ErrLayoutMismatch).
 func (c *Core[K]) Ping(ctx context.Context) error {
 	if err := c.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("invgen: redis: %w", err)
@@ -129,15 +148,17 @@ func (c *Core[K]) Ping(ctx context.Context) error {
 	if _, err := c.ledger.TablesInitialized(ctx); err != nil {
 		return fmt.Errorf("invgen: ledger: %w", err)
 	}
-	return nil
+	return c.layout.ping(ctx)
 }
 
-// CreateTables creates the prefix's ledger tables if they are missing.
+// CreateTables creates the prefix's ledger tables if they are missing,
+// records this Core's layout unless one is recorded, and checks it
+// (ErrLayoutMismatch).
 func (c *Core[K]) CreateTables(ctx context.Context) error {
 	if err := c.ledger.CreateTables(ctx); err != nil {
 		return fmt.Errorf("invgen: create tables of %s: %w", c.prefix, err)
 	}
-	return nil
+	return c.layout.record(ctx)
 }
 
 // TablesInitialized reports whether the prefix's ledger tables exist.
@@ -153,8 +174,8 @@ func (c *Core[K]) TablesInitialized(ctx context.Context) (bool, error) {
 // row is written first; the item is then loaded into Redis. An item that
 // exists already gets ErrAlreadyExists and is left as it is.
 func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
-	if !c.enter() {
-		return ErrClosed
+	if err := c.enter(ctx); err != nil {
+		return err
 	}
 	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
@@ -182,8 +203,8 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 // Get returns the units of an item available now. An item Redis lacks is
 // loaded from the ledger first; one the ledger lacks too is ErrNotFound.
 func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
-	if !c.enter() {
-		return 0, ErrClosed
+	if err := c.enter(ctx); err != nil {
+		return 0, err
 	}
 	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
@@ -277,8 +298,8 @@ type reserveReply struct {
 // change runs one change through reserve.lua and then the ledger. arg is
 // what reserve.lua takes as ARGV[2].
 func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string) (Result, error) {
-	if !c.enter() {
-		return Result{}, ErrClosed
+	if err := c.enter(ctx); err != nil {
+		return Result{}, err
 	}
 	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
@@ -796,18 +817,25 @@ func (c *Core[K]) Close(ctx context.Context) error {
 	}
 }
 
-// enter counts a call in progress, so that Close waits for it, and reports
-// false once the Core is closed. A call that entered calls c.wg.Done when
-// it returns; goroutines it starts count themselves with c.wg.Add, which is
-// safe while the call's own count holds the group above zero.
-func (c *Core[K]) enter() bool {
+// enter is the gate of every call: it refuses once the Core is closed
+// (ErrClosed) or while the ledger database records another layout
+// (ErrLayoutMismatch), and counts the call in progress so that Close waits
+// for it. A call that entered calls c.wg.Done when it returns; goroutines
+// it starts count themselves with c.wg.Add, which is safe while the call's
+// own count holds the group above zero.
+func (c *Core[K]) enter(ctx context.Context) error {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
 	if c.closed {
-		return false
+		c.mu.RUnlock()
+		return ErrClosed
 	}
 	c.wg.Add(1)
-	return true
+	c.mu.RUnlock()
+	if err := c.layout.check(ctx); err != nil {
+		c.wg.Done()
+		return err
+	}
+	return nil
 }
 
 // backoff sleeps between retries of a busy operation: 1ms doubling to 50ms,

@@ -38,6 +38,12 @@ var (
 	// number). Only that item or op key is affected; Refresh of the item
 	// rebuilds it from the ledger, and Audit lists it.
 	ErrCorrupt = errors.New("invgen: corrupt Redis state")
+	// ErrLayoutMismatch: this process's layout of the prefix (Redis
+	// namespace, shards, ledger mode, key type, key length) is not the one
+	// its ledger database records, or the recorded one is retired by a
+	// layout switch. Nothing was done; a layout changes only by
+	// SwitchLayout.
+	ErrLayoutMismatch = errors.New("invgen: layout mismatch")
 	// ErrClosed: the manager was closed.
 	ErrClosed = errors.New("invgen: closed")
 )

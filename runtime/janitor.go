@@ -46,8 +46,8 @@ type AuditReport[K any] struct {
 // between the reads; an item is reported only when two looks agree.
 func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 	var rep AuditReport[K]
-	if !c.enter() {
-		return rep, ErrClosed
+	if err := c.enter(ctx); err != nil {
+		return rep, err
 	}
 	defer c.wg.Done()
 	now, err := c.rdb.Time(ctx).Result()
@@ -292,6 +292,9 @@ type JanitorReport[K any] struct {
 // goroutine of the application, or in a process of its own; several
 // janitors of one prefix may run at once.
 func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
+	if err := c.layout.check(ctx); err != nil {
+		return err
+	}
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = 30 * time.Second
 	}

@@ -20,8 +20,8 @@ import (
 // meanwhile. It rebuilds an item whose Redis keys are gone; an item the
 // ledger does not know is ErrNotFound.
 func (c *Core[K]) Refresh(ctx context.Context, id K) error {
-	if !c.enter() {
-		return ErrClosed
+	if err := c.enter(ctx); err != nil {
+		return err
 	}
 	defer c.wg.Done()
 	item, err := c.codec.Encode(id)
@@ -163,6 +163,9 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 // it is pending) gets a Refresh of its own. It returns how many items it
 // loaded; errors of single items are joined and do not stop the others.
 func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return 0, err
+	}
 	const page = 1000
 	for _, s := range []*redis.Script{fenceScript, loadScript, unfenceScript} {
 		if err := s.Load(ctx, c.rdb).Err(); err != nil { // pipelined EVALSHA needs the script loaded
@@ -368,8 +371,8 @@ type ReconcileReport struct {
 // joined into the one returned.
 func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
-	if !c.enter() {
-		return rep, ErrClosed
+	if err := c.enter(ctx); err != nil {
+		return rep, err
 	}
 	defer c.wg.Done()
 	now, err := c.rdb.Time(ctx).Result()

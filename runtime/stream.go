@@ -376,6 +376,9 @@ type FlushLag struct {
 
 // FlushLag reports the prefix's flush lag (zero in the sync mode).
 func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return FlushLag{}, err
+	}
 	var lag FlushLag
 	if !c.stream {
 		return lag, nil
@@ -408,6 +411,9 @@ func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
 // RunFlusher runs a flusher of this prefix until ctx is done (see
 // Flusher.Run). It is an error in the sync mode.
 func (c *Core[K]) RunFlusher(ctx context.Context, cfg FlusherConfig) error {
+	if err := c.layout.check(ctx); err != nil {
+		return err
+	}
 	f, err := c.flusher(cfg)
 	if err != nil {
 		return err
@@ -417,6 +423,9 @@ func (c *Core[K]) RunFlusher(ctx context.Context, cfg FlusherConfig) error {
 
 // Flush writes everything the prefix's streams hold to the ledger now.
 func (c *Core[K]) Flush(ctx context.Context) (int, error) {
+	if err := c.layout.check(ctx); err != nil {
+		return 0, err
+	}
 	f, err := c.flusher(FlusherConfig{Consumer: "flush-" + newToken()[:8]})
 	if err != nil {
 		return 0, err

@@ -11,13 +11,17 @@ package runtime
 // that says so instead of failing at run time.
 const (
 	// GenVersion is the version that this invgen generates code for.
-	GenVersion = 1
+	GenVersion = 2
 	// MinVersion is the oldest generated code this runtime supports.
-	MinVersion = 1
+	MinVersion = 2
 	// MaxVersion is the newest generated code this runtime supports.
-	MaxVersion = 1
+	MaxVersion = 2
 )
 
 // EnforceVersion is used by generated code to assert at compile time that
 // it is compatible with this runtime (see [GenVersion]).
+//
+// Version 2: generated code passes its layout store, key type, maximum key
+// length and database handle, so that the runtime checks the prefix's
+// layout and refuses a transaction; code of version 1 did not.
 type EnforceVersion uint

@@ -3,10 +3,10 @@
 // SQL lives here and nowhere in Go code.
 //
 // Each engine has a folder (postgresql/) with schema.sql.tmpl, query.sql.tmpl,
-// flush.sql.tmpl and sqlc.yaml.tmpl, executed with text/template and the
+// flush.sql.tmpl, layout.sql.tmpl and sqlc.yaml.tmpl, executed with text/template and the
 // function arg(name, position), which renders a query parameter: as
 // sqlc.arg(name) for sqlc, or as $position for `invgen flush`, which runs
-// the flush statement without generated code.
+// the flush statement and the layout query without generated code.
 package templates
 
 import "embed"

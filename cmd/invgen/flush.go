@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -24,7 +25,10 @@ const flushDoc = `Flush runs the stream ledger's flusher for every prefix of the
 ledger: stream, outside the application: it writes the Redis usage streams to
 the SQL ledger in batches until interrupted (SIGINT, SIGTERM), then drains
 them and exits. With -once it writes what the streams hold and exits.
-Several flushers may run at once; one that dies loses nothing.`
+Several flushers may run at once; one that dies loses nothing. It first checks
+that the ledger database records each prefix's layout as the spec (and
+-namespace) describe it, and exits 1 when it does not, or when the database
+has no tables of the prefix.`
 
 // runFlush is `invgen flush`.
 func runFlush(args []string, stdout, stderr io.Writer) int {
@@ -89,6 +93,9 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "invgen flush: %v\n", err)
 			return exitFail
 		}
+		if code := checkLayout(ctx, pool, m, p, ns, stderr); code != exitOK {
+			return code
+		}
 		name := p.Name
 		f, err := invrt.NewFlusher(rdb, ns, p.Name, p.Shards, sqlWriter{pool, sql}, invrt.FlusherConfig{
 			OnConflict: func(_ context.Context, items []string) {
@@ -140,6 +147,46 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	wg.Wait()
 	fmt.Fprintf(stdout, "invgen flush: drained at %s\n", time.Now().Format(time.RFC3339))
 	return status
+}
+
+// checkLayout refuses to flush a prefix whose ledger database records
+// another layout, none, or no tables at all: a flusher of the wrong
+// namespace or shards would read streams nobody writes and report nothing.
+func checkLayout(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix, ns string, stderr io.Writer) int {
+	q, err := generator.LayoutSQL(m, p)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
+		return exitFail
+	}
+	var (
+		rec            invrt.LayoutRecord
+		shards, maxLen int32
+	)
+	err = pool.QueryRow(ctx, q).Scan(&rec.Namespace, &shards, &rec.Ledger, &rec.KeyType, &maxLen, &rec.Retired, &rec.Version)
+	rec.Shards, rec.MaxKeyLen = int(shards), int(maxLen)
+	var pe *pgconn.PgError
+	found := true
+	switch {
+	case errors.As(err, &pe) && pe.Code == "42P01": // undefined_table
+		fmt.Fprintf(stderr, "invgen flush: %s: the ledger database has no table %s: the prefix is unknown there (the application's CreateTables creates its tables; is -db the right database?)\n",
+			p.Name, p.LayoutTable)
+		return exitFail
+	case errors.Is(err, pgx.ErrNoRows):
+		found = false
+	case err != nil:
+		fmt.Fprintf(stderr, "invgen flush: %s: read its layout: %v\n", p.Name, err)
+		return exitFail
+	}
+	want := invrt.Layout{Namespace: ns, Shards: p.Shards, Ledger: p.Ledger, KeyType: p.Key, MaxKeyLen: p.MaxKeyLen}
+	var r *invrt.LayoutRecord
+	if found {
+		r = &rec
+	}
+	if err := invrt.VerifyLayout(p.Name, want, r); err != nil {
+		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
+		return exitFail
+	}
+	return exitOK
 }
 
 // sqlWriter writes a batch with the flush statement the spec's templates

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/internal/testenv"
 )
@@ -30,12 +32,7 @@ func TestFlushCommand(t *testing.T) {
 	_, err = m.Release(ctx, "hot", "o2")
 	testenv.Must(t, err, "Release")
 
-	u, err := url.Parse(testenv.DatabaseURL())
-	testenv.Must(t, err, "db url")
-	q := u.Query()
-	q.Set("search_path", testenv.Schema(pool))
-	u.RawQuery = q.Encode()
-	args := []string{"flush", "-f", "../../inventory.yaml", "-once", "-namespace", ns, "-redis", testenv.RedisURL(), "-db", u.String()}
+	args := flushArgs(t, pool, ns)
 
 	r := invgen(t, args...).want(t, exitOK)
 	if !strings.Contains(r.stdout, "drop: wrote 4 entries") {
@@ -64,5 +61,79 @@ func TestFlushCommandNeedsAStreamPrefix(t *testing.T) {
 	r := invgen(t, "flush", "-once").want(t, exitUsage)
 	if !strings.Contains(r.stderr, "no prefix of inventory.yaml uses ledger: stream") {
 		t.Fatalf("stderr %q", r.stderr)
+	}
+}
+
+// flushArgs are the arguments of `invgen flush -once` of the root spec
+// against the test's schema and namespace.
+func flushArgs(t *testing.T, pool *pgxpool.Pool, ns string) []string {
+	u, err := url.Parse(testenv.DatabaseURL())
+	testenv.Must(t, err, "db url")
+	q := u.Query()
+	q.Set("search_path", testenv.Schema(pool))
+	u.RawQuery = q.Encode()
+	return []string{"flush", "-f", "../../inventory.yaml", "-once", "-namespace", ns, "-redis", testenv.RedisURL(), "-db", u.String()}
+}
+
+// A flusher of another namespace than the application's would read streams
+// nobody writes and report "wrote 0 entries": it is refused, naming both
+// layouts, and the entries stay for the right one.
+func TestFlushCommandRefusesAnotherLayout(t *testing.T) {
+	ctx := testenv.Context(t, time.Minute)
+	rdb := testenv.Redis(t)
+	ns := testenv.Namespace(t, rdb)
+	pool := testenv.Pool(t)
+	m, err := drop.New(pool, rdb, drop.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, m.CreateTables(ctx), "CreateTables")
+	testenv.Must(t, m.Init(ctx, "hot", 10), "Init")
+	_, err = m.Decr(ctx, "hot", 1, "o1")
+	testenv.Must(t, err, "Decr")
+
+	other := testenv.Namespace(t, rdb)
+	r := invgen(t, flushArgs(t, pool, other)...).want(t, exitFail)
+	for _, want := range []string{"layout mismatch", "namespace=" + ns, "namespace=" + other} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q does not say %q", r.stderr, want)
+		}
+	}
+	if strings.Contains(r.stdout, "wrote") {
+		t.Errorf("stdout %q: a refused flusher wrote", r.stdout)
+	}
+	if lag, err := m.FlushLag(ctx); err != nil || lag.Entries != 1 {
+		t.Fatalf("FlushLag = %+v, %v; want the entry still there", lag, err)
+	}
+	r = invgen(t, flushArgs(t, pool, ns)...).want(t, exitOK)
+	if !strings.Contains(r.stdout, "drop: wrote 1 entries") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+
+	// A layout record that was lost (or never written) is refused too.
+	if _, err := pool.Exec(ctx, "DELETE FROM "+drop.LayoutTable); err != nil {
+		t.Fatal(err)
+	}
+	r = invgen(t, flushArgs(t, pool, ns)...).want(t, exitFail)
+	if !strings.Contains(r.stderr, "records no layout") {
+		t.Fatalf("stderr %q", r.stderr)
+	}
+}
+
+// Against a database that does not know the prefix (no tables), flush
+// exits 1 at once with a message instead of retrying forever.
+func TestFlushCommandUnknownPrefix(t *testing.T) {
+	rdb := testenv.Redis(t)
+	ns := testenv.Namespace(t, rdb)
+	pool := testenv.Pool(t)
+	args := flushArgs(t, pool, ns)
+	done := make(chan result, 1)
+	go func() { done <- invgen(t, args...) }()
+	select {
+	case r := <-done:
+		r.want(t, exitFail)
+		if !strings.Contains(r.stderr, "no table "+drop.LayoutTable) || !strings.Contains(r.stderr, "unknown") {
+			t.Fatalf("stderr %q", r.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("invgen flush still runs after 30s against a database without the tables")
 	}
 }

@@ -7,6 +7,18 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type GiftCardInventoryLayout struct {
+	ID         int16
+	Namespace  string
+	Shards     int32
+	LedgerMode string
+	KeyType    string
+	MaxKeyLen  int32
+	Retired    bool
+	Version    int64
+	UpdatedAt  pgtype.Timestamptz
+}
+
 type GiftCardInventoryModificationRecord struct {
 	ID        int64
 	ItemID    uuid.UUID

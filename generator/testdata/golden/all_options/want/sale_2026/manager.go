@@ -19,8 +19,8 @@ import (
 )
 
 // The generated code and the runtime must agree on the version of their contract.
-const _ = invrt.EnforceVersion(1 - invrt.MinVersion)
-const _ = invrt.EnforceVersion(invrt.MaxVersion - 1)
+const _ = invrt.EnforceVersion(2 - invrt.MinVersion)
+const _ = invrt.EnforceVersion(invrt.MaxVersion - 2)
 
 const (
 	// Prefix is the business prefix of this package.
@@ -35,6 +35,10 @@ const (
 	ModificationTable = "sale_2026_inventory_modification_record"
 	// UsageTable records purchases, returns and releases.
 	UsageTable = "sale_2026_inventory_usage_record"
+	// LayoutTable records the layout every process of sale_2026 must have.
+	LayoutTable = "sale_2026_inventory_layout"
+	// KeyType is the spec's key type.
+	KeyType = "string"
 	// MaxKeyLen is the longest item key, in bytes.
 	MaxKeyLen = 200
 )
@@ -85,6 +89,8 @@ var (
 	ErrCorrupt = invrt.ErrCorrupt
 	// ErrClosed: the Manager was closed.
 	ErrClosed = invrt.ErrClosed
+	// ErrLayoutMismatch: the ledger database records another layout of the prefix (or a retired one, or none); nothing was done.
+	ErrLayoutMismatch = invrt.ErrLayoutMismatch
 )
 
 // WithNamespace replaces the spec's Redis namespace (tests give each run its own).
@@ -127,15 +133,22 @@ type Manager struct {
 }
 
 // New returns a Manager over the ledger database pool (a *pgxpool.Pool, or anything
-// sqlc's DBTX accepts) and a Redis client, cluster client or ring. It makes no call
-// to either; see Ping and CreateTables.
+// sqlc's DBTX accepts but a transaction, which gets ErrInvalidArgument) and a Redis
+// client, cluster client or ring. It makes no call to either: Ping and CreateTables
+// check the layout the database records at once, and otherwise the first call fails
+// with ErrLayoutMismatch when it differs from this Manager's (or none is recorded).
 func New(pool db.DBTX, rdb redis.UniversalClient, opts ...Option) (*Manager, error) {
+	l := ledger{
+		db: pool,
+		q:  db.New(pool),
+	}
 	core, err := invrt.NewCore(invrt.Config[Key]{
-		Codec: invrt.StringCodec{MaxLen: MaxKeyLen},
-		Ledger: ledger{
-			db: pool,
-			q:  db.New(pool),
-		},
+		Codec:     invrt.StringCodec{MaxLen: MaxKeyLen},
+		DB:        pool,
+		KeyType:   KeyType,
+		Layouts:   l,
+		Ledger:    l,
+		MaxKeyLen: MaxKeyLen,
 		Namespace: Namespace,
 		Prefix:    Prefix,
 		Redis:     rdb,
@@ -148,12 +161,14 @@ func New(pool db.DBTX, rdb redis.UniversalClient, opts ...Option) (*Manager, err
 	return &Manager{core: core}, nil
 }
 
-// Ping checks that Redis and the ledger's database answer.
+// Ping checks that Redis and the ledger's database answer, and that the database records
+// this Manager's layout or none yet (ErrLayoutMismatch).
 func (m *Manager) Ping(ctx context.Context) error {
 	return m.core.Ping(ctx)
 }
 
-// CreateTables creates the ledger tables of sale_2026 if they are missing. It is idempotent.
+// CreateTables creates the ledger tables of sale_2026 if they are missing, records this
+// Manager's layout unless one is recorded, and checks it (ErrLayoutMismatch). It is idempotent.
 func (m *Manager) CreateTables(ctx context.Context) error {
 	return m.core.CreateTables(ctx)
 }
@@ -239,6 +254,15 @@ func (m *Manager) FlushLag(ctx context.Context) (invrt.FlushLag, error) {
 	return m.core.FlushLag(ctx)
 }
 
+// SwitchLayout makes this Manager's layout (namespace, shards, ledger mode, max key
+// length) the one the ledger database records for sale_2026: it refuses while the recorded
+// layout has unsettled changes, retires it (its processes stop within LayoutRecheck),
+// waits, drains it, rebuilds Redis under the new layout from the ledger and records it.
+// Call it from one process of the new layout (see SwitchLayout of the runtime).
+func (m *Manager) SwitchLayout(ctx context.Context) (invrt.LayoutSwitch, error) {
+	return m.core.SwitchLayout(ctx)
+}
+
 // RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx
 // is done. Run it in a goroutine of its own.
 func (m *Manager) RunJanitor(ctx context.Context, cfg JanitorConfig) error {
@@ -259,6 +283,7 @@ type ledger struct {
 }
 
 var _ invrt.Ledger[Key] = ledger{}
+var _ invrt.LayoutStore = ledger{}
 
 func params(e invrt.Entry[Key]) db.InsertUsageParams {
 	return db.InsertUsageParams{
@@ -319,6 +344,57 @@ func (l ledger) Void(ctx context.Context, e invrt.Entry[Key]) (invrt.Row, error)
 		Delta:   r.Delta,
 		State:   invrt.State(r.State),
 	}, err
+}
+
+// layoutRecord converts a layout row.
+func layoutRecord(r db.LoadLayoutRow) invrt.LayoutRecord {
+	return invrt.LayoutRecord{
+		Layout: invrt.Layout{
+			KeyType:   r.KeyType,
+			Ledger:    r.LedgerMode,
+			MaxKeyLen: int(r.MaxKeyLen),
+			Namespace: r.Namespace,
+			Shards:    int(r.Shards),
+		},
+		Retired: r.Retired,
+		Version: r.Version,
+	}
+}
+
+func (l ledger) RecordLayout(ctx context.Context, want invrt.Layout) (invrt.LayoutRecord, error) {
+	r, err := l.q.RecordLayout(ctx, db.RecordLayoutParams{
+		KeyType:    want.KeyType,
+		LedgerMode: want.Ledger,
+		MaxKeyLen:  int32(want.MaxKeyLen),
+		Namespace:  want.Namespace,
+		Shards:     int32(want.Shards),
+	})
+	return layoutRecord(db.LoadLayoutRow(r)), err
+}
+
+func (l ledger) LoadLayout(ctx context.Context) (invrt.LayoutRecord, bool, error) {
+	r, err := l.q.LoadLayout(ctx)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return invrt.LayoutRecord{}, false, nil
+	}
+	return layoutRecord(r), err == nil, err
+}
+
+func (l ledger) RetireLayout(ctx context.Context, version int64) (bool, error) {
+	n, err := l.q.RetireLayout(ctx, version)
+	return n == 1, err
+}
+
+func (l ledger) ReplaceLayout(ctx context.Context, version int64, to invrt.Layout) (bool, error) {
+	n, err := l.q.ReplaceLayout(ctx, db.ReplaceLayoutParams{
+		KeyType:    to.KeyType,
+		LedgerMode: to.Ledger,
+		MaxKeyLen:  int32(to.MaxKeyLen),
+		Namespace:  to.Namespace,
+		Shards:     int32(to.Shards),
+		Version:    version,
+	})
+	return n == 1, err
 }
 
 func (l ledger) Flush(ctx context.Context, b *invrt.Batch) ([]string, error) {

@@ -83,4 +83,28 @@ WHERE NOT EXISTS (SELECT 1 FROM written w
 
 -- name: TablesInitialized :one
 SELECT (to_regclass('coupon_inventory_modification_record') IS NOT NULL
-        AND to_regclass('coupon_inventory_usage_record') IS NOT NULL)::boolean AS ok;
+        AND to_regclass('coupon_inventory_usage_record') IS NOT NULL
+        AND to_regclass('coupon_inventory_layout') IS NOT NULL)::boolean AS ok;
+
+-- name: RecordLayout :one
+-- Records the layout unless one is recorded; returns the recorded one.
+INSERT INTO coupon_inventory_layout (id, namespace, shards, ledger_mode, key_type, max_key_len)
+VALUES (1, $1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE SET id = coupon_inventory_layout.id
+RETURNING namespace, shards, ledger_mode, key_type, max_key_len, retired, version;
+
+-- name: LoadLayout :one
+SELECT namespace, shards, ledger_mode, key_type, max_key_len, retired, version
+FROM coupon_inventory_layout
+WHERE id = 1;
+
+-- name: RetireLayout :execrows
+UPDATE coupon_inventory_layout SET retired = true, version = version + 1, updated_at = now()
+WHERE id = 1 AND version = $1;
+
+-- name: ReplaceLayout :execrows
+UPDATE coupon_inventory_layout
+SET namespace = sqlc.arg(namespace), shards = sqlc.arg(shards), ledger_mode = sqlc.arg(ledger_mode),
+    key_type = sqlc.arg(key_type), max_key_len = sqlc.arg(max_key_len),
+    retired = false, version = version + 1, updated_at = now()
+WHERE id = 1 AND version = sqlc.arg(version);

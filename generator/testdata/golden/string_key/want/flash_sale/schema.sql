@@ -34,3 +34,20 @@ CREATE TABLE IF NOT EXISTS flash_sale_inventory_usage_record (
     created_at timestamptz  NOT NULL DEFAULT now(),
     CONSTRAINT flash_sale_usage_op_key UNIQUE (item_id, kind, op_key)
 );
+
+-- The prefix's layout: where its data lives in Redis (namespace, shards),
+-- how usage reaches this ledger (ledger_mode) and the key column. One row,
+-- written by CreateTables and checked by every process: two processes with
+-- different layouts would sell the same units under two sets of keys.
+-- retired is true while a layout switch runs; version counts the changes.
+CREATE TABLE IF NOT EXISTS flash_sale_inventory_layout (
+    id          smallint     PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    namespace   text         NOT NULL,
+    shards      integer      NOT NULL,
+    ledger_mode text         NOT NULL CHECK (ledger_mode IN ('sync', 'stream')),
+    key_type    text         NOT NULL CHECK (key_type IN ('string', 'int64', 'uuid')),
+    max_key_len integer      NOT NULL,
+    retired     boolean      NOT NULL DEFAULT false,
+    version     bigint       NOT NULL DEFAULT 1,
+    updated_at  timestamptz  NOT NULL DEFAULT now()
+);

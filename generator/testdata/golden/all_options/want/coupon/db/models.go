@@ -6,6 +6,18 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type CouponInventoryLayout struct {
+	ID         int16
+	Namespace  string
+	Shards     int32
+	LedgerMode string
+	KeyType    string
+	MaxKeyLen  int32
+	Retired    bool
+	Version    int64
+	UpdatedAt  pgtype.Timestamptz
+}
+
 type CouponInventoryModificationRecord struct {
 	ID        int64
 	ItemID    int64

@@ -192,6 +192,37 @@ func (q *Queries) ItemTotalsPage(ctx context.Context, arg ItemTotalsPageParams) 
 	return items, nil
 }
 
+const loadLayout = `-- name: LoadLayout :one
+SELECT namespace, shards, ledger_mode, key_type, max_key_len, retired, version
+FROM gift_card_inventory_layout
+WHERE id = 1
+`
+
+type LoadLayoutRow struct {
+	Namespace  string
+	Shards     int32
+	LedgerMode string
+	KeyType    string
+	MaxKeyLen  int32
+	Retired    bool
+	Version    int64
+}
+
+func (q *Queries) LoadLayout(ctx context.Context) (LoadLayoutRow, error) {
+	row := q.db.QueryRow(ctx, loadLayout)
+	var i LoadLayoutRow
+	err := row.Scan(
+		&i.Namespace,
+		&i.Shards,
+		&i.LedgerMode,
+		&i.KeyType,
+		&i.MaxKeyLen,
+		&i.Retired,
+		&i.Version,
+	)
+	return i, err
+}
+
 const lookupModification = `-- name: LookupModification :one
 SELECT state, delta, attempt FROM gift_card_inventory_modification_record
 WHERE item_id = $1 AND kind = $2 AND op_key = $3
@@ -240,9 +271,102 @@ func (q *Queries) LookupUsage(ctx context.Context, arg LookupUsageParams) (Looku
 	return i, err
 }
 
+const recordLayout = `-- name: RecordLayout :one
+INSERT INTO gift_card_inventory_layout (id, namespace, shards, ledger_mode, key_type, max_key_len)
+VALUES (1, $1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE SET id = gift_card_inventory_layout.id
+RETURNING namespace, shards, ledger_mode, key_type, max_key_len, retired, version
+`
+
+type RecordLayoutParams struct {
+	Namespace  string
+	Shards     int32
+	LedgerMode string
+	KeyType    string
+	MaxKeyLen  int32
+}
+
+type RecordLayoutRow struct {
+	Namespace  string
+	Shards     int32
+	LedgerMode string
+	KeyType    string
+	MaxKeyLen  int32
+	Retired    bool
+	Version    int64
+}
+
+// Records the layout unless one is recorded; returns the recorded one.
+func (q *Queries) RecordLayout(ctx context.Context, arg RecordLayoutParams) (RecordLayoutRow, error) {
+	row := q.db.QueryRow(ctx, recordLayout,
+		arg.Namespace,
+		arg.Shards,
+		arg.LedgerMode,
+		arg.KeyType,
+		arg.MaxKeyLen,
+	)
+	var i RecordLayoutRow
+	err := row.Scan(
+		&i.Namespace,
+		&i.Shards,
+		&i.LedgerMode,
+		&i.KeyType,
+		&i.MaxKeyLen,
+		&i.Retired,
+		&i.Version,
+	)
+	return i, err
+}
+
+const replaceLayout = `-- name: ReplaceLayout :execrows
+UPDATE gift_card_inventory_layout
+SET namespace = $1, shards = $2, ledger_mode = $3,
+    key_type = $4, max_key_len = $5,
+    retired = false, version = version + 1, updated_at = now()
+WHERE id = 1 AND version = $6
+`
+
+type ReplaceLayoutParams struct {
+	Namespace  string
+	Shards     int32
+	LedgerMode string
+	KeyType    string
+	MaxKeyLen  int32
+	Version    int64
+}
+
+func (q *Queries) ReplaceLayout(ctx context.Context, arg ReplaceLayoutParams) (int64, error) {
+	result, err := q.db.Exec(ctx, replaceLayout,
+		arg.Namespace,
+		arg.Shards,
+		arg.LedgerMode,
+		arg.KeyType,
+		arg.MaxKeyLen,
+		arg.Version,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const retireLayout = `-- name: RetireLayout :execrows
+UPDATE gift_card_inventory_layout SET retired = true, version = version + 1, updated_at = now()
+WHERE id = 1 AND version = $1
+`
+
+func (q *Queries) RetireLayout(ctx context.Context, version int64) (int64, error) {
+	result, err := q.db.Exec(ctx, retireLayout, version)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const tablesInitialized = `-- name: TablesInitialized :one
 SELECT (to_regclass('gift_card_inventory_modification_record') IS NOT NULL
-        AND to_regclass('gift_card_inventory_usage_record') IS NOT NULL)::boolean AS ok
+        AND to_regclass('gift_card_inventory_usage_record') IS NOT NULL
+        AND to_regclass('gift_card_inventory_layout') IS NOT NULL)::boolean AS ok
 `
 
 func (q *Queries) TablesInitialized(ctx context.Context) (bool, error) {
