@@ -49,6 +49,23 @@ func scale[T any](short, long T) T {
 
 const chaosLease = 300 * time.Millisecond
 
+// startedBuffer collects a buyer process's report and closes started at
+// its first line.
+type startedBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	started chan struct{}
+}
+
+func (b *startedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() == 0 && len(p) > 0 {
+		close(b.started)
+	}
+	return b.buf.Write(p)
+}
+
 // tally is what clients were told, to hold against the ledger.
 type tally struct {
 	mu       sync.Mutex
@@ -158,10 +175,16 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 			fmt.Sprintf("INVGEN_CHILD_ID=k%d", k), "INVGEN_CHILD_ATTEMPTS=1000000000",
 			"INVGEN_CHILD_LEASE="+chaosLease.String(), "INVGEN_CHILD_RETRY="+strings.Join(inflight, ","),
 			"INVGEN_CHILD_MODE="+mode)
-		var out bytes.Buffer
-		cmd.Stdout = &out
+		out := &startedBuffer{started: make(chan struct{})}
+		cmd.Stdout = out
 		testenv.Must(t, cmd.Start(), "start buyer")
-		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+		// The kill comes at a random moment of the buying, however long
+		// the process took to start on a busy machine.
+		select {
+		case <-out.started:
+		case <-time.After(10 * time.Second):
+		}
+		time.Sleep(time.Duration(20+rng.IntN(300)) * time.Millisecond)
 		testenv.Must(t, cmd.Process.Signal(syscall.SIGKILL), "kill")
 		cmd.Wait()
 		tl.faults.Add(1)
@@ -171,7 +194,7 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 			op, _, _ := strings.Cut(w, ":")
 			wasInflight[op] = true
 		}
-		for _, ev := range parseEvents(&out) {
+		for _, ev := range parseEvents(&out.buf) {
 			if wasInflight[ev.op] && ev.kind != "start" {
 				// The retry of an op key whose process was killed: it
 				// returns the first outcome or completes the purchase.
