@@ -36,7 +36,7 @@ chaos: services ## the fault-injection suite, long: kill -9 x50, network faults,
 		| tee chaos.out | grep -E '^\s+chaos_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
 
 robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1); a failure prints its seed and a shrunk plan
-	$(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
+	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
 		-robustness.seeds=$(or $(SEEDS),20) -robustness.first=$(or $(FIRST),1) | tee robustness.out | grep -E 'seed [0-9]+|^(--- FAIL|FAIL|ok|PASS)'
 
 bench: services ## the benchmark table (ratios against baselines in the same run), then Go benchmarks with -benchmem

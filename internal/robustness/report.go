@@ -62,6 +62,9 @@ func Execute(ctx context.Context, plan *Plan, setup Setup) (*Report, error) {
 	rep.Violations = append(rep.Violations, lin...)
 	rep.Failures = fails
 	for _, c := range calls {
+		if c.Step.Kind == OpInit && c.Outcome == OutOK {
+			rep.Violations = append(rep.Violations, Violation{"I3", "Init of an item that exists succeeded: " + describe(c)})
+		}
 		if c.Outcome == OutInvalid {
 			rep.Violations = append(rep.Violations, Violation{"I7", "a valid call was refused as invalid: " + describe(c)})
 		}

@@ -164,6 +164,15 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	for _, g := range garbled {
 		r.env.Targets[g[0]].Refresh(ctx, g[1])
 	}
+	// The README: after Redis came back empty, run RefreshAll once a
+	// lease has passed, if no window of disagreement is wanted.
+	if r.inWindow(0, forever, FaultRedisRestart) {
+		for p, t := range r.env.Targets {
+			if _, err := t.RefreshAll(ctx); err != nil {
+				r.logf("RefreshAll of %s after the restart: %v", Prefixes[p].Name, err)
+			}
+		}
+	}
 	for round := range 4 {
 		if _, err := r.env.Targets[3].Flush(ctx); err != nil {
 			add("OPS", "Flush of %s fails (round %d): %v", Prefixes[3].Name, round, err)
@@ -380,7 +389,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 				if c.Invoke <= o.Return || (!refusal(c.Outcome) && !(c.Outcome == OutOK && !c.Replayed)) {
 					continue
 				}
-				if stream && (c.Return >= o.Invoke+int64(cfg.Options.OpTTL) ||
+				if stream && (o.Replayed || c.Return >= o.Invoke+int64(cfg.Options.OpTTL) ||
 					r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart)) {
 					continue // the README: stream idempotency holds within WithOpTTL
 				}
@@ -395,7 +404,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 			}
 			if stream {
 				for _, c := range g {
-					if c.Outcome == OutOK && c.Replayed && c.Invoke > o.Return && c.Delta != o.Delta &&
+					if !o.Replayed && c.Outcome == OutOK && c.Replayed && c.Invoke > o.Return && c.Delta != o.Delta &&
 						c.Return < o.Invoke+int64(cfg.Options.OpTTL) &&
 						!r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart) {
 						add("replay within the op TTL differs from the first outcome: first %s, repeat %s", describe(o), describe(c))
@@ -411,7 +420,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 					continue
 				}
 				for _, d := range decrOK[dk] {
-					if d.Return < c.Invoke && (!stream || (c.Return < d.Invoke+int64(cfg.Options.OpTTL) &&
+					if d.Return < c.Invoke && (!stream || (!d.Replayed && c.Return < d.Invoke+int64(cfg.Options.OpTTL) &&
 						!r.inWindow(d.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart))) {
 						add("Release of an acknowledged purchase refused: purchase %s, release %s", describe(d), describe(c))
 						break
