@@ -21,6 +21,7 @@ const (
 	FaultKillChild     = "kill-child"     // SIGKILL a buyer process; its successor retries what was in flight
 	FaultFlusherKill   = "flusher-kill"   // SIGKILL the flusher process, restart it after a gap (a backlog)
 	FaultToxic         = "toxic"          // toxiproxy latency, stalls or resets between the parent and a server
+	FaultToxicRedis    = "toxic-redis"    // the same, between the parent and Redis (recorded kind)
 	FaultOpDelAll      = "opdel-all"      // delete every completed op record at once
 	FaultFlusherPaused = "flusher-paused" // marks a stretch without a flusher (for the report)
 )

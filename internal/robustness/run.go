@@ -536,7 +536,11 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 			go func() {
 				defer wg.Done()
 				err := toxic(ctx, r.pgProxy, r.rdProxy, f.Arg, f.Dur)
-				r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("variant %d %v", f.Arg, err)})
+				kind := f.Kind
+				if f.Arg%6 == 1 || f.Arg%6 == 4 {
+					kind = FaultToxicRedis
+				}
+				r.event(Event{Kind: kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("variant %d %v", f.Arg, err)})
 			}()
 		}
 	}

@@ -502,7 +502,13 @@ func (r *Run) CheckLinearizable(calls []Call, timeout time.Duration) ([]Violatio
 				in := linInput{Kind: c.Step.Kind, Key: c.Step.Key, N: c.Step.N, Unknown: c.Outcome == OutUnknown, Call: c.ID}
 				if refusal(c.Outcome) {
 					for _, o := range mine {
-						if o.ID != c.ID && isChange(o.Step.Kind) && o.Outcome != OutBusy && o.Invoke <= ret(c) && ret(o) >= c.Invoke {
+						end := ret(o)
+						if o.Outcome == OutOK && o.Delta > 0 && o.Proc == "p" && r.inWindow(o.Invoke, end, FaultToxicRedis) {
+							// A committed increase whose last Redis step failed
+							// reaches the stock only when Reconcile confirms it.
+							end = forever
+						}
+						if o.ID != c.ID && isChange(o.Step.Kind) && o.Outcome != OutBusy && o.Invoke <= ret(c) && end >= c.Invoke {
 							in.Overlap = true
 							break
 						}
@@ -520,7 +526,8 @@ func (r *Run) CheckLinearizable(calls []Call, timeout time.Duration) ([]Violatio
 			r.stats["lin-"+string(res)]++
 			r.mu.Unlock()
 			if res == porcupine.Illegal {
-				vs = append(vs, Violation{"LIN", fmt.Sprintf("%s/%d: the history of %d operations is not linearizable", Prefixes[p].Name, i, len(ops))})
+				vs = append(vs, Violation{"LIN", fmt.Sprintf("%s/%d: the history of %d operations is not linearizable; %s",
+					Prefixes[p].Name, i, len(ops), explain(info, ops))})
 				fails = append(fails, Failure{Name: fmt.Sprintf("%s-%d", Prefixes[p].Name, i), Model: model, Info: info})
 			}
 		}
@@ -533,4 +540,37 @@ type Failure struct {
 	Name  string
 	Model porcupine.Model
 	Info  porcupine.LinearizationInfo
+}
+
+// explain names the operations at the end of the longest linearizable
+// prefix porcupine found and the earliest operation it could not place.
+func explain(info porcupine.LinearizationInfo, ops []porcupine.Operation) string {
+	var longest []porcupine.Operation
+	for _, part := range info.PartialLinearizationsOperations() {
+		for _, l := range part {
+			if len(l) > len(longest) {
+				longest = l
+			}
+		}
+	}
+	placed := map[string]bool{}
+	for _, o := range longest {
+		placed[o.Input.(linInput).Call] = true
+	}
+	var stuck *porcupine.Operation
+	for k := range ops {
+		if !placed[ops[k].Input.(linInput).Call] && (stuck == nil || ops[k].Call < stuck.Call) {
+			stuck = &ops[k]
+		}
+	}
+	var tail []string
+	for _, o := range longest[max(0, len(longest)-6):] {
+		tail = append(tail, describeOp(o.Input, o.Output))
+	}
+	msg := fmt.Sprintf("longest linearizable prefix: %d operations, ending with: %s", len(longest), strings.Join(tail, "; "))
+	if stuck != nil {
+		msg += fmt.Sprintf("; earliest operation that cannot follow: %s (called %s)", describeOp(stuck.Input, stuck.Output),
+			time.Unix(0, stuck.Call).Format("15:04:05.000000"))
+	}
+	return msg
 }
