@@ -67,8 +67,8 @@ func drawFaults(rng *rand.Rand, cfg Config) []Fault {
 		return Fault{At: at(), Kind: FaultGarble, Prefix: rng.IntN(len(Prefixes)), Item: rng.IntN(cfg.Items), Arg: rng.IntN(3)}
 	})
 	add(1+rng.IntN(3), func() Fault { return Fault{At: at(), Kind: FaultKillChild, Arg: rng.IntN(cfg.Children)} })
-	add(1+rng.IntN(3), func() Fault {
-		return Fault{At: at(), Kind: FaultFlusherKill, Dur: time.Duration(rng.IntN(1500)) * time.Millisecond}
+	add(2+rng.IntN(3), func() Fault {
+		return Fault{At: at(), Kind: FaultFlusherKill, Dur: time.Duration(300+rng.IntN(2200)) * time.Millisecond}
 	})
 	add(2+rng.IntN(4), func() Fault {
 		return Fault{At: at(), Kind: FaultToxic, Arg: rng.IntN(6), Dur: time.Duration(50+rng.IntN(300)) * time.Millisecond}

@@ -307,15 +307,15 @@ func drawStep(rng *rand.Rand, cfg Config, client, seq int, mine, all []Step) Ste
 		s.Kind = OpGet
 	case r < 0.885:
 		s.Kind = OpInit
-	case r < 0.91:
+	case r < 0.905:
 		s.Kind = OpRefresh
-	case r < 0.925:
+	case r < 0.915:
 		s.Kind = OpRefreshAll
-	case r < 0.945:
+	case r < 0.94:
 		s.Kind = OpReconcile
 	case r < 0.96:
 		s.Kind = OpAudit
-	case r < 0.98:
+	case r < 0.985:
 		s.Kind, s.Prefix = OpFlush, 3
 	default:
 		s.Kind = OpJanitor

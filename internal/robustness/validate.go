@@ -12,6 +12,8 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/redis/go-redis/v9"
+
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 // Violation is one broken invariant.
@@ -173,6 +175,11 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 			}
 		}
 	}
+	// The stream is flushed when a flusher has claimed what the killed
+	// ones left pending (after its ClaimAfter) and written everything.
+	fctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	r.env.Targets[3].RunFlusher(fctx, invrt.FlusherConfig{ClaimAfter: 100 * time.Millisecond, DrainTimeout: 5 * time.Second})
+	cancel()
 	for round := range 4 {
 		if _, err := r.env.Targets[3].Flush(ctx); err != nil {
 			add("OPS", "Flush of %s fails (round %d): %v", Prefixes[3].Name, round, err)
@@ -212,6 +219,13 @@ func (r *Run) CheckI2(ctx context.Context) []Violation {
 	var vs []Violation
 	add := func(inv, format string, args ...any) {
 		vs = append(vs, Violation{inv, fmt.Sprintf(format, args...)})
+	}
+	var backlog int64
+	for shard := range Prefixes[3].Shards {
+		backlog += r.rdb.XLen(ctx, fmt.Sprintf("%s:{%s:%d}:stream", r.Setup.Namespace, Prefixes[3].Name, shard)).Val()
+	}
+	if backlog > 0 {
+		add("I2", "%s: %d stream entries not flushed after settling", Prefixes[3].Name, backlog)
 	}
 	for p, t := range r.env.Targets {
 		for i := range r.Plan.Config.Items {
