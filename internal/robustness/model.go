@@ -136,8 +136,21 @@ func linStep(state, input, output any) []any {
 			}
 			return nil
 		}
+		// A retry may complete an earlier reservation of the op key whose
+		// lease passed (the README: it completes the purchase); it answers
+		// that reservation's delta, with Replayed false.
+		if d, ok := s.done[opID(in.Kind, in.Key)]; ok {
+			if d == out.Delta {
+				return []any{s}
+			}
+			return nil
+		}
 		d := out.Delta
-		if n, ok := apply(s, in, &d); ok {
+		n := abs(d)
+		if in.Kind == OpAdjust {
+			n = d
+		}
+		if n, ok := apply(s, linInput{Kind: in.Kind, Key: in.Key, N: n}, &d); ok {
 			return []any{n}
 		}
 		return nil
@@ -199,4 +212,11 @@ func itemModel(init int64) porcupine.Model {
 		DescribeState:     describeState,
 	}
 	return nm.ToModel()
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
