@@ -6,7 +6,7 @@ SPEC     ?= inventory.yaml
 INVGEN   := $(GO) run ./cmd/invgen
 PKGS     := ./...
 
-.PHONY: all generate check test test-short demo bench chaos lint services help
+.PHONY: all generate check test test-short demo bench chaos robustness lint services help
 
 all: check lint test
 
@@ -34,6 +34,10 @@ demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against th
 chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages (under 10 minutes)
 	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./runtime -args -chaos.long \
 		| tee chaos.out | grep -E '^\s+chaos_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
+
+robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1); a failure prints its seed and a shrunk plan
+	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
+		-robustness.seeds=$(or $(SEEDS),20) -robustness.first=$(or $(FIRST),1) | tee robustness.out | grep -E 'seed [0-9]+|^(--- FAIL|FAIL|ok|PASS)'
 
 bench: services ## the benchmark table (ratios against baselines in the same run), then Go benchmarks with -benchmem
 	$(GO) run ./bench

@@ -651,7 +651,10 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k item
 			return Result{}, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, lerr))
 		}
 		o, serr = c.resolve(ctx, e, row, k, opRec)
-		return c.settled(ctx, e, k, available, o, errors.Join(err, serr), !owner)
+		// Another call wrote this very reservation's row first (a retry
+		// that completed it, or its owner): that call executed the
+		// change, this one repeats it.
+		return c.settled(ctx, e, k, available, o, errors.Join(err, serr), true)
 	case definitelyNotWritten(err) && !owner:
 		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
 	case definitelyNotWritten(err):

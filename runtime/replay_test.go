@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -211,5 +212,84 @@ func TestDeadlinesUnderPoolPressure(t *testing.T) {
 	}
 	if got := f.assertConserved(t, "a"); got != 1000-orders {
 		t.Fatalf("stock %d, want %d", got, 1000-orders)
+	}
+}
+
+// An increase may not count the units of a purchase still on its way to
+// the ledger as sold: if the purchase is undone they come back, and the
+// stock would exceed the capacity.
+func TestIncrCountsPendingPurchasesAsOnSale(t *testing.T) {
+	f := stringFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	// A buyer whose only connection is busy: its purchase holds 2 units
+	// until its deadline, then gives them back.
+	small := testenv.PoolInWith(t, testenv.Schema(f.pool), func(c *pgxpool.Config) { c.MaxConns = 1 })
+	buyer, err := flashsale.New(small, f.rdb, invrt.WithNamespace(f.ns))
+	testenv.Must(t, err, "New")
+	_, err = buyer.Get(ctx, "a") // its layout check is done
+	testenv.Must(t, err, "Get")
+	conn, err := small.Acquire(ctx)
+	testenv.Must(t, err, "Acquire")
+	defer conn.Release()
+	done := make(chan error, 1)
+	go func() {
+		dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := buyer.Decr(dctx, "a", 2, "pending")
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if r, err := f.m.Incr(ctx, "a", 2, "return"); !errors.Is(err, invrt.ErrOverLimit) {
+		t.Fatalf("Incr of 2 while a purchase of 2 is pending = %+v, %v; want ErrOverLimit (nothing is sold yet)", r, err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the purchase succeeded without a connection")
+	}
+	if got := f.assertConserved(t, "a"); got != 10 {
+		t.Fatalf("stock %d, want 10 = capacity", got)
+	}
+}
+
+// When a retry completes a purchase whose lease passed while its first
+// call still waited for a connection, exactly one of the two calls reports
+// the execution; the other is a replay.
+func TestOneExecutionOneFirstAnswer(t *testing.T) {
+	lease := invrt.WithLease(200 * time.Millisecond)
+	f := stringFixture(t, lease)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	small := testenv.PoolInWith(t, testenv.Schema(f.pool), func(c *pgxpool.Config) { c.MaxConns = 1 })
+	first, err := flashsale.New(small, f.rdb, invrt.WithNamespace(f.ns), lease)
+	testenv.Must(t, err, "New")
+	_, err = first.Get(ctx, "a") // its layout check is done
+	testenv.Must(t, err, "Get")
+	conn, err := small.Acquire(ctx)
+	testenv.Must(t, err, "Acquire")
+	type answer struct {
+		r   invrt.Result
+		err error
+	}
+	answers := make(chan answer, 2)
+	go func() { r, err := first.Decr(ctx, "a", 2, "order-1"); answers <- answer{r, err} }()
+	time.Sleep(400 * time.Millisecond) // the lease passes while it waits
+	r, err := f.m.Decr(ctx, "a", 2, "order-1")
+	answers <- answer{r, err}
+	conn.Release()
+	executed := 0
+	for range 2 {
+		a := <-answers
+		if a.err != nil || a.r.Delta != -2 {
+			t.Fatalf("Decr = %+v, %v; want the purchase", a.r, a.err)
+		}
+		if !a.r.Replayed {
+			executed++
+		}
+	}
+	if executed != 1 {
+		t.Fatalf("%d calls reported the first execution, want exactly 1", executed)
+	}
+	if got := f.assertConserved(t, "a"); got != 8 {
+		t.Fatalf("stock %d, want 8", got)
 	}
 }

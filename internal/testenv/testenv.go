@@ -135,12 +135,20 @@ func newSchema(t testing.TB) string {
 // child process joins its parent's schema with it).
 func PoolIn(t testing.TB, schema string) *pgxpool.Pool {
 	t.Helper()
+	return PoolInWith(t, schema, func(*pgxpool.Config) {})
+}
+
+// PoolInWith is PoolIn with the pool's configuration changed by tune
+// first (a pool of one connection, for tests of pool pressure).
+func PoolInWith(t testing.TB, schema string, tune func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(DatabaseURL())
 	if err != nil {
 		t.Fatalf("INVGEN_DATABASE_URL: %v", err)
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	cfg.MaxConns = 32
+	tune(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("pool: %v", err)
@@ -180,21 +188,8 @@ func Must(t testing.TB, err error, what string, args ...any) {
 }
 
 // PoolWith returns a pool in a new schema of its own (dropped when the test
-// ends), its configuration changed by tune first: tests of pool pressure
-// use it for a pool of one or two connections.
+// ends), its configuration changed by tune first.
 func PoolWith(t testing.TB, tune func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
-	schema := newSchema(t)
-	cfg, err := pgxpool.ParseConfig(DatabaseURL())
-	if err != nil {
-		t.Fatalf("INVGEN_DATABASE_URL: %v", err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	tune(cfg)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return PoolInWith(t, newSchema(t), tune)
 }

@@ -40,11 +40,13 @@ if mode == 'forget' and tonumber(lease) <= now then
   return 'x'
 end
 d = tonumber(d)
-if redis.call('HEXISTS', KEYS[1], 'a') == 1 then
+if item_loaded(KEYS[1]) then
   if d < 0 then
     redis.call('HINCRBY', KEYS[1], 'a', -d)
     if ARGV[3] == '1' then
       redis.call('HINCRBY', KEYS[1], 'c', -d)
+    else
+      redis.call('HINCRBY', KEYS[1], 'p', d)
     end
   else
     redis.call('HINCRBY', KEYS[1], 'q', -d)

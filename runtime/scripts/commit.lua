@@ -25,12 +25,16 @@ redis.call('DEL', KEYS[1])
 settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'c:' .. d .. ':' .. a, now_ms(), tonumber(ARGV[2]))
 redis.call('ZREM', KEYS[2], KEYS[1])
 d = tonumber(d)
-if d > 0 and redis.call('HEXISTS', KEYS[3], 'a') == 1 then
-  redis.call('HINCRBY', KEYS[3], 'a', d)
-  redis.call('HINCRBY', KEYS[3], 'q', -d)
-  if ARGV[3] == '1' then
-    redis.call('HINCRBY', KEYS[3], 'c', d)
-    redis.call('HINCRBY', KEYS[3], 'r', -d)
+if item_loaded(KEYS[3]) then
+  if d > 0 then
+    redis.call('HINCRBY', KEYS[3], 'a', d)
+    redis.call('HINCRBY', KEYS[3], 'q', -d)
+    if ARGV[3] == '1' then
+      redis.call('HINCRBY', KEYS[3], 'c', d)
+      redis.call('HINCRBY', KEYS[3], 'r', -d)
+    end
+  elseif ARGV[3] ~= '1' then
+    redis.call('HINCRBY', KEYS[3], 'p', d)
   end
 end
 return 'p'

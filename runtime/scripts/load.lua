@@ -27,7 +27,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   end
 end
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3])
-redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r')
+redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r', 'p')
 if ARGV[5] == '1' and not f[3] then
   redis.call('HSET', KEYS[1], 'h', now)
 else

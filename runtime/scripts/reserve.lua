@@ -17,6 +17,8 @@
 -- KEYS[1]  item hash      a = available, c = capacity, f = fence deadline (ms), t = fence token,
 --                         q = units of pending sync increases (incr, release, adjust > 0),
 --                         r = capacity of pending sync restocks (adjust > 0),
+--                         p = units taken by pending sync purchases (decr): they come back
+--                             if the purchase is undone, so increases count them as on sale,
 --                         h = when Init created the item (ms): Redis has every op record since
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
@@ -70,7 +72,7 @@ if rec then
   return reply(DUPLICATE, tonumber(a), tonumber(d), 'p', expired, n)
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p')
 if not item[1] then
   if item[3] and tonumber(item[3]) and tonumber(item[3]) > now then
     return reply(BUSY, 0, 0, '', 0, '0')
@@ -78,8 +80,8 @@ if not item[1] then
   return reply(MISSING, 0, 0, '', 0, '0')
 end
 local avail, cap, fence = tonumber(item[1]), tonumber(item[2]), tonumber(item[3] or '0')
-local rising, pcap = tonumber(item[4] or '0'), tonumber(item[5] or '0')
-if not (avail and cap and fence and rising and pcap) or avail < 0 or cap < 0 then
+local rising, pcap, held = tonumber(item[4] or '0'), tonumber(item[5] or '0'), tonumber(item[7] or '0')
+if not (avail and cap and fence and rising and pcap and held) or avail < 0 or cap < 0 then
   return reply(CORRUPT, 0, 0, '', 0, '0')
 end
 if fence > now then
@@ -104,7 +106,7 @@ if kind == 'decr' then
   if avail + delta < 0 then return refuse(SHORT) end
 elseif kind == 'incr' then
   delta = tonumber(ARGV[2])
-  if avail + rising + delta > cap then return refuse(LIMIT) end
+  if avail + held + rising + delta > cap then return refuse(LIMIT) end
 elseif kind == 'adjust' then
   delta = tonumber(ARGV[2])
   dcap = delta
@@ -124,7 +126,7 @@ elseif kind == 'release' then
   delta = tonumber(taken)
   if delta <= 0 then return reply(NOTHING, avail, 0, '', 1, '0') end
   -- Units an Incr already returned cannot be released again.
-  if avail + rising + delta > cap then return refuse(LIMIT) end
+  if avail + held + rising + delta > cap then return refuse(LIMIT) end
 else
   return redis.error_reply('invgen: unknown kind ' .. kind)
 end
@@ -139,6 +141,7 @@ end
 if delta < 0 then
   redis.call('HINCRBY', KEYS[1], 'a', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
+  if kind == 'decr' then redis.call('HINCRBY', KEYS[1], 'p', -delta) end
 else
   redis.call('HINCRBY', KEYS[1], 'q', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'r', dcap) end

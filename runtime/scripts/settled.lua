@@ -19,6 +19,19 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- item_loaded reports whether the item hash exists and holds what invgen
+-- writes: a step that adjusts a garbled item leaves it alone (a refresh
+-- rebuilds it from the ledger).
+local function item_loaded(key)
+  if redis.call('TYPE', key)['ok'] ~= 'hash' then return false end
+  local v = redis.call('HMGET', key, 'a', 'c', 'q', 'r', 'p')
+  if not v[1] then return false end
+  for i = 1, 5 do
+    if v[i] and not tonumber(v[i]) then return false end
+  end
+  return true
+end
+
 local function settled_get(b1, b2, b3, field)
   return redis.call('HGET', b1, field) or redis.call('HGET', b2, field) or redis.call('HGET', b3, field)
 end

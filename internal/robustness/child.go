@@ -1,0 +1,77 @@
+package robustness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+// ChildMain is the body of a child process: a buyer runs the steps of its
+// clients against managers of its own and reports every call on stdout,
+// one JSON line when it starts and one when it returns, each written at
+// once so that a SIGKILL loses nothing; a flusher runs the stream prefix's
+// flusher. It returns the exit status.
+func ChildMain(path string) int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "child:", err); return 2 }
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fail(err)
+	}
+	var cp childPlan
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return fail(err)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), cp.Until)
+	defer cancel()
+	pool, err := NewPool(ctx, cp.DBURL, cp.Schema, cp.Config.ChildConns)
+	if err != nil {
+		return fail(err)
+	}
+	defer pool.Close()
+	rdb := NewRedis(cp.Redis, 16)
+	defer rdb.Close()
+	db := NewDB(pool, cp.Config.Seed^uint64(len(cp.Proc))<<8^uint64(time.Now().UnixNano()), cp.Config.DelayP)
+	env := &Env{Proc: cp.Proc, DB: db}
+	for p := range Prefixes {
+		t, err := NewTarget(p, db, rdb, cp.Config.Options)
+		if err != nil {
+			return fail(err)
+		}
+		env.Targets = append(env.Targets, t)
+	}
+	if cp.Role == "flusher" {
+		err := env.Targets[3].RunFlusher(ctx, invrt.FlusherConfig{ClaimAfter: 200 * time.Millisecond, BatchSize: cp.BatchSize,
+			DrainTimeout: time.Second})
+		fmt.Println("flusher:", err)
+		return 0
+	}
+	var mu sync.Mutex
+	emit := func(c Call, done bool) {
+		line, _ := json.Marshal(struct {
+			Done bool `json:"done"`
+			Call Call `json:"call"`
+		}{done, c})
+		line = append(line, '\n')
+		mu.Lock()
+		os.Stdout.Write(line)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for _, steps := range cp.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env.RunClient(ctx, cp.Config.Seed, steps, emit)
+		}()
+	}
+	wg.Wait()
+	for _, t := range env.Targets {
+		t.Close(context.Background())
+	}
+	return 0
+}

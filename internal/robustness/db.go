@@ -1,0 +1,106 @@
+package robustness
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DB is the ledger connection the managers under test get. It passes every
+// statement to a real pgxpool.Pool, exactly as the pool's own Exec, Query
+// and QueryRow do, and adds two things: a failpoint that delays a
+// statement before it is sent (a slow network or a descheduled client,
+// inside a step), and a log of which calls had their ledger insert
+// acquire a connection and go out, so the validator can tell an insert
+// that never reached PostgreSQL from one whose answer was lost.
+type DB struct {
+	Pool *pgxpool.Pool
+
+	mu    sync.Mutex
+	rng   *rand.Rand
+	delay float64 // probability of a delay before a statement
+	sent  map[string]bool
+}
+
+// NewDB wraps pool; seed drives its failpoint.
+func NewDB(pool *pgxpool.Pool, seed uint64, delay float64) *DB {
+	return &DB{Pool: pool, rng: rand.New(rand.NewPCG(seed, 7)), delay: delay, sent: map[string]bool{}}
+}
+
+type callKey struct{}
+
+// WithCall tags ctx with the id of the tester's call it serves.
+func WithCall(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, callKey{}, id)
+}
+
+func callOf(ctx context.Context) string {
+	id, _ := ctx.Value(callKey{}).(string)
+	return id
+}
+
+// InsertSent reports whether the call's ledger insert went out on a
+// connection.
+func (d *DB) InsertSent(call string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sent[call]
+}
+
+func (d *DB) pause(ctx context.Context) {
+	d.mu.Lock()
+	var wait time.Duration
+	if d.delay > 0 && d.rng.Float64() < d.delay {
+		wait = time.Duration(d.rng.IntN(30_000)) * time.Microsecond
+	}
+	d.mu.Unlock()
+	if wait == 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Exec implements the generated packages' DBTX, as pgxpool.Pool.Exec does.
+func (d *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	d.pause(ctx)
+	c, err := d.Pool.Acquire(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer c.Release()
+	if id := callOf(ctx); id != "" && isInsert(sql) {
+		d.mu.Lock()
+		d.sent[id] = true
+		d.mu.Unlock()
+	}
+	return c.Exec(ctx, sql, args...)
+}
+
+// isInsert tells the committed-row inserts (InsertUsage and
+// InsertModification, sqlc's named queries) from every other statement.
+func isInsert(sql string) bool {
+	return strings.HasPrefix(sql, "-- name: InsertUsage ") || strings.HasPrefix(sql, "-- name: InsertModification ")
+}
+
+// Query implements DBTX.
+func (d *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	d.pause(ctx)
+	return d.Pool.Query(ctx, sql, args...)
+}
+
+// QueryRow implements DBTX.
+func (d *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	d.pause(ctx)
+	return d.Pool.QueryRow(ctx, sql, args...)
+}

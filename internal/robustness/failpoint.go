@@ -1,0 +1,173 @@
+package robustness
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Kinds of faults.
+const (
+	FaultOpDel         = "opdel"          // Redis forgets the settled op records of some shards (their TTL, or a partial loss)
+	FaultRedisRestart  = "redis-restart"  // SIGKILL the run's redis-server, start it again empty
+	FaultLockTable     = "lock-table"     // LOCK TABLE … IN ACCESS EXCLUSIVE MODE for a while
+	FaultPoolHold      = "pool-hold"      // hold the parent's pool connections busy with pg_sleep
+	FaultGarble        = "garble"         // a wrong-type or garbled key
+	FaultKillChild     = "kill-child"     // SIGKILL a buyer process; its successor retries what was in flight
+	FaultFlusherKill   = "flusher-kill"   // SIGKILL the flusher process, restart it after a gap (a backlog)
+	FaultToxic         = "toxic"          // toxiproxy latency, stalls or resets between the parent and a server
+	FaultToxicRedis    = "toxic-redis"    // the same, between the parent and Redis (recorded kind)
+	FaultOpDelAll      = "opdel-all"      // Redis forgets every settled op record at once
+	FaultFlusherPaused = "flusher-paused" // marks a stretch without a flusher (for the report)
+)
+
+// Fault is one scheduled fault.
+type Fault struct {
+	At     time.Duration `json:"at"`
+	Kind   string        `json:"k"`
+	Dur    time.Duration `json:"d,omitempty"`
+	Prefix int           `json:"p,omitempty"`
+	Item   int           `json:"i,omitempty"`
+	Arg    int           `json:"a,omitempty"`
+}
+
+func (f Fault) String() string {
+	return fmt.Sprintf("@%v %s dur=%v prefix=%s item=%d arg=%d", f.At.Round(time.Millisecond), f.Kind, f.Dur.Round(time.Millisecond),
+		Prefixes[f.Prefix].Name, f.Item, f.Arg)
+}
+
+// drawFaults draws the fault schedule: op records forgotten often, client
+// deadlines come with the steps, the rest spread over the run.
+func drawFaults(rng *rand.Rand, cfg Config) []Fault {
+	var out []Fault
+	at := func() time.Duration { return time.Duration(rng.Int64N(int64(cfg.Duration * 9 / 10))) }
+	add := func(n int, f func() Fault) {
+		for range n {
+			out = append(out, f())
+		}
+	}
+	add(8+rng.IntN(8), func() Fault { return Fault{At: at(), Kind: FaultOpDel, Arg: 30 + rng.IntN(70)} })
+	add(rng.IntN(2), func() Fault { return Fault{At: at(), Kind: FaultOpDelAll} })
+	add(rng.IntN(2), func() Fault {
+		return Fault{At: at(), Kind: FaultRedisRestart, Dur: time.Duration(50+rng.IntN(250)) * time.Millisecond}
+	})
+	add(2+rng.IntN(4), func() Fault {
+		return Fault{At: at(), Kind: FaultLockTable, Prefix: rng.IntN(len(Prefixes)), Arg: rng.IntN(2),
+			Dur: time.Duration(20+rng.IntN(300)) * time.Millisecond}
+	})
+	add(4+rng.IntN(8), func() Fault {
+		return Fault{At: at(), Kind: FaultPoolHold, Dur: time.Duration(20+rng.IntN(400)) * time.Millisecond}
+	})
+	add(rng.IntN(3), func() Fault {
+		return Fault{At: at(), Kind: FaultGarble, Prefix: rng.IntN(len(Prefixes)), Item: rng.IntN(cfg.Items), Arg: rng.IntN(3)}
+	})
+	add(1+rng.IntN(3), func() Fault { return Fault{At: at(), Kind: FaultKillChild, Arg: rng.IntN(cfg.Children)} })
+	add(2+rng.IntN(3), func() Fault {
+		return Fault{At: at(), Kind: FaultFlusherKill, Dur: time.Duration(300+rng.IntN(2200)) * time.Millisecond}
+	})
+	add(2+rng.IntN(4), func() Fault {
+		return Fault{At: at(), Kind: FaultToxic, Arg: rng.IntN(6), Dur: time.Duration(50+rng.IntN(300)) * time.Millisecond}
+	})
+	// In time order.
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].At < out[j-1].At; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// forgetScript makes Redis forget the settled op records of one shard
+// (KEYS[1..3], its buckets), as their TTL or a partial loss of data does,
+// and marks the shard's items (KEYS[4...]) as reloaded, as the README's
+// recovery from a partial loss (RefreshAll) does: Redis no longer claims to
+// remember every op key of them.
+var forgetScript = redis.NewScript(`
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+for i = 4, #KEYS do
+  if redis.call('TYPE', KEYS[i])['ok'] == 'hash' then redis.call('HDEL', KEYS[i], 'h') end
+end
+return 1`)
+
+// forgetOps makes Redis forget the settled op records of about pct% of
+// the namespace's shards.
+func forgetOps(ctx context.Context, rdb *redis.Client, ns string, pct int, rng *rand.Rand) (int, error) {
+	tags := map[string]bool{}
+	iter := rdb.Scan(ctx, 0, ns+":*}:s:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		tags[k[:strings.Index(k, "}:")+2]] = true
+	}
+	if err := iter.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for tag := range tags {
+		if rng.IntN(100) >= pct {
+			continue
+		}
+		keys := []string{tag + "s:0", tag + "s:1", tag + "s:2"}
+		items, err := rdb.Keys(ctx, tag+"item:*").Result()
+		if err != nil {
+			return n, err
+		}
+		if err := forgetScript.Run(ctx, rdb, append(keys, items...)).Err(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// garble breaks one key of item i of prefix p: variant 0 sets the item
+// hash to a string, 1 sets its stock field to "x", 2 adds a journal member
+// shaped like an op record of the item whose record holds garbage. It
+// returns what to clean up by hand if the library cannot.
+func garble(ctx context.Context, rdb *redis.Client, ns string, p, i, variant int) (string, error) {
+	switch variant {
+	case 0:
+		k := ItemKey(ns, p, i)
+		return k, rdb.Set(ctx, k, "garbage", 0).Err()
+	case 1:
+		k := ItemKey(ns, p, i)
+		return k, rdb.HSet(ctx, k, "a", "x").Err()
+	}
+	id := ItemID(p, i)
+	tag := Tag(ns, p, id)
+	member := fmt.Sprintf("%so:%d:%s:d:garbled", tag, len(id), id)
+	pipe := rdb.TxPipeline()
+	pipe.Set(ctx, member, "p:x:garbled", 0)
+	pipe.ZAdd(ctx, tag+"journal", redis.Z{Score: 0, Member: member})
+	_, err := pipe.Exec(ctx)
+	return member, err
+}
+
+// toxic adds a toxic to one of the proxies for d.
+func toxic(ctx context.Context, pg, rd *toxiproxy.Proxy, variant int, d time.Duration) error {
+	type tx struct {
+		p             *toxiproxy.Proxy
+		typ, stream   string
+		attrs         string
+		stopWholeLink bool
+	}
+	all := []tx{
+		{pg, "latency", "downstream", `{"latency":30,"jitter":20}`, false},
+		{rd, "latency", "downstream", `{"latency":15,"jitter":10}`, false},
+		{pg, "reset_peer", "downstream", `{"timeout":0}`, false},
+		{pg, "reset_peer", "upstream", `{"timeout":0}`, false},
+		{rd, "reset_peer", "downstream", `{"timeout":0}`, false},
+		{pg, "timeout", "upstream", `{"timeout":0}`, false},
+	}
+	x := all[variant%len(all)]
+	js := fmt.Sprintf(`{"name":"f","type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, x.typ, x.stream, x.attrs)
+	if _, err := x.p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+		return err
+	}
+	sleep(ctx, d)
+	return x.p.Toxics.RemoveToxic(context.Background(), "f")
+}

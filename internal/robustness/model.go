@@ -1,0 +1,218 @@
+package robustness
+
+import (
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// The reference model of one item of a sync prefix, for porcupine. Its
+// state is the item's stock and capacity and what each op key did. A
+// refusal binds nothing: it changes no state, and a retry of its op key is
+// a new attempt. An operation whose outcome is unknown may or may not have
+// happened; a
+// refusal that overlaps in time with another change of the item may have
+// been caused by a change that was later undone (a reservation held for a
+// moment), so it is accepted as a no-op; a refusal that overlaps nothing
+// must be justified by the state. ErrBusy and ErrVoided took nothing.
+
+// linInput is what was asked.
+type linInput struct {
+	Kind    string
+	Key     string
+	N       int64
+	Overlap bool // a refusal that overlaps another change of the item
+	Unknown bool // the outcome is unknown
+	Call    string
+}
+
+// linOutput is what came back.
+type linOutput struct {
+	Out      string
+	Delta    int64
+	Replayed bool
+	Avail    int64
+}
+
+// linState is immutable: steps copy it.
+type linState struct {
+	avail, cap int64
+	done       map[string]int64 // kind/op key -> units it moved
+}
+
+func (s *linState) clone() *linState {
+	return &linState{avail: s.avail, cap: s.cap, done: maps.Clone(s.done)}
+}
+
+func opID(kind, key string) string { return kind + "/" + key }
+
+// apply runs a change that is not a replay; ok is false when the state
+// does not allow it. want, if set, is the delta the call reported.
+func apply(s *linState, in linInput, want *int64) (*linState, bool) {
+	if _, seen := s.done[opID(in.Kind, in.Key)]; seen {
+		return nil, false
+	}
+	var d, dcap int64
+	switch in.Kind {
+	case OpDecr:
+		if s.avail < in.N {
+			return nil, false
+		}
+		d = -in.N
+	case OpIncr:
+		if s.avail+in.N > s.cap {
+			return nil, false
+		}
+		d = in.N
+	case OpAdjust:
+		if s.avail+in.N < 0 {
+			return nil, false
+		}
+		d, dcap = in.N, in.N
+	case OpRelease:
+		taken, ok := s.done[opID(OpDecr, in.Key)]
+		if !ok || s.avail+(-taken) > s.cap {
+			return nil, false
+		}
+		d = -taken
+	default:
+		return nil, false
+	}
+	if want != nil && *want != d {
+		return nil, false
+	}
+	n := s.clone()
+	n.avail += d
+	n.cap += dcap
+	n.done[opID(in.Kind, in.Key)] = d
+	return n, true
+}
+
+// justified reports whether the state explains a refusal.
+func justified(s *linState, in linInput, out string) bool {
+	taken, took := s.done[opID(OpDecr, in.Key)]
+	switch {
+	case in.Kind == OpDecr && out == OutShort:
+		return s.avail < in.N
+	case in.Kind == OpIncr && out == OutLimit:
+		return s.avail+in.N > s.cap
+	case in.Kind == OpAdjust && out == OutShort:
+		return s.avail+in.N < 0
+	case in.Kind == OpRelease && out == OutNotFound:
+		return !took
+	case in.Kind == OpRelease && out == OutLimit:
+		return took && s.avail-taken > s.cap
+	}
+	return false
+}
+
+func linStep(state, input, output any) []any {
+	s := state.(*linState)
+	in := input.(linInput)
+	out := output.(linOutput)
+	if in.Unknown {
+		res := []any{s}
+		if n, ok := apply(s, in, nil); ok {
+			res = append(res, n)
+		}
+		return res
+	}
+	if in.Kind == OpGet {
+		if out.Out != OutOK || (out.Avail >= 0 && out.Avail <= s.avail) {
+			return []any{s}
+		}
+		return nil
+	}
+	switch out.Out {
+	case OutOK:
+		if out.Replayed {
+			if _, ok := s.done[opID(in.Kind, in.Key)]; ok {
+				return []any{s}
+			}
+			return nil
+		}
+		// A retry may complete an earlier reservation of the op key whose
+		// lease passed (the README: it completes the purchase); it answers
+		// that reservation's delta, with Replayed false.
+		if d, ok := s.done[opID(in.Kind, in.Key)]; ok {
+			if d == out.Delta {
+				return []any{s}
+			}
+			return nil
+		}
+		d := out.Delta
+		n := abs(d)
+		if in.Kind == OpAdjust {
+			n = d
+		}
+		if n, ok := apply(s, linInput{Kind: in.Kind, Key: in.Key, N: n}, &d); ok {
+			return []any{n}
+		}
+		return nil
+	case OutShort, OutLimit, OutNotFound:
+		if in.Overlap || justified(s, in, out.Out) {
+			return []any{s}
+		}
+		return nil
+	}
+	return []any{s} // busy, voided and other errors that took nothing
+}
+
+func linEqual(a, b any) bool {
+	x, y := a.(*linState), b.(*linState)
+	return x.avail == y.avail && x.cap == y.cap && maps.Equal(x.done, y.done)
+}
+
+func describeState(state any) string {
+	s := state.(*linState)
+	keys := make([]string, 0, len(s.done))
+	for k, v := range s.done {
+		keys = append(keys, fmt.Sprintf("%s:%d", k, v))
+	}
+	sort.Strings(keys)
+	return fmt.Sprintf("avail=%d cap=%d done=[%s]", s.avail, s.cap, strings.Join(keys, " "))
+}
+
+func describeOp(input, output any) string {
+	in := input.(linInput)
+	out := output.(linOutput)
+	res := out.Out
+	switch {
+	case in.Unknown:
+		res = "unknown"
+	case out.Out == OutOK && in.Kind == OpGet:
+		res = fmt.Sprintf("%d", out.Avail)
+	case out.Out == OutOK:
+		res = fmt.Sprintf("ok delta=%d replayed=%v", out.Delta, out.Replayed)
+	}
+	ov := ""
+	if in.Overlap {
+		ov = " (overlapped)"
+	}
+	return fmt.Sprintf("%s %s(op=%s n=%d) -> %s%s", in.Call, in.Kind, in.Key, in.N, res, ov)
+}
+
+// itemModel is the model of one item that starts with capacity init.
+func itemModel(init int64) porcupine.Model {
+	nm := &porcupine.NondeterministicModel{
+		Init: func() []any {
+			return []any{&linState{avail: init, cap: init, done: map[string]int64{}}}
+		},
+		Step:              linStep,
+		Equal:             linEqual,
+		Hash:              func(s any) uint64 { x := s.(*linState); return uint64(x.avail*1_000_003 + x.cap + int64(len(x.done))) },
+		DescribeOperation: describeOp,
+		DescribeState:     describeState,
+	}
+	return nm.ToModel()
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}

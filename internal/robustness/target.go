@@ -1,0 +1,243 @@
+package robustness
+
+import (
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
+	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+// manager is what every generated Manager offers, for key type K.
+type manager[K any] interface {
+	Init(ctx context.Context, id K, qty int64) error
+	Adjust(ctx context.Context, id K, delta int64, opKey string) (invrt.Result, error)
+	Get(ctx context.Context, id K) (int64, error)
+	Decr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
+	Incr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
+	Release(ctx context.Context, id K, opKey string) (invrt.Result, error)
+	Refresh(ctx context.Context, id K) error
+	RefreshAll(ctx context.Context) (int, error)
+	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
+	Audit(ctx context.Context) (invrt.AuditReport[K], error)
+	RunJanitor(ctx context.Context, cfg invrt.JanitorConfig[K]) error
+	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
+	Flush(ctx context.Context) (int, error)
+	CreateTables(ctx context.Context) error
+}
+
+// Prefix describes one generated example package: its tables, its Redis
+// layout and how its item keys look.
+type Prefix struct {
+	// Name is the prefix name as the spec gives it.
+	Name string
+	// Stream is true for the stream ledger.
+	Stream bool
+	// Shards is the package's shard count.
+	Shards int
+	// ModTable and UsageTable are the ledger tables.
+	ModTable, UsageTable string
+}
+
+// Prefixes are the four example prefixes, in a fixed order that plans
+// refer to by index.
+var Prefixes = []Prefix{
+	{Name: flashsale.Prefix, Shards: flashsale.Shards, ModTable: flashsale.ModificationTable, UsageTable: flashsale.UsageTable},
+	{Name: coupon.Prefix, Shards: coupon.Shards, ModTable: coupon.ModificationTable, UsageTable: coupon.UsageTable},
+	{Name: giftcard.Prefix, Shards: giftcard.Shards, ModTable: giftcard.ModificationTable, UsageTable: giftcard.UsageTable},
+	{Name: drop.Prefix, Stream: true, Shards: drop.Shards, ModTable: drop.ModificationTable, UsageTable: drop.UsageTable},
+}
+
+// ItemID is the Redis (and SQL text) form of item i of prefix p.
+func ItemID(p, i int) string {
+	switch Prefixes[p].Name {
+	case coupon.Prefix:
+		return strconv.FormatInt(int64(i)*7919-50, 10)
+	case giftcard.Prefix:
+		return uuidKey(i).String()
+	}
+	return "sku-" + strconv.Itoa(i)
+}
+
+func uuidKey(i int) uuid.UUID {
+	return uuid.NewHash(sha1.New(), uuid.NameSpaceOID, []byte("item-"+strconv.Itoa(i)), 5)
+}
+
+// ItemKey is the Redis key of the item hash, built here by the layout the
+// README documents rather than by the code under test.
+func ItemKey(ns string, p, i int) string {
+	return Tag(ns, p, ItemID(p, i)) + "item:" + ItemID(p, i)
+}
+
+// Tag is the hash tag prefix of the shard an item belongs to.
+func Tag(ns string, p int, id string) string {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	shard := int(h % uint32(Prefixes[p].Shards))
+	return ns + ":{" + Prefixes[p].Name + ":" + strconv.Itoa(shard) + "}:"
+}
+
+// Target is one manager with its key type erased: items are named by their
+// index.
+type Target interface {
+	Init(ctx context.Context, i int, qty int64) error
+	Adjust(ctx context.Context, i int, delta int64, op string) (invrt.Result, error)
+	Get(ctx context.Context, i int) (int64, error)
+	Decr(ctx context.Context, i int, n int64, op string) (invrt.Result, error)
+	Incr(ctx context.Context, i int, n int64, op string) (invrt.Result, error)
+	Release(ctx context.Context, i int, op string) (invrt.Result, error)
+	Refresh(ctx context.Context, i int) error
+	RefreshAll(ctx context.Context) (int, error)
+	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
+	// Audit returns the compared item count, the drifting items (Redis
+	// form) and the expired journal entries.
+	Audit(ctx context.Context) (int, []string, int, error)
+	// Janitor runs the janitor for d with short intervals and repair on.
+	Janitor(ctx context.Context, d time.Duration) error
+	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
+	Flush(ctx context.Context) (int, error)
+	CreateTables(ctx context.Context) error
+	// Close calls the manager's Close when it has one.
+	Close(ctx context.Context) error
+}
+
+type adapter[K comparable] struct {
+	m   manager[K]
+	key func(i int) K
+	enc func(K) string
+}
+
+func (a adapter[K]) Init(ctx context.Context, i int, qty int64) error {
+	return a.m.Init(ctx, a.key(i), qty)
+}
+func (a adapter[K]) Adjust(ctx context.Context, i int, d int64, op string) (invrt.Result, error) {
+	return a.m.Adjust(ctx, a.key(i), d, op)
+}
+func (a adapter[K]) Get(ctx context.Context, i int) (int64, error) { return a.m.Get(ctx, a.key(i)) }
+func (a adapter[K]) Decr(ctx context.Context, i int, n int64, op string) (invrt.Result, error) {
+	return a.m.Decr(ctx, a.key(i), n, op)
+}
+func (a adapter[K]) Incr(ctx context.Context, i int, n int64, op string) (invrt.Result, error) {
+	return a.m.Incr(ctx, a.key(i), n, op)
+}
+func (a adapter[K]) Release(ctx context.Context, i int, op string) (invrt.Result, error) {
+	return a.m.Release(ctx, a.key(i), op)
+}
+func (a adapter[K]) Refresh(ctx context.Context, i int) error { return a.m.Refresh(ctx, a.key(i)) }
+func (a adapter[K]) RefreshAll(ctx context.Context) (int, error) {
+	return a.m.RefreshAll(ctx)
+}
+func (a adapter[K]) Reconcile(ctx context.Context) (invrt.ReconcileReport, error) {
+	return a.m.Reconcile(ctx)
+}
+func (a adapter[K]) Audit(ctx context.Context) (int, []string, int, error) {
+	rep, err := a.m.Audit(ctx)
+	var drift []string
+	for _, d := range rep.Drift {
+		drift = append(drift, fmt.Sprintf("%s(redis=%d missing=%v ledger=%d pending=%d)", a.enc(d.Item), d.Redis, d.Missing, d.Ledger, d.Pending))
+	}
+	return rep.Items, drift, rep.Expired, err
+}
+func (a adapter[K]) Janitor(ctx context.Context, d time.Duration) error {
+	jctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var errs []error
+	_ = a.m.RunJanitor(jctx, invrt.JanitorConfig[K]{ReconcileEvery: 7 * time.Millisecond, AuditEvery: 11 * time.Millisecond, Repair: true,
+		OnReport: func(r invrt.JanitorReport[K]) {
+			if r.Err != nil {
+				errs = append(errs, r.Err)
+			}
+		}})
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+func (a adapter[K]) RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error {
+	return a.m.RunFlusher(ctx, cfg)
+}
+func (a adapter[K]) Flush(ctx context.Context) (int, error) { return a.m.Flush(ctx) }
+func (a adapter[K]) CreateTables(ctx context.Context) error { return a.m.CreateTables(ctx) }
+func (a adapter[K]) Close(ctx context.Context) error {
+	if c, ok := any(a.m).(interface{ Close(context.Context) error }); ok {
+		return c.Close(ctx)
+	}
+	return nil
+}
+
+// Options are the manager options of a run.
+type Options struct {
+	Namespace   string
+	Lease       time.Duration
+	OpTTL       time.Duration
+	FenceTTL    time.Duration
+	BusyWait    time.Duration
+	LedgerLimit time.Duration
+}
+
+func (o Options) list() []invrt.Option {
+	return []invrt.Option{invrt.WithNamespace(o.Namespace), invrt.WithLease(o.Lease), invrt.WithOpTTL(o.OpTTL),
+		invrt.WithFenceTTL(o.FenceTTL), invrt.WithBusyWait(o.BusyWait),
+		invrt.WithLedgerTimeout(o.LedgerLimit)}
+}
+
+// NewTarget builds the manager of prefix p over db and rdb.
+func NewTarget(p int, db *DB, rdb redis.UniversalClient, o Options) (Target, error) {
+	opts := o.list()
+	switch Prefixes[p].Name {
+	case flashsale.Prefix:
+		m, err := flashsale.New(db, rdb, opts...)
+		return adapter[string]{m: m, key: func(i int) string { return ItemID(p, i) }, enc: func(s string) string { return s }}, err
+	case coupon.Prefix:
+		m, err := coupon.New(db, rdb, opts...)
+		return adapter[int64]{m: m, key: func(i int) int64 { return int64(i)*7919 - 50 }, enc: func(v int64) string { return strconv.FormatInt(v, 10) }}, err
+	case giftcard.Prefix:
+		m, err := giftcard.New(db, rdb, opts...)
+		return adapter[uuid.UUID]{m: m, key: uuidKey, enc: uuid.UUID.String}, err
+	case drop.Prefix:
+		m, err := drop.New(db, rdb, opts...)
+		return adapter[string]{m: m, key: func(i int) string { return ItemID(p, i) }, enc: func(s string) string { return s }}, err
+	}
+	return nil, fmt.Errorf("unknown prefix %d", p)
+}
+
+// NewPool is a pool of at most maxConns connections into schema.
+func NewPool(ctx context.Context, url, schema string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	cfg.MaxConns = maxConns
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// NewRedis is a client of the run's own redis-server. It never retries a
+// command by itself: a retried script is a second attempt, and the
+// tester's clients decide about retries.
+func NewRedis(addr string, poolSize int) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, PoolSize: poolSize, MaxRetries: -1,
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+}
+
+// quiet drops go-redis's own log lines (reconnects while the tester's
+// redis-server is down are expected).
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+func init() { redis.SetLogger(quiet{}) }
