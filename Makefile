@@ -6,7 +6,7 @@ SPEC     ?= inventory.yaml
 INVGEN   := $(GO) run ./cmd/invgen
 PKGS     := ./...
 
-.PHONY: all generate check test test-short demo bench chaos robustness lint services help
+.PHONY: all generate check test test-short demo bench chaos robustness mutants lint services help
 
 all: check lint test
 
@@ -38,6 +38,9 @@ chaos: services ## the fault-injection suite, long: kill -9 x50, network faults,
 robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1); a failure prints its seed and a shrunk plan
 	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
 		-robustness.seeds=$(or $(SEEDS),20) -robustness.first=$(or $(FIRST),1) | tee robustness.out | grep -E 'seed [0-9]+|^(--- FAIL|FAIL|ok|PASS)'
+
+mutants: services ## plant each bug of scripts/mutants/ one at a time and show that the tests catch it (SEEDS=6)
+	bash scripts/mutants.sh
 
 bench: services ## the benchmark table (ratios against baselines in the same run), then Go benchmarks with -benchmem
 	$(GO) run ./bench
