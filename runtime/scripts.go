@@ -40,6 +40,10 @@ var (
 	flushAckSrc    string
 	flushAckScript = redis.NewScript(flushAckSrc)
 
+	//go:embed scripts/flushforget.lua
+	flushForgetSrc    string
+	flushForgetScript = redis.NewScript(flushForgetSrc)
+
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string
 	unfenceScript = redis.NewScript(unfenceSrc)
