@@ -24,7 +24,9 @@ const flushDoc = `Flush runs the stream ledger's flusher for every prefix of the
 ledger: stream, outside the application: it writes the Redis usage streams to
 the SQL ledger in batches until interrupted (SIGINT, SIGTERM), then drains
 them and exits. With -once it writes what the streams hold and exits.
-Several flushers may run at once; one that dies loses nothing.`
+Several flushers may run at once; one that dies loses nothing. Failed rounds
+are printed to stderr and retried; a permanent failure (the ledger's tables,
+schema or privileges missing) stops every flusher and exits non-zero.`
 
 // runFlush is `invgen flush`.
 func runFlush(args []string, stdout, stderr io.Writer) int {
@@ -96,6 +98,11 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 				defer mu.Unlock()
 				fmt.Fprintf(stderr, "invgen flush: %s: Redis repeated changes of %v after forgetting their op keys; the ledger kept the first. Refresh these items (Manager.Refresh, or the janitor with Repair).\n", name, items)
 			},
+			OnError: func(err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(stderr, "invgen flush: %s: %v\n", name, err)
+			},
 		})
 		if err != nil {
 			fmt.Fprintf(stderr, "invgen flush: %s: %v\n", p.Name, err)
@@ -121,6 +128,10 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "invgen flush: flushing %v until interrupted\n", names)
+	// A flusher that stops on a permanent failure stops the others too
+	// (they drain), and the command fails.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		wg     sync.WaitGroup
 		status = exitOK
@@ -129,11 +140,12 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := f.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
 				mu.Lock()
 				fmt.Fprintf(stderr, "invgen flush: %s: %v\n", names[i], err)
 				status = exitFail
 				mu.Unlock()
+				cancel()
 			}
 		}()
 	}
