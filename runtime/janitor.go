@@ -33,6 +33,9 @@ type AuditReport[K any] struct {
 	// Expired counts journal entries whose lease has passed: changes that
 	// Reconcile would settle.
 	Expired int
+	// Flush is the flush lag of the stream ledger mode (zero in the sync
+	// mode); Flush.Backlog reports streams that grow unflushed.
+	Flush FlushLag
 }
 
 // Audit compares every item's Redis stock with the ledger, accounting for
@@ -90,6 +93,9 @@ func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 			return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
 		}
 		rep.Expired += int(n)
+	}
+	if rep.Flush, err = c.FlushLag(ctx); err != nil {
+		return rep, err
 	}
 	return rep, nil
 }

@@ -82,6 +82,7 @@ type FlushReport struct {
 type Flusher struct {
 	rdb     redis.UniversalClient
 	streams []string
+	tags    []string // per shard: the hash tag
 	w       BatchWriter
 	cfg     FlusherConfig
 	// quiet[i] counts the rounds in a row that found shard i empty; a
@@ -137,6 +138,7 @@ func NewFlusher(rdb redis.UniversalClient, namespace, prefix string, shards int,
 	for i := range shards {
 		f.streams = append(f.streams, ks.stream(i))
 	}
+	f.tags = ks.tags
 	return f, nil
 }
 
@@ -484,6 +486,10 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	}
 	b.reset()
 	ids := make([][]string, len(f.streams))
+	// hashes[i] and unflushed[i]: the item hash and id of each entry of
+	// shard i to delete from its item's unflushed entries.
+	hashes := make([][]string, len(f.streams))
+	unflushed := make([][]string, len(f.streams))
 	var oldest int64 = -1
 	add := func(i int, msgs []redis.XMessage) error {
 		for _, m := range msgs {
@@ -494,6 +500,8 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			if err := b.add(m); err != nil {
 				return &badEntryError{err}
 			}
+			hashes[i] = append(hashes[i], unflushedKey(f.tags[i], b.Items[b.Len()-1]))
+			unflushed[i] = append(unflushed[i], m.ID)
 			if ms := idMillis(m.ID); oldest < 0 || ms < oldest {
 				oldest = ms
 			}
@@ -540,7 +548,7 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
-	if err := f.ack(ctx, ids); err != nil {
+	if err := f.ack(ctx, ids, hashes, unflushed); err != nil {
 		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
 	}
 	if len(conflicts) > 0 && f.cfg.OnConflict != nil {
@@ -556,21 +564,27 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	return n, nil
 }
 
-// ack acknowledges and trims the written entries of every shard, in one
-// pipeline of flushack.lua calls.
-func (f *Flusher) ack(ctx context.Context, ids [][]string) error {
+// ack acknowledges and trims the written entries of every shard, and
+// deletes them from their items' unflushed entries (hashes[i][j] holds
+// unflushed[i][j]), in one pipeline of flushack.lua calls.
+func (f *Flusher) ack(ctx context.Context, ids, hashes, unflushed [][]string) error {
 	run := func() error {
 		pipe := f.rdb.Pipeline()
 		for i, s := range f.streams {
 			if len(ids[i]) == 0 {
 				continue
 			}
-			args := make([]any, 0, len(ids[i])+1)
-			args = append(args, flushGroup)
+			keys := make([]string, 0, len(hashes[i])+1)
+			keys = append(append(keys, s), hashes[i]...)
+			args := make([]any, 0, len(ids[i])+len(unflushed[i])+2)
+			args = append(args, flushGroup, len(ids[i]))
 			for _, id := range ids[i] {
 				args = append(args, id)
 			}
-			flushAckScript.EvalSha(ctx, pipe, []string{s}, args...)
+			for _, id := range unflushed[i] {
+				args = append(args, id)
+			}
+			flushAckScript.EvalSha(ctx, pipe, keys, args...)
 		}
 		_, err := pipe.Exec(ctx)
 		return err
@@ -631,7 +645,18 @@ type FlushLag struct {
 	Entries int64
 	// Oldest is the age of the oldest of them.
 	Oldest time.Duration
+	// Backlog is true when Entries reaches BacklogEntries or Oldest
+	// reaches BacklogAge: no flusher runs, or flushers fall behind.
+	Backlog bool
 }
+
+// The bounds past which FlushLag and Audit report a backlog. The streams
+// grow without bound while no flusher runs; every unflushed entry is also
+// what a Redis loss would take from the ledger.
+const (
+	BacklogEntries = 100_000
+	BacklogAge     = time.Minute
+)
 
 // FlushLag reports the prefix's flush lag (zero in the sync mode).
 func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
@@ -661,6 +686,7 @@ func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
 			}
 		}
 	}
+	lag.Backlog = lag.Entries >= BacklogEntries || lag.Oldest >= BacklogAge
 	return lag, nil
 }
 
@@ -701,34 +727,128 @@ func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	return NewFlusher(c.rdb, c.opt.namespace, c.prefix, len(c.ks.tags), c.ledger, cfg)
 }
 
-// writeStream writes every entry of one shard stream to the ledger without
-// acknowledging them (the flusher will, after writing them again, which
-// changes nothing). Refresh calls it under the item's fence so that the
-// ledger holds every change of the item.
-func (c *Core[K]) writeStream(ctx context.Context, stream string) error {
-	start := "-"
+// unflushedKey is the hash of an item's unflushed stream entries: the
+// shard's tag, "unflushed:" and the item's Redis form.
+func unflushedKey(tag, item string) string { return tag + "unflushed:" + item }
+
+func (k itemKeys) unflushed() string { return unflushedKey(k.tag, k.id) }
+
+// streamKeys completes the keys of a stream-mode change for reserve.lua:
+// KEYS[4] (a release's purchase, otherwise a copy of the op record key)
+// and KEYS[5], the item's unflushed entries.
+func (k itemKeys) streamKeys(keys []string) []string {
+	if len(keys) == 3 {
+		keys = append(keys, keys[1])
+	}
+	return append(keys, k.unflushed())
+}
+
+// addUnflushed appends the usage row of one of item's unflushed entries,
+// "kind:delta:attempt:op key" as reserve.lua writes it.
+func (b *Batch) addUnflushed(item, v string) error {
+	kind, rest, ok1 := strings.Cut(v, ":")
+	ds, rest, ok2 := strings.Cut(rest, ":")
+	as, opKey, ok3 := strings.Cut(rest, ":")
+	d, err1 := strconv.ParseInt(ds, 10, 64)
+	a, err2 := strconv.ParseInt(as, 10, 64)
+	if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil {
+		return fmt.Errorf("unflushed entry of %s: malformed %q", item, v)
+	}
+	b.Items = append(b.Items, item)
+	b.Kinds = append(b.Kinds, kind)
+	b.OpKeys = append(b.OpKeys, opKey)
+	b.Deltas = append(b.Deltas, d)
+	b.Attempts = append(b.Attempts, a)
+	return nil
+}
+
+// unflushedChunk is how many items' unflushed entries are read per round
+// trip, and unflushedScan how many entries of one item.
+const (
+	unflushedChunk = 20
+	unflushedScan  = 1000
+)
+
+// writeUnflushed writes the unflushed stream entries of the items to the
+// ledger and deletes them from the items' hashes once written (the flusher
+// writes them again when it reaches them, which changes nothing). It costs
+// what these items hold, not their shards' backlog. Refresh calls it under
+// the items' fences so that the ledger holds every change of them.
+// Conflicts need no action here: the caller reads the ledger next and
+// loads what it says.
+func (c *Core[K]) writeUnflushed(ctx context.Context, items ...itemKeys) error {
+	type scan struct {
+		k      itemKeys
+		cursor uint64
+	}
+	todo := make([]scan, len(items))
+	for i, k := range items {
+		todo[i] = scan{k: k}
+	}
 	var b Batch
-	for {
-		msgs, err := c.rdb.XRangeN(ctx, stream, start, "+", 1000).Result()
-		if err != nil {
+	for len(todo) > 0 {
+		chunk := todo[:min(len(todo), unflushedChunk)]
+		rest := todo[len(chunk):]
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.ScanCmd, len(chunk))
+		for i, s := range chunk {
+			cmds[i] = pipe.HScan(ctx, s.k.unflushed(), s.cursor, "", unflushedScan)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
 		b.reset()
-		for _, m := range msgs {
-			if err := b.add(m); err != nil {
+		del := c.rdb.Pipeline()
+		var more []scan
+		for i, s := range chunk {
+			kv, cursor, err := cmds[i].Result()
+			if err != nil {
 				return err
+			}
+			fields := make([]string, 0, len(kv)/2)
+			for j := 0; j+1 < len(kv); j += 2 {
+				if err := b.addUnflushed(s.k.id, kv[j+1]); err != nil {
+					return err
+				}
+				fields = append(fields, kv[j])
+			}
+			if len(fields) > 0 {
+				del.HDel(ctx, s.k.unflushed(), fields...)
+			}
+			if cursor != 0 {
+				more = append(more, scan{s.k, cursor})
 			}
 		}
 		if b.Len() > 0 {
-			// Conflicts need no action here: the caller reads the ledger
-			// next and loads what it says.
 			if _, err := c.ledger.Flush(ctx, &b); err != nil {
 				return err
 			}
+			if _, err := del.Exec(ctx); err != nil {
+				return err
+			}
 		}
-		if len(msgs) < 1000 {
-			return nil
-		}
-		start = "(" + msgs[len(msgs)-1].ID
+		todo = append(rest[:len(rest):len(rest)], more...)
 	}
+	return nil
+}
+
+// unflushedSmall is how many unflushed entries of an item Refresh leaves
+// to write under its fence; it writes the rest before fencing.
+const unflushedSmall = 2000
+
+// writeUnflushedBeforeFence writes an item's unflushed entries while
+// changes of it go on, until few are left (or after a few passes when
+// buyers add them as fast), so that what is left to write under the fence
+// is short.
+func (c *Core[K]) writeUnflushedBeforeFence(ctx context.Context, k itemKeys) error {
+	for range 8 {
+		n, err := c.rdb.HLen(ctx, k.unflushed()).Result()
+		if err != nil || n <= unflushedSmall {
+			return err
+		}
+		if err := c.writeUnflushed(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -111,7 +111,15 @@ if ARGV[9] == 'stream' then
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
   redis.call('HSET', KEYS[2], 's', 'c', 'k', kind, 'd', delta, 'a', avail + delta, 'n', ARGV[8])
   redis.call('PEXPIRE', KEYS[2], ARGV[10])
-  redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
+  local id = redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
+  -- KEYS[5] (stream mode; KEYS[4] is then present, for a release its
+  -- purchase, else a copy of KEYS[2]): the item's unflushed entries, a
+  -- hash of stream id -> "kind:delta:attempt:op key", so that a refresh
+  -- writes the item's own entries only. flushack.lua deletes each entry
+  -- once its batch is committed.
+  if KEYS[5] then
+    redis.call('HSET', KEYS[5], id, kind .. ':' .. string.format('%d', delta) .. ':' .. ARGV[8] .. ':' .. ARGV[6])
+  end
   return reply(RESERVED, avail + delta, delta, 'c', 0, 0, ARGV[8])
 end
 if delta < 0 then
