@@ -219,7 +219,17 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		all = append(all, entry{t.Item, c.ks.forItem(item)})
 	}
 
-	// 1. Fence the page.
+	// 1. Fence the page, after writing the bulk of large backlogs of
+	// unflushed entries while changes go on.
+	if c.stream {
+		keys := make([]itemKeys, len(all))
+		for i, e := range all {
+			keys[i] = e.keys
+		}
+		if err := c.writeUnflushedBeforeFence(ctx, keys...); err != nil {
+			return 0, nil, err
+		}
+	}
 	pipe := c.rdb.Pipeline()
 	fences := make([]*redis.Cmd, len(all))
 	for i, e := range all {

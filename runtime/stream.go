@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -763,71 +764,101 @@ func (b *Batch) addUnflushed(item, v string) error {
 }
 
 // unflushedChunk is how many items' unflushed entries are read per round
-// trip, and unflushedScan how many entries of one item.
+// trip, unflushedScan how many entries of one item per read, and
+// unflushedBatch how many rows are written per statement.
 const (
 	unflushedChunk = 20
 	unflushedScan  = 1000
+	unflushedBatch = 5000
 )
 
 // writeUnflushed writes the unflushed stream entries of the items to the
-// ledger and deletes them from the items' hashes once written (the flusher
-// writes them again when it reaches them, which changes nothing). It costs
-// what these items hold, not their shards' backlog. Refresh calls it under
-// the items' fences so that the ledger holds every change of them.
-// Conflicts need no action here: the caller reads the ledger next and
-// loads what it says.
+// ledger, in stream order, and deletes them from the items' hashes once
+// written (the flusher writes them again when it reaches them, which
+// changes nothing). It costs what these items hold, not their shards'
+// backlog. Refresh calls it under the items' fences so that the ledger
+// holds every change of them. Conflicts need no action here: the caller
+// reads the ledger next and loads what it says.
 func (c *Core[K]) writeUnflushed(ctx context.Context, items ...itemKeys) error {
-	type scan struct {
-		k      itemKeys
-		cursor uint64
+	for len(items) > 0 {
+		chunk := items[:min(len(items), unflushedChunk)]
+		items = items[len(chunk):]
+		if err := c.writeUnflushedChunk(ctx, chunk); err != nil {
+			return err
+		}
 	}
-	todo := make([]scan, len(items))
-	for i, k := range items {
-		todo[i] = scan{k: k}
+	return nil
+}
+
+func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) error {
+	type entry struct {
+		id, row string
+		k       int // index in items
 	}
-	var b Batch
+	var all []entry
+	cursors := make([]uint64, len(items))
+	todo := make([]int, len(items))
+	for i := range items {
+		todo[i] = i
+	}
 	for len(todo) > 0 {
-		chunk := todo[:min(len(todo), unflushedChunk)]
-		rest := todo[len(chunk):]
 		pipe := c.rdb.Pipeline()
-		cmds := make([]*redis.ScanCmd, len(chunk))
-		for i, s := range chunk {
-			cmds[i] = pipe.HScan(ctx, s.k.unflushed(), s.cursor, "", unflushedScan)
+		cmds := make([]*redis.ScanCmd, len(todo))
+		for j, i := range todo {
+			cmds[j] = pipe.HScan(ctx, items[i].unflushed(), cursors[i], "", unflushedScan)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		b.reset()
-		del := c.rdb.Pipeline()
-		var more []scan
-		for i, s := range chunk {
-			kv, cursor, err := cmds[i].Result()
+		more := todo[:0]
+		for j, i := range todo {
+			kv, cursor, err := cmds[j].Result()
 			if err != nil {
 				return err
 			}
-			fields := make([]string, 0, len(kv)/2)
-			for j := 0; j+1 < len(kv); j += 2 {
-				if err := b.addUnflushed(s.k.id, kv[j+1]); err != nil {
-					return err
-				}
-				fields = append(fields, kv[j])
+			for x := 0; x+1 < len(kv); x += 2 {
+				all = append(all, entry{kv[x], kv[x+1], i})
 			}
-			if len(fields) > 0 {
-				del.HDel(ctx, s.k.unflushed(), fields...)
-			}
-			if cursor != 0 {
-				more = append(more, scan{s.k, cursor})
+			if cursors[i] = cursor; cursor != 0 {
+				more = append(more, i)
 			}
 		}
-		if b.Len() > 0 {
-			if _, err := c.ledger.Flush(ctx, &b); err != nil {
-				return err
-			}
-			if _, err := del.Exec(ctx); err != nil {
-				return err
-			}
+		todo = more
+	}
+	// Stream order: of two entries of one op key, the earlier is written
+	// (as the flusher does). A scan may return an entry twice.
+	slices.SortFunc(all, func(a, b entry) int {
+		if a.id == b.id {
+			return 0
 		}
-		todo = append(rest[:len(rest):len(rest)], more...)
+		if idLess(a.id, b.id) {
+			return -1
+		}
+		return 1
+	})
+	all = slices.CompactFunc(all, func(a, b entry) bool { return a.id == b.id })
+	var b Batch
+	for len(all) > 0 {
+		part := all[:min(len(all), unflushedBatch)]
+		all = all[len(part):]
+		b.reset()
+		fields := map[int][]string{}
+		for _, e := range part {
+			if err := b.addUnflushed(items[e.k].id, e.row); err != nil {
+				return err
+			}
+			fields[e.k] = append(fields[e.k], e.id)
+		}
+		if _, err := c.ledger.Flush(ctx, &b); err != nil {
+			return err
+		}
+		pipe := c.rdb.Pipeline()
+		for k, ids := range fields {
+			pipe.HDel(ctx, items[k].unflushed(), ids...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -840,15 +871,29 @@ const unflushedSmall = 2000
 // changes of it go on, until few are left (or after a few passes when
 // buyers add them as fast), so that what is left to write under the fence
 // is short.
-func (c *Core[K]) writeUnflushedBeforeFence(ctx context.Context, k itemKeys) error {
+func (c *Core[K]) writeUnflushedBeforeFence(ctx context.Context, items ...itemKeys) error {
 	for range 8 {
-		n, err := c.rdb.HLen(ctx, k.unflushed()).Result()
-		if err != nil || n <= unflushedSmall {
+		pipe := c.rdb.Pipeline()
+		lens := make([]*redis.IntCmd, len(items))
+		for i, k := range items {
+			lens[i] = pipe.HLen(ctx, k.unflushed())
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
 			return err
 		}
-		if err := c.writeUnflushed(ctx, k); err != nil {
+		var big []itemKeys
+		for i, k := range items {
+			if lens[i].Val() > unflushedSmall {
+				big = append(big, k)
+			}
+		}
+		if len(big) == 0 {
+			return nil
+		}
+		if err := c.writeUnflushed(ctx, big...); err != nil {
 			return err
 		}
+		items = big
 	}
 	return nil
 }
