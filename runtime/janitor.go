@@ -18,7 +18,8 @@ type Drift[K any] struct {
 	Redis   int64
 	Missing bool
 	// Ledger is the stock per the ledger's committed rows; Pending is the
-	// sum of the item's journaled changes that the ledger does not hold yet.
+	// sum of the item's journaled changes, and in the stream mode of its
+	// unflushed entries, that the ledger does not hold yet.
 	// Redis should equal Ledger + Pending.
 	Ledger  int64
 	Pending int64
@@ -131,6 +132,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	keys := make([]itemKeys, len(items))
 	pipe := c.rdb.Pipeline()
 	stock := make([]*redis.StringCmd, len(items))
+	unflushed := make([]*redis.StringSliceCmd, len(items)) // stream mode
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
@@ -139,6 +141,9 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		}
 		keys[i] = c.ks.forItem(item)
 		stock[i] = pipe.HGet(ctx, keys[i].item, "a")
+		if c.stream {
+			unflushed[i] = pipe.HVals(ctx, keys[i].unflushed())
+		}
 		if journals[keys[i].journal] == nil {
 			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
 		}
@@ -161,6 +166,18 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		pending, err := c.pendingDelta(ctx, t.Item, keys[i], journals[keys[i].journal].Val())
 		if err != nil {
 			return nil, err
+		}
+		if unflushed[i] != nil {
+			// Changes in the stream that the ledger lacks until flushed.
+			var b Batch
+			for _, v := range unflushed[i].Val() {
+				if err := b.addUnflushed(keys[i].id, v); err != nil {
+					return nil, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+				}
+			}
+			for _, delta := range b.Deltas {
+				pending += delta
+			}
 		}
 		d.Pending = pending
 		if d.Missing || d.Redis != d.Ledger+d.Pending {

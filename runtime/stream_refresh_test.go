@@ -139,3 +139,27 @@ func TestStreamBacklogIsReported(t *testing.T) {
 		t.Fatalf("FlushLag after a flush = %+v, %v", lag, err)
 	}
 }
+
+// Audit counts an item's unflushed entries: an item whose changes wait
+// for the flusher is no drift.
+func TestStreamAuditCountsUnflushedEntries(t *testing.T) {
+	f := streamFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 100), "Init")
+	testenv.Must(t, f.m.Init(ctx, "b", 100), "Init")
+	for i := range 3 {
+		_, err := f.m.Decr(ctx, "a", 2, "o"+strconv.Itoa(i))
+		testenv.Must(t, err, "Decr")
+	}
+	_, err := f.m.Incr(ctx, "a", 1, "r1")
+	testenv.Must(t, err, "Incr")
+	f.rdb.HSet(ctx, itemKeysOf(t, f)["b"], "a", 7) // real drift
+	rep, err := f.m.Audit(ctx)
+	testenv.Must(t, err, "Audit")
+	if len(rep.Drift) != 1 || rep.Drift[0].Item != "b" {
+		t.Fatalf("Audit drift %+v; want only b", rep.Drift)
+	}
+	if rep.Flush.Entries != 4 {
+		t.Fatalf("Audit flush lag %+v, want 4 entries", rep.Flush)
+	}
+}
