@@ -168,7 +168,9 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 	var inflight []string // "op:n" the last victim had started but not finished
 	var retried, completed, voided int
 	rng := rand.New(rand.NewPCG(1, 2))
-	for k := range kills {
+	// Past the planned kills, a few more until a kill has caught an op in
+	// flight and its successor retried it (a busy machine starts slowly).
+	for k := 0; k < kills || retried == 0 && k < kills+10; k++ {
 		cmd := exec.CommandContext(ctx, exe)
 		cmd.Env = append(os.Environ(), "INVGEN_CHILD=buyer",
 			"INVGEN_CHILD_NS="+f.ns, "INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool),

@@ -19,7 +19,8 @@ type Drift[K any] struct {
 	Redis   int64
 	Missing bool
 	// Ledger is the stock per the ledger's committed rows; Pending is the
-	// sum of the item's journaled changes that the ledger does not hold yet.
+	// sum of the item's journaled changes, and in the stream mode of its
+	// unflushed entries, that the ledger does not hold yet.
 	// Redis should equal Ledger + Pending.
 	Ledger  int64
 	Pending int64
@@ -38,6 +39,9 @@ type AuditReport[K any] struct {
 	// Expired counts journal entries whose lease has passed: changes that
 	// Reconcile would settle.
 	Expired int
+	// Flush is the flush lag of the stream ledger mode (zero in the sync
+	// mode); Flush.Backlog reports streams that grow unflushed.
+	Flush FlushLag
 }
 
 // Audit compares every item's Redis stock with the ledger, accounting for
@@ -100,6 +104,9 @@ func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 		}
 		rep.Expired += int(n)
 	}
+	if rep.Flush, err = c.FlushLag(ctx); err != nil {
+		return rep, err
+	}
 	return rep, nil
 }
 
@@ -136,6 +143,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	keys := make([]itemKeys, len(items))
 	pipe := c.rdb.Pipeline()
 	stock := make([]*redis.SliceCmd, len(items))
+	unflushed := make([]*redis.StringSliceCmd, len(items)) // stream mode
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
@@ -144,6 +152,9 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		}
 		keys[i] = c.ks.forItem(item)
 		stock[i] = pipe.HMGet(ctx, keys[i].item, "a", "c", "r")
+		if c.stream {
+			unflushed[i] = pipe.HVals(ctx, keys[i].unflushed())
+		}
 		if journals[keys[i].journal] == nil {
 			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
 		}
@@ -186,6 +197,18 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		}
 		if bad != "" && d.Corrupt == "" {
 			d.Corrupt = bad
+		}
+		if unflushed[i] != nil {
+			// Changes in the stream that the ledger lacks until flushed.
+			var b Batch
+			for _, v := range unflushed[i].Val() {
+				if err := b.addUnflushed(keys[i].id, v); err != nil && d.Corrupt == "" {
+					d.Corrupt = err.Error()
+				}
+			}
+			for _, delta := range b.Deltas {
+				pending += delta
+			}
 		}
 		d.Pending = pending
 		// Capacity: Redis's c plus pending restocks (r) is the ledger's

@@ -47,6 +47,11 @@ var maxFenceArg any = strconv.FormatInt(maxFenceTTL.Milliseconds(), 10)
 func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, fresh bool) error {
 	k := c.ks.forItem(item)
 	loaded := func() bool { return onlyMissing && c.rdb.HExists(ctx, k.item, "a").Val() }
+	if c.stream && !onlyMissing {
+		if err := c.writeUnflushedBeforeFence(ctx, k); err != nil {
+			return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
+		}
+	}
 	token := newToken()
 	var wait backoff
 	for {
@@ -117,8 +122,8 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			if c.stream {
 				// The stream holds changes the ledger may lack; none of
 				// this item can be added while the fence holds.
-				if err := c.writeStream(ctx, k.stream); err != nil {
-					return fmt.Errorf("invgen: refresh %v: write its stream: %w", id, err)
+				if err := c.writeUnflushed(ctx, k); err != nil {
+					return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
 				}
 			}
 			var found bool
@@ -237,7 +242,17 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		p.Exec(uctx)
 	}
 
-	// 1. Fence the page.
+	// 1. Fence the page, after writing the bulk of large backlogs of
+	// unflushed entries while changes go on.
+	if c.stream {
+		keys := make([]itemKeys, len(all))
+		for i, e := range all {
+			keys[i] = e.keys
+		}
+		if err := c.writeUnflushedBeforeFence(ctx, keys...); err != nil {
+			return 0, nil, err
+		}
+	}
 	pipe := c.rdb.Pipeline()
 	fences := make([]*redis.Cmd, len(all))
 	for i, e := range all {
@@ -259,7 +274,8 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 	}
 
 	// 2. Items with pending changes go their own way. In the stream mode,
-	// the shards' streams are written first so the ledger holds every change.
+	// the items' unflushed entries are written first so the ledger holds
+	// every change.
 	shards := map[string]bool{}
 	for _, e := range fenced {
 		shards[e.keys.journal] = true
@@ -285,15 +301,13 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 	}
 	unfence(pending)
 	if c.stream {
-		streams := map[string]bool{}
-		for _, e := range ready {
-			streams[e.keys.stream] = true
+		keys := make([]itemKeys, len(ready))
+		for i, e := range ready {
+			keys[i] = e.keys
 		}
-		for s := range streams {
-			if err := c.writeStream(ctx, s); err != nil {
-				unfence(ready)
-				return 0, nil, err
-			}
+		if err := c.writeUnflushed(ctx, keys...); err != nil {
+			unfence(ready)
+			return 0, nil, err
 		}
 	}
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	dropdb "github.com/invgen/invgen/examples/flashsale/inventory/drop/db"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -80,5 +81,77 @@ func TestStreamRepeatAfterOpTTLIsCorrected(t *testing.T) {
 	}
 	if got := f.assertConserved(t, "a"); got != 7 {
 		t.Fatalf("stock %d after the correction, want 7 (one purchase of 3)", got)
+	}
+}
+
+// A repeat in the same flush batch as its original: the op record expired
+// before any flush, so Redis applied the Incr twice and both entries reach
+// the ledger in one batch. The first one is written, the other is a
+// conflict, and the item is refreshed to match the ledger.
+func TestStreamRepeatInOneBatchIsCorrected(t *testing.T) {
+	for _, kind := range []string{"incr", "decr"} {
+		t.Run(kind, func(t *testing.T) {
+			f := streamFixture(t, invrt.WithOpTTL(100*time.Millisecond))
+			ctx := ctxT(t)
+			testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+			_, err := f.m.Decr(ctx, "a", 5, "buy-1")
+			testenv.Must(t, err, "Decr")
+			repeat := func() (invrt.Result, error) {
+				if kind == "incr" {
+					return f.m.Incr(ctx, "a", 2, "return-1")
+				}
+				return f.m.Decr(ctx, "a", 2, "buy-2")
+			}
+			_, err = repeat()
+			testenv.Must(t, err, "first")
+			time.Sleep(200 * time.Millisecond) // the op record expires, nothing flushed
+			r, err := repeat()
+			testenv.Must(t, err, "repeat")
+			if r.Replayed {
+				t.Fatalf("the repeat was replayed; the test needs Redis to have forgotten it")
+			}
+			n, err := f.m.Flush(ctx)
+			testenv.Must(t, err, "Flush")
+			if n != 3 {
+				t.Fatalf("Flush wrote %d entries, want 3", n)
+			}
+			_, err = f.m.Reconcile(ctx)
+			testenv.Must(t, err, "Reconcile")
+			want := map[string]int64{"incr": 7, "decr": 3}[kind]
+			if got := f.assertConserved(t, "a"); got != want {
+				t.Fatalf("stock %d, want %d", got, want)
+			}
+			if rows := usageRows(t, f); rows != 2 {
+				t.Fatalf("%d usage rows, want 2", rows)
+			}
+		})
+	}
+}
+
+// The flush statement keeps the first of two entries of one op key with
+// different attempts in one batch, and reports the item of the other.
+func TestStreamFlushBatchRepeatKeepsTheFirst(t *testing.T) {
+	f := streamFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	q := dropdb.New(f.pool)
+	conflicts, err := q.FlushUsage(ctx, dropdb.FlushUsageParams{
+		Items: []string{"a", "a", "a", "b"}, Deltas: []int64{-1, -2, -1, -4},
+		Kinds: []string{"decr", "decr", "decr", "decr"}, OpKeys: []string{"x", "x", "x", "y"},
+		Attempts: []int64{11, 22, 11, 33},
+	})
+	testenv.Must(t, err, "Flush")
+	if len(conflicts) != 1 || conflicts[0] != "a" {
+		t.Fatalf("conflicts %v, want [a]", conflicts)
+	}
+	if got := sumSQL(t, f, "SELECT attempt FROM "+f.usageTable+" WHERE op_key = 'x'"); got != 11 {
+		t.Fatalf("the ledger kept attempt %d, want the first (11)", got)
+	}
+	// Written again: the same entries are no conflict for the one kept.
+	conflicts, err = q.FlushUsage(ctx, dropdb.FlushUsageParams{Items: []string{"a"}, Deltas: []int64{-1},
+		Kinds: []string{"decr"}, OpKeys: []string{"x"}, Attempts: []int64{11}})
+	testenv.Must(t, err, "Flush again")
+	if len(conflicts) != 0 {
+		t.Fatalf("rewriting the kept entry reported conflicts %v", conflicts)
 	}
 }

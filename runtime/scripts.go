@@ -49,6 +49,10 @@ var (
 	rememberSrc    string
 	rememberScript = redis.NewScript(settledSrc + rememberSrc)
 
+	//go:embed scripts/flushforget.lua
+	flushForgetSrc    string
+	flushForgetScript = redis.NewScript(flushForgetSrc)
+
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string
 	unfenceScript = redis.NewScript(unfenceSrc)

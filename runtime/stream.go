@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -46,6 +49,20 @@ type FlusherConfig struct {
 	// repeated after its op record expired or was lost). Their Redis stock
 	// is off until refreshed; Manager.RunFlusher refreshes them itself.
 	OnConflict func(ctx context.Context, items []string)
+	// OnError, if set, receives the error of every round that failed.
+	// Run retries such rounds with a growing pause (Idle doubling up to
+	// one second), and returns the error instead when it is permanent
+	// (see Run).
+	OnError func(error)
+	// Logger, if set, logs every failed round (warning) and the error
+	// that stops Run (error).
+	Logger *slog.Logger
+	// ForgetAfter is how long a consumer of the group may stay idle with
+	// nothing pending before a live flusher deletes it (default 10m):
+	// consumers of flushers that died do not pile up. Deleting a consumer
+	// with nothing pending loses nothing; a live one is recreated by its
+	// next read.
+	ForgetAfter time.Duration
 }
 
 // FlushReport describes one batch a flusher wrote.
@@ -66,6 +83,7 @@ type FlushReport struct {
 type Flusher struct {
 	rdb     redis.UniversalClient
 	streams []string
+	tags    []string // per shard: the hash tag
 	w       BatchWriter
 	cfg     FlusherConfig
 	// quiet[i] counts the rounds in a row that found shard i empty; a
@@ -73,6 +91,9 @@ type Flusher struct {
 	// does not pay for the fifteen idle ones on every batch.
 	quiet  []int
 	rounds int
+	// last[i] is the id of the last new entry the latest round read from
+	// shard i ("" for none).
+	last []string
 }
 
 // NewFlusher returns a flusher of the prefix's streams. Generated packages
@@ -104,6 +125,9 @@ func NewFlusher(rdb redis.UniversalClient, namespace, prefix string, shards int,
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	if cfg.ForgetAfter <= 0 {
+		cfg.ForgetAfter = 10 * time.Minute
+	}
 	if cfg.BatchSize > 2000 {
 		return nil, argError("flusher batch size %d is over 2000 (the ack script passes the ids as arguments)", cfg.BatchSize)
 	}
@@ -111,74 +135,293 @@ func NewFlusher(rdb redis.UniversalClient, namespace, prefix string, shards int,
 	if cfg.Redis != nil {
 		rdb = cfg.Redis
 	}
-	f := &Flusher{rdb: rdb, w: w, cfg: cfg, quiet: make([]int, shards)}
+	f := &Flusher{rdb: rdb, w: w, cfg: cfg, quiet: make([]int, shards), last: make([]string, shards)}
 	for i := range shards {
 		f.streams = append(f.streams, ks.stream(i))
 	}
+	f.tags = ks.tags
 	return f, nil
 }
 
-// Run flushes until ctx is done, then drains what is left (bounded by
-// DrainTimeout) and returns ctx's error. Errors of single rounds are
-// retried: entries are acknowledged only after their batch is committed.
+// maxRetryPause bounds the pause between failed rounds of Run.
+const maxRetryPause = time.Second
+
+// Run flushes until ctx is done, then writes what the streams held at that
+// moment (bounded by DrainTimeout), deletes its consumer from the group and
+// returns ctx's error. A failed round is reported (OnError, Logger) and
+// retried after a pause that doubles from Idle up to one second: entries
+// are acknowledged only after their batch is committed. A permanent
+// failure ends Run with its error: PostgreSQL errors of SQLSTATE class 42
+// (undefined table, column or function, missing privilege), 3D000 and
+// 3F000 (no such database or schema), and stream entries that cannot be
+// parsed. Those need an operator; retrying them changes nothing.
 func (f *Flusher) Run(ctx context.Context) error {
-	if err := flushAckScript.Load(ctx, f.rdb).Err(); err != nil {
+	if err := f.loadScripts(ctx); err != nil {
 		return fmt.Errorf("invgen: flusher: %w", err)
 	}
+	defer f.forgetSelf(ctx)
 	claimEvery := time.NewTicker(max(f.cfg.ClaimAfter/2, time.Millisecond))
 	defer claimEvery.Stop()
+	forgetEvery := time.NewTicker(max(f.cfg.ForgetAfter/2, time.Millisecond))
+	defer forgetEvery.Stop()
 	own := true // read our own unacknowledged entries first (a restart)
-	var b Batch
+	var (
+		b     Batch
+		pause time.Duration
+	)
 	for ctx.Err() == nil {
 		claim := false
 		select {
 		case <-claimEvery.C:
 			claim = true
+		case <-forgetEvery.C:
+			if err := f.forget(ctx, "", f.cfg.ForgetAfter); err != nil && ctx.Err() == nil {
+				f.report(fmt.Errorf("invgen: flusher: delete idle consumers: %w", err))
+			}
 		default:
 		}
-		n, err := f.round(ctx, &b, own, claim)
-		own = err != nil
-		if err != nil || n == 0 {
+		n, err := f.round(ctx, &b, pass{own: own, claim: claim})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			f.report(err)
+			if permanent(err) {
+				if f.cfg.Logger != nil {
+					f.cfg.Logger.Error("invgen: flusher stopped", "consumer", f.cfg.Consumer, "err", err)
+				}
+				return fmt.Errorf("invgen: flusher stopped: %w", err)
+			}
+			own = true
+			pause = min(max(2*pause, f.cfg.Idle), maxRetryPause)
+			sleep(ctx, pause)
+			continue
+		}
+		own, pause = false, 0
+		if n == 0 {
 			sleep(ctx, f.cfg.Idle)
 		}
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.cfg.DrainTimeout)
 	defer cancel()
-	for {
-		n, err := f.round(dctx, &b, true, false)
-		if err != nil {
-			return errors.Join(ctx.Err(), fmt.Errorf("invgen: flusher drain: %w", err))
-		}
-		if n == 0 {
-			if n, err = f.round(dctx, &b, false, false); err == nil && n == 0 {
-				return ctx.Err()
-			}
-		}
+	if _, err := f.flushNow(dctx, &b, false); err != nil {
+		f.report(err)
+		return errors.Join(ctx.Err(), fmt.Errorf("invgen: flusher drain: %w", err))
 	}
+	return ctx.Err()
 }
 
-// Flush writes everything the streams hold now, including entries other
-// flushers left unacknowledged for ClaimAfter, and returns how many entries
-// it wrote. Tests and shutdown hooks use it.
+// Flush writes what the streams hold when it is called, including entries
+// other flushers left unacknowledged for ClaimAfter, and returns how many
+// entries it wrote. It does not chase changes made after it was called:
+// under sustained traffic it returns all the same. Entries up to that
+// point that a live flusher holds are waited for. Tests, shutdown hooks
+// and `invgen flush -once` use it.
 func (f *Flusher) Flush(ctx context.Context) (int, error) {
-	if err := flushAckScript.Load(ctx, f.rdb).Err(); err != nil {
+	if err := f.loadScripts(ctx); err != nil {
 		return 0, fmt.Errorf("invgen: flush: %w", err)
 	}
+	defer f.forgetSelf(ctx)
 	var b Batch
+	return f.flushNow(ctx, &b, true)
+}
+
+func (f *Flusher) loadScripts(ctx context.Context) error {
+	for _, s := range []*redis.Script{flushAckScript, flushForgetScript} {
+		if err := s.Load(ctx, f.rdb).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushNow writes every entry up to the last one each stream held when it
+// was called. With wait it also waits for such entries that other
+// flushers hold (claiming them once idle for ClaimAfter).
+func (f *Flusher) flushNow(ctx context.Context, b *Batch, wait bool) (int, error) {
+	tails, err := f.tails(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("invgen: flush: %w", err)
+	}
 	total := 0
-	for _, own := range []bool{true, false} {
-		for claim := true; ; claim = false {
-			n, err := f.round(ctx, &b, own, claim)
-			total += n
-			if err != nil {
-				return total, err
+	// 1. Our own unacknowledged entries, and those others left idle.
+	for claim := true; ; claim = false {
+		n, err := f.round(ctx, b, pass{own: true, claim: claim})
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 && !claim {
+			break
+		}
+	}
+	// 2. New entries, shard by shard until the read passes the tail.
+	skip := make([]bool, len(f.streams))
+	left := 0
+	for i, t := range tails {
+		skip[i] = t == ""
+		if !skip[i] {
+			left++
+		}
+	}
+	for left > 0 {
+		n, err := f.round(ctx, b, pass{skip: skip})
+		total += n
+		if err != nil {
+			return total, err
+		}
+		for i := range skip {
+			if !skip[i] && (f.last[i] == "" || !idLess(f.last[i], tails[i])) {
+				skip[i] = true
+				left--
 			}
-			if n == 0 && !claim {
-				break
+		}
+	}
+	// 3. Entries up to the tails that other flushers hold: wait for them,
+	// or claim them once they are idle for ClaimAfter.
+	for wait {
+		held, err := f.held(ctx, tails)
+		if err != nil {
+			return total, fmt.Errorf("invgen: flush: %w", err)
+		}
+		if !held {
+			return total, nil
+		}
+		n, err := f.round(ctx, b, pass{own: true, claim: true})
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			sleep(ctx, max(f.cfg.Idle, 10*time.Millisecond))
+			if err := ctx.Err(); err != nil {
+				return total, fmt.Errorf("invgen: flush: waiting for entries other flushers hold: %w", err)
 			}
 		}
 	}
 	return total, nil
+}
+
+// tails returns the id of the last entry of every stream ("" if empty).
+func (f *Flusher) tails(ctx context.Context) ([]string, error) {
+	pipe := f.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(f.streams))
+	for i, s := range f.streams {
+		cmds[i] = pipe.XRevRangeN(ctx, s, "+", "-", 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	tails := make([]string, len(f.streams))
+	for i, c := range cmds {
+		if msgs := c.Val(); len(msgs) > 0 {
+			tails[i] = msgs[0].ID
+		}
+	}
+	return tails, nil
+}
+
+// held reports whether any consumer of the group holds an entry at or
+// before a stream's tail.
+func (f *Flusher) held(ctx context.Context, tails []string) (bool, error) {
+	pipe := f.rdb.Pipeline()
+	cmds := make([]*redis.XPendingCmd, len(f.streams))
+	for i, s := range f.streams {
+		if tails[i] != "" {
+			cmds[i] = pipe.XPending(ctx, s, flushGroup)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !isNoGroup(err) {
+		return false, err
+	}
+	for i, c := range cmds {
+		if c == nil || c.Err() != nil {
+			continue
+		}
+		if p := c.Val(); p.Count > 0 && !idLess(tails[i], p.Lower) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// forget deletes, on every stream, the consumers with nothing pending that
+// are idle for longer than idle (0: none), and self unless it is "".
+func (f *Flusher) forget(ctx context.Context, self string, idle time.Duration) error {
+	run := func() error {
+		pipe := f.rdb.Pipeline()
+		for _, s := range f.streams {
+			flushForgetScript.EvalSha(ctx, pipe, []string{s}, flushGroup, self, idle.Milliseconds())
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+		if err := flushForgetScript.Load(ctx, f.rdb).Err(); err != nil {
+			return err
+		}
+		err = run()
+	}
+	return err
+}
+
+// forgetSelf deletes this flusher's consumer where it holds nothing, even
+// when ctx is done.
+func (f *Flusher) forgetSelf(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := f.forget(fctx, f.cfg.Consumer, 0); err != nil {
+		f.report(fmt.Errorf("invgen: flusher: delete consumer %s: %w", f.cfg.Consumer, err))
+	}
+}
+
+// report hands a round's error to OnError and the Logger.
+func (f *Flusher) report(err error) {
+	if f.cfg.OnError != nil {
+		f.cfg.OnError(err)
+	}
+	if f.cfg.Logger != nil {
+		f.cfg.Logger.Warn("invgen: flush round failed", "consumer", f.cfg.Consumer, "err", err)
+	}
+}
+
+// badEntryError is a stream entry that cannot be parsed: a permanent
+// failure.
+type badEntryError struct{ err error }
+
+func (e *badEntryError) Error() string { return e.err.Error() }
+func (e *badEntryError) Unwrap() error { return e.err }
+
+// permanent reports whether a round's error will not pass by retrying.
+func permanent(err error) bool {
+	var (
+		pe  *pgconn.PgError
+		bad *badEntryError
+	)
+	switch {
+	case errors.As(err, &bad):
+		return true
+	case errors.As(err, &pe):
+		return strings.HasPrefix(pe.Code, "42") || pe.Code == "3D000" || pe.Code == "3F000"
+	}
+	return false
+}
+
+func isNoGroup(err error) bool { return err != nil && strings.Contains(err.Error(), "NOGROUP") }
+
+// idLess reports whether stream id a is before b.
+func idLess(a, b string) bool {
+	ams, aseq, _ := strings.Cut(a, "-")
+	bms, bseq, _ := strings.Cut(b, "-")
+	am, _ := strconv.ParseUint(ams, 10, 64)
+	bm, _ := strconv.ParseUint(bms, 10, 64)
+	if am != bm {
+		return am < bm
+	}
+	as, _ := strconv.ParseUint(aseq, 10, 64)
+	bs, _ := strconv.ParseUint(bseq, 10, 64)
+	return as < bs
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -190,29 +433,48 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// pass says what one round reads.
+type pass struct {
+	own   bool   // this consumer's unacknowledged entries instead of new ones
+	claim bool   // also entries other consumers left idle for ClaimAfter
+	skip  []bool // shards not to read; nil reads every shard (quiet ones every eighth round)
+}
+
 // round reads one batch from every shard (new entries, or with own this
 // consumer's unacknowledged ones; with claim also entries other consumers
 // left idle), writes it, and acknowledges and deletes what it wrote.
-func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, error) {
+func (f *Flusher) round(ctx context.Context, b *Batch, p pass) (int, error) {
+	n, err := f.round1(ctx, b, p)
+	if isNoGroup(err) {
+		if err := f.createGroups(ctx); err != nil {
+			return 0, err
+		}
+		n, err = f.round1(ctx, b, p)
+	}
+	return n, err
+}
+
+func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	start := time.Now()
 	pipe := f.rdb.Pipeline()
 	reads := make([]*redis.XStreamSliceCmd, len(f.streams))
 	claims := make([]*redis.XAutoClaimCmd, len(f.streams))
 	from := ">"
-	if own {
+	if p.own {
 		from = "0"
 	}
 	f.rounds++
-	every := own || claim || f.rounds%8 == 0
+	every := p.own || p.claim || f.rounds%8 == 0
 	for i, s := range f.streams {
-		if f.quiet[i] > 0 && !every {
+		f.last[i] = ""
+		if p.skip != nil && p.skip[i] || p.skip == nil && f.quiet[i] > 0 && !every {
 			continue
 		}
 		reads[i] = pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: flushGroup, Consumer: f.cfg.Consumer, Streams: []string{s, from},
 			Count: int64(f.cfg.BatchSize), Block: -1,
 		})
-		if claim {
+		if p.claim {
 			claims[i] = pipe.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 				Stream: s, Group: flushGroup, Consumer: f.cfg.Consumer,
 				MinIdle: f.cfg.ClaimAfter, Start: "0", Count: int64(f.cfg.BatchSize),
@@ -221,13 +483,14 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 	}
 	_, err := pipe.Exec(ctx)
 	if err != nil && !errors.Is(err, redis.Nil) {
-		if strings.Contains(err.Error(), "NOGROUP") {
-			return 0, f.createGroups(ctx)
-		}
 		return 0, err
 	}
 	b.reset()
 	ids := make([][]string, len(f.streams))
+	// hashes[i] and unflushed[i]: the item hash and id of each entry of
+	// shard i to delete from its item's unflushed entries.
+	hashes := make([][]string, len(f.streams))
+	unflushed := make([][]string, len(f.streams))
 	var oldest int64 = -1
 	add := func(i int, msgs []redis.XMessage) error {
 		for _, m := range msgs {
@@ -236,8 +499,10 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 				continue // deleted after it was read: written already
 			}
 			if err := b.add(m); err != nil {
-				return err
+				return &badEntryError{err}
 			}
+			hashes[i] = append(hashes[i], unflushedKey(f.tags[i], b.Items[b.Len()-1]))
+			unflushed[i] = append(unflushed[i], m.ID)
 			if ms := idMillis(m.ID); oldest < 0 || ms < oldest {
 				oldest = ms
 			}
@@ -253,6 +518,9 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 			got += len(st.Messages)
 			if err := add(i, st.Messages); err != nil {
 				return 0, err
+			}
+			if len(st.Messages) > 0 && !p.own {
+				f.last[i] = st.Messages[len(st.Messages)-1].ID
 			}
 		}
 		if got == 0 {
@@ -281,7 +549,7 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
-	if err := f.ack(ctx, ids); err != nil {
+	if err := f.ack(ctx, ids, hashes, unflushed); err != nil {
 		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
 	}
 	if len(conflicts) > 0 && f.cfg.OnConflict != nil {
@@ -297,21 +565,27 @@ func (f *Flusher) round(ctx context.Context, b *Batch, own, claim bool) (int, er
 	return n, nil
 }
 
-// ack acknowledges and trims the written entries of every shard, in one
-// pipeline of flushack.lua calls.
-func (f *Flusher) ack(ctx context.Context, ids [][]string) error {
+// ack acknowledges and trims the written entries of every shard, and
+// deletes them from their items' unflushed entries (hashes[i][j] holds
+// unflushed[i][j]), in one pipeline of flushack.lua calls.
+func (f *Flusher) ack(ctx context.Context, ids, hashes, unflushed [][]string) error {
 	run := func() error {
 		pipe := f.rdb.Pipeline()
 		for i, s := range f.streams {
 			if len(ids[i]) == 0 {
 				continue
 			}
-			args := make([]any, 0, len(ids[i])+1)
-			args = append(args, flushGroup)
+			keys := make([]string, 0, len(hashes[i])+1)
+			keys = append(append(keys, s), hashes[i]...)
+			args := make([]any, 0, len(ids[i])+len(unflushed[i])+2)
+			args = append(args, flushGroup, len(ids[i]))
 			for _, id := range ids[i] {
 				args = append(args, id)
 			}
-			flushAckScript.EvalSha(ctx, pipe, []string{s}, args...)
+			for _, id := range unflushed[i] {
+				args = append(args, id)
+			}
+			flushAckScript.EvalSha(ctx, pipe, keys, args...)
 		}
 		_, err := pipe.Exec(ctx)
 		return err
@@ -372,7 +646,18 @@ type FlushLag struct {
 	Entries int64
 	// Oldest is the age of the oldest of them.
 	Oldest time.Duration
+	// Backlog is true when Entries reaches BacklogEntries or Oldest
+	// reaches BacklogAge: no flusher runs, or flushers fall behind.
+	Backlog bool
 }
+
+// The bounds past which FlushLag and Audit report a backlog. The streams
+// grow without bound while no flusher runs; every unflushed entry is also
+// what a Redis loss would take from the ledger.
+const (
+	BacklogEntries = 100_000
+	BacklogAge     = time.Minute
+)
 
 // FlushLag reports the prefix's flush lag (zero in the sync mode).
 func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
@@ -405,6 +690,7 @@ func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
 			}
 		}
 	}
+	lag.Backlog = lag.Entries >= BacklogEntries || lag.Oldest >= BacklogAge
 	return lag, nil
 }
 
@@ -451,34 +737,172 @@ func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	return NewFlusher(c.rdb, c.opt.namespace, c.prefix, len(c.ks.tags), c.ledger, cfg)
 }
 
-// writeStream writes every entry of one shard stream to the ledger without
-// acknowledging them (the flusher will, after writing them again, which
-// changes nothing). Refresh calls it under the item's fence so that the
-// ledger holds every change of the item.
-func (c *Core[K]) writeStream(ctx context.Context, stream string) error {
-	start := "-"
-	var b Batch
-	for {
-		msgs, err := c.rdb.XRangeN(ctx, stream, start, "+", 1000).Result()
-		if err != nil {
+// unflushedKey is the hash of an item's unflushed stream entries: the
+// shard's tag, "unflushed:" and the item's Redis form.
+func unflushedKey(tag, item string) string { return tag + "unflushed:" + item }
+
+func (k itemKeys) unflushed() string { return unflushedKey(k.tag, k.id) }
+
+// streamKeys completes the keys of a stream-mode change for reserve.lua:
+// KEYS[7] (a release's purchase, otherwise a copy of the op record key)
+// and KEYS[8], the item's unflushed entries.
+func (k itemKeys) streamKeys(keys []string) []string {
+	if len(keys) == 6 {
+		keys = append(keys, keys[1])
+	}
+	return append(keys, k.unflushed())
+}
+
+// addUnflushed appends the usage row of one of item's unflushed entries,
+// "kind:delta:attempt:op key" as reserve.lua writes it.
+func (b *Batch) addUnflushed(item, v string) error {
+	kind, rest, ok1 := strings.Cut(v, ":")
+	ds, rest, ok2 := strings.Cut(rest, ":")
+	as, opKey, ok3 := strings.Cut(rest, ":")
+	d, err1 := strconv.ParseInt(ds, 10, 64)
+	a, err2 := strconv.ParseInt(as, 10, 64)
+	if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil {
+		return fmt.Errorf("unflushed entry of %s: malformed %q", item, v)
+	}
+	b.Items = append(b.Items, item)
+	b.Kinds = append(b.Kinds, kind)
+	b.OpKeys = append(b.OpKeys, opKey)
+	b.Deltas = append(b.Deltas, d)
+	b.Attempts = append(b.Attempts, a)
+	return nil
+}
+
+// unflushedChunk is how many items' unflushed entries are read per round
+// trip, unflushedScan how many entries of one item per read, and
+// unflushedBatch how many rows are written per statement.
+const (
+	unflushedChunk = 20
+	unflushedScan  = 1000
+	unflushedBatch = 5000
+)
+
+// writeUnflushed writes the unflushed stream entries of the items to the
+// ledger, in stream order, and deletes them from the items' hashes once
+// written (the flusher writes them again when it reaches them, which
+// changes nothing). It costs what these items hold, not their shards'
+// backlog. Refresh calls it under the items' fences so that the ledger
+// holds every change of them. Conflicts need no action here: the caller
+// reads the ledger next and loads what it says.
+func (c *Core[K]) writeUnflushed(ctx context.Context, items ...itemKeys) error {
+	for len(items) > 0 {
+		chunk := items[:min(len(items), unflushedChunk)]
+		items = items[len(chunk):]
+		if err := c.writeUnflushedChunk(ctx, chunk); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) error {
+	type entry struct {
+		id, row string
+		k       int // index in items
+	}
+	var all []entry
+	cursors := make([]uint64, len(items))
+	todo := make([]int, len(items))
+	for i := range items {
+		todo[i] = i
+	}
+	for len(todo) > 0 {
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.ScanCmd, len(todo))
+		for j, i := range todo {
+			cmds[j] = pipe.HScan(ctx, items[i].unflushed(), cursors[i], "", unflushedScan)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		more := todo[:0]
+		for j, i := range todo {
+			kv, cursor, err := cmds[j].Result()
+			if err != nil {
+				return err
+			}
+			for x := 0; x+1 < len(kv); x += 2 {
+				all = append(all, entry{kv[x], kv[x+1], i})
+			}
+			if cursors[i] = cursor; cursor != 0 {
+				more = append(more, i)
+			}
+		}
+		todo = more
+	}
+	// Stream order: of two entries of one op key, the earlier is written
+	// (as the flusher does). A scan may return an entry twice.
+	slices.SortFunc(all, func(a, b entry) int {
+		if a.id == b.id {
+			return 0
+		}
+		if idLess(a.id, b.id) {
+			return -1
+		}
+		return 1
+	})
+	all = slices.CompactFunc(all, func(a, b entry) bool { return a.id == b.id })
+	var b Batch
+	for len(all) > 0 {
+		part := all[:min(len(all), unflushedBatch)]
+		all = all[len(part):]
 		b.reset()
-		for _, m := range msgs {
-			if err := b.add(m); err != nil {
+		fields := map[int][]string{}
+		for _, e := range part {
+			if err := b.addUnflushed(items[e.k].id, e.row); err != nil {
 				return err
 			}
+			fields[e.k] = append(fields[e.k], e.id)
 		}
-		if b.Len() > 0 {
-			// Conflicts need no action here: the caller reads the ledger
-			// next and loads what it says.
-			if _, err := c.ledger.Flush(ctx, &b); err != nil {
-				return err
+		if _, err := c.ledger.Flush(ctx, &b); err != nil {
+			return err
+		}
+		pipe := c.rdb.Pipeline()
+		for k, ids := range fields {
+			pipe.HDel(ctx, items[k].unflushed(), ids...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unflushedSmall is how many unflushed entries of an item Refresh leaves
+// to write under its fence; it writes the rest before fencing.
+const unflushedSmall = 2000
+
+// writeUnflushedBeforeFence writes an item's unflushed entries while
+// changes of it go on, until few are left (or after a few passes when
+// buyers add them as fast), so that what is left to write under the fence
+// is short.
+func (c *Core[K]) writeUnflushedBeforeFence(ctx context.Context, items ...itemKeys) error {
+	for range 8 {
+		pipe := c.rdb.Pipeline()
+		lens := make([]*redis.IntCmd, len(items))
+		for i, k := range items {
+			lens[i] = pipe.HLen(ctx, k.unflushed())
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		var big []itemKeys
+		for i, k := range items {
+			if lens[i].Val() > unflushedSmall {
+				big = append(big, k)
 			}
 		}
-		if len(msgs) < 1000 {
+		if len(big) == 0 {
 			return nil
 		}
-		start = "(" + msgs[len(msgs)-1].ID
+		if err := c.writeUnflushed(ctx, big...); err != nil {
+			return err
+		}
+		items = big
 	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,6 +63,13 @@ func TestStreamOperations(t *testing.T) {
 	}
 	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
 		t.Fatalf("FlushLag after the flush = %+v, %v", lag, err)
+	}
+	keys, err := testenv.Keys(ctx, f.rdb, f.ns)
+	testenv.Must(t, err, "keys")
+	for _, k := range keys {
+		if strings.Contains(k, "}:unflushed:") {
+			t.Fatalf("%s is left after the flush: the flusher deletes the entries it wrote", k)
+		}
 	}
 	if got := f.assertConserved(t, "a"); got != 10 {
 		t.Fatalf("stock %d, want 10", got)

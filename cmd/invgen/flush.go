@@ -28,7 +28,9 @@ them and exits. With -once it writes what the streams hold and exits.
 Several flushers may run at once; one that dies loses nothing. It first checks
 that the ledger database records each prefix's layout as the spec (and
 -namespace) describe it, and exits 1 when it does not, or when the database
-has no tables of the prefix.`
+has no tables of the prefix. Failed rounds are printed to stderr and retried;
+a permanent failure (the ledger's tables, schema or privileges missing) stops
+every flusher and exits non-zero.`
 
 // runFlush is `invgen flush`.
 func runFlush(args []string, stdout, stderr io.Writer) int {
@@ -103,6 +105,11 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 				defer mu.Unlock()
 				fmt.Fprintf(stderr, "invgen flush: %s: Redis repeated changes of %v after forgetting their op keys; the ledger kept the first. Refresh these items (Manager.Refresh, or the janitor with Repair).\n", name, items)
 			},
+			OnError: func(err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(stderr, "invgen flush: %s: %v\n", name, err)
+			},
 		})
 		if err != nil {
 			fmt.Fprintf(stderr, "invgen flush: %s: %v\n", p.Name, err)
@@ -128,6 +135,10 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "invgen flush: flushing %v until interrupted\n", names)
+	// A flusher that stops on a permanent failure stops the others too
+	// (they drain), and the command fails.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		wg     sync.WaitGroup
 		status = exitOK
@@ -136,11 +147,12 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := f.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
 				mu.Lock()
 				fmt.Fprintf(stderr, "invgen flush: %s: %v\n", names[i], err)
 				status = exitFail
 				mu.Unlock()
+				cancel()
 			}
 		}()
 	}

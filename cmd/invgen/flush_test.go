@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,5 +139,103 @@ func TestFlushCommandUnknownPrefix(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("invgen flush still runs after 30s against a database without the tables")
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// flushSetup sets up a drop manager with one unflushed purchase and returns
+// it with the arguments of `invgen flush` on its namespace and schema.
+func flushSetup(t *testing.T) (*drop.Manager, *pgxpool.Pool, []string) {
+	ctx := testenv.Context(t, time.Minute)
+	rdb := testenv.Redis(t)
+	ns := testenv.Namespace(t, rdb)
+	pool := testenv.Pool(t)
+	m, err := drop.New(pool, rdb, drop.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, m.CreateTables(ctx), "CreateTables")
+	testenv.Must(t, m.Init(ctx, "hot", 100), "Init")
+	_, err = m.Decr(ctx, "hot", 2, "o1")
+	testenv.Must(t, err, "Decr")
+	u, err := url.Parse(testenv.DatabaseURL())
+	testenv.Must(t, err, "db url")
+	q := u.Query()
+	q.Set("search_path", testenv.Schema(pool))
+	u.RawQuery = q.Encode()
+	return m, pool, []string{"flush", "-f", "../../inventory.yaml", "-namespace", ns, "-redis", testenv.RedisURL(), "-db", u.String()}
+}
+
+// runAsync runs the command in the background.
+func runAsync(args []string) (stdout, stderr *lockedBuffer, code chan int) {
+	stdout, stderr, code = &lockedBuffer{}, &lockedBuffer{}, make(chan int, 1)
+	go func() { code <- run(args, stdout, stderr) }()
+	return stdout, stderr, code
+}
+
+// invgen flush stops with a failure status when the ledger's tables are
+// gone, instead of retrying silently for ever.
+func TestFlushCommandStopsOnPermanentError(t *testing.T) {
+	_, pool, args := flushSetup(t)
+	_, err := pool.Exec(context.Background(), "DROP TABLE "+drop.UsageTable)
+	testenv.Must(t, err, "drop")
+	_, stderr, code := runAsync(args)
+	select {
+	case c := <-code:
+		if c == exitOK {
+			t.Fatalf("exit %d; stderr %q", c, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "42P01") {
+			t.Fatalf("stderr %q does not name the error", stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		<-code
+		t.Fatalf("invgen flush still running 15s after its tables were dropped; stderr %q", stderr.String())
+	}
+}
+
+// invgen flush prints the errors of rounds that failed, and goes on.
+func TestFlushCommandPrintsRoundErrors(t *testing.T) {
+	_, pool, args := flushSetup(t)
+	_, err := pool.Exec(context.Background(), `CREATE FUNCTION no_flush() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'not now'; END $$;
+		CREATE TRIGGER no_flush BEFORE INSERT ON `+drop.UsageTable+` FOR EACH STATEMENT EXECUTE FUNCTION no_flush()`)
+	testenv.Must(t, err, "trigger")
+	_, stderr, code := runAsync(args)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(stderr.String(), "not now") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	seen := strings.Contains(stderr.String(), "not now")
+	_, err = pool.Exec(context.Background(), "DROP TRIGGER no_flush ON "+drop.UsageTable)
+	testenv.Must(t, err, "drop trigger")
+	time.Sleep(300 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	c := <-code
+	if !seen {
+		t.Fatalf("no round error on stderr %q", stderr.String())
+	}
+	if c != exitOK {
+		t.Fatalf("exit %d after a passing error; stderr %q", c, stderr.String())
+	}
+	var rows int64
+	testenv.Must(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM "+drop.UsageTable).Scan(&rows), "rows")
+	if rows != 1 {
+		t.Fatalf("%d rows flushed, want 1", rows)
 	}
 }

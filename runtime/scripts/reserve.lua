@@ -26,7 +26,9 @@
 -- KEYS[3]  sync: shard journal (zset: pending op record key -> lease deadline, ms,
 --          Redis clock); stream: shard stream of usage for the flusher
 -- KEYS[4..6] the shard's buckets of settled op records
--- KEYS[7]  release only: pending op record of the purchase being released
+-- KEYS[7]  release: pending op record of the purchase being released (stream
+--          mode: a copy of KEYS[2] for the other kinds)
+-- KEYS[8]  stream mode: the item's unflushed entries (see below)
 -- ARGV[1]  kind: decr | incr | release | adjust
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
 --          the ledger, or "" to read them from KEYS[4]
@@ -106,7 +108,10 @@ if kind == 'decr' then
   if avail + delta < 0 then return refuse(SHORT) end
 elseif kind == 'incr' then
   delta = tonumber(ARGV[2])
-  if avail + held + rising + delta > cap then return refuse(LIMIT) end
+  if avail + rising + delta > cap then return refuse(LIMIT) end
+  -- Units of pending purchases come back if they are undone: wait for
+  -- them (most are committed, their journal clear on its way).
+  if avail + held + rising + delta > cap then return reply(BUSY, avail, 0, '', 0, '0') end
 elseif kind == 'adjust' then
   delta = tonumber(ARGV[2])
   dcap = delta
@@ -126,7 +131,8 @@ elseif kind == 'release' then
   delta = tonumber(taken)
   if delta <= 0 then return reply(NOTHING, avail, 0, '', 1, '0') end
   -- Units an Incr already returned cannot be released again.
-  if avail + held + rising + delta > cap then return refuse(LIMIT) end
+  if avail + rising + delta > cap then return refuse(LIMIT) end
+  if avail + held + rising + delta > cap then return reply(BUSY, avail, 0, '', 0, '0') end
 else
   return redis.error_reply('invgen: unknown kind ' .. kind)
 end
@@ -135,7 +141,15 @@ if ARGV[9] == 'stream' then
   redis.call('HINCRBY', KEYS[1], 'a', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
   settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[10], string.format('c:%d:%d', delta, avail + delta), now, tonumber(ARGV[11]))
-  redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
+  local id = redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
+  -- KEYS[8] (stream mode; KEYS[7] is then present, for a release its
+  -- purchase, else a copy of KEYS[2]): the item's unflushed entries, a
+  -- hash of stream id -> "kind:delta:attempt:op key", so that a refresh
+  -- writes the item's own entries only. flushack.lua deletes each entry
+  -- once its batch is committed.
+  if KEYS[8] then
+    redis.call('HSET', KEYS[8], id, kind .. ':' .. string.format('%d', delta) .. ':' .. ARGV[8] .. ':' .. ARGV[6])
+  end
   return reply(RESERVED, avail + delta, delta, 'c', 0, ARGV[8])
 end
 if delta < 0 then
