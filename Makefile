@@ -31,9 +31,10 @@ test-short: services ## the tests without the race detector (quicker)
 demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against the ledger
 	$(GO) run ./examples/flashsale
 
-chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages (under 10 minutes)
+chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages, then 20 seeds of the model-based tester (under 15 minutes)
 	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./runtime -args -chaos.long \
 		| tee chaos.out | grep -E '^\s+chaos_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
+	$(MAKE) --no-print-directory robustness
 
 robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1); a failure prints its seed and a shrunk plan
 	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \

@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -153,5 +154,36 @@ func TestStreamFlushBatchRepeatKeepsTheFirst(t *testing.T) {
 	testenv.Must(t, err, "Flush again")
 	if len(conflicts) != 0 {
 		t.Fatalf("rewriting the kept entry reported conflicts %v", conflicts)
+	}
+}
+
+// The correction of a stream repeat is not lost when the refresh it needs
+// fails for a while (here another refresh holds the item's fence): the
+// batch stays unacknowledged, is written again, and the item is refreshed
+// once it can be.
+func TestStreamConflictRefreshIsRetried(t *testing.T) {
+	f := streamFixture(t, invrt.WithOpTTL(100*time.Millisecond), invrt.WithBusyWait(50*time.Millisecond))
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	_, err := f.m.Decr(ctx, "a", 3, "d1")
+	testenv.Must(t, err, "Decr")
+	_, err = f.m.Flush(ctx)
+	testenv.Must(t, err, "Flush")
+	time.Sleep(200 * time.Millisecond) // Redis forgets d1
+	if _, err := f.m.Decr(ctx, "a", 3, "d1"); err != nil {
+		t.Fatal(err) // applied again in Redis: 4 left, the ledger says 7
+	}
+	// Another refresh holds the fence for a second.
+	fence := strconv.FormatInt(time.Now().Add(time.Second).UnixMilli(), 10)
+	testenv.Must(t, f.rdb.HSet(ctx, f.itemKey(t, "a"), "f", fence, "t", "someone else").Err(), "fence")
+	fctx, stop := context.WithTimeout(ctx, 2500*time.Millisecond)
+	defer stop()
+	var errs int
+	f.m.RunFlusher(fctx, invrt.FlusherConfig{OnError: func(error) { errs++ }})
+	if errs == 0 {
+		t.Error("the failed refresh of the conflict was not reported")
+	}
+	if got := f.assertConserved(t, "a"); got != 7 {
+		t.Fatalf("stock %d after the correction, want 7 (one purchase of 3)", got)
 	}
 }

@@ -47,7 +47,9 @@ type FlusherConfig struct {
 	// OnConflict, if set, receives the items of entries the ledger refused
 	// because it holds their op key from an earlier attempt (a change Redis
 	// repeated after its op record expired or was lost). Their Redis stock
-	// is off until refreshed; Manager.RunFlusher refreshes them itself.
+	// is off until refreshed. Manager.RunFlusher and Manager.Flush refresh
+	// them themselves before they acknowledge the batch (a refresh that
+	// fails fails the round, and the batch is written and repaired again).
 	OnConflict func(ctx context.Context, items []string)
 	// OnError, if set, receives the error of every round that failed.
 	// Run retries such rounds with a growing pause (Idle doubling up to
@@ -94,6 +96,11 @@ type Flusher struct {
 	// last[i] is the id of the last new entry the latest round read from
 	// shard i ("" for none).
 	last []string
+	// repair, set by a Core's flusher, refreshes the items whose entries
+	// conflicted before their batch is acknowledged: if it fails, the
+	// batch is written again later, finds the same conflicts, and repairs
+	// them then, so no correction is lost.
+	repair func(ctx context.Context, items []string) error
 }
 
 // NewFlusher returns a flusher of the prefix's streams. Generated packages
@@ -549,6 +556,11 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
+	if len(conflicts) > 0 && f.repair != nil {
+		if err := f.repair(ctx, conflicts); err != nil {
+			return 0, fmt.Errorf("invgen: refresh the items of entries the ledger refused as repeats (the batch is written again and they are refreshed then): %w", err)
+		}
+	}
 	if err := f.ack(ctx, ids, hashes, unflushed); err != nil {
 		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
 	}
@@ -723,18 +735,24 @@ func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	if !c.stream {
 		return nil, argError("prefix %s uses the sync ledger: there is nothing to flush", c.prefix)
 	}
-	user := cfg.OnConflict
-	cfg.OnConflict = func(ctx context.Context, items []string) {
+	f, err := NewFlusher(c.rdb, c.opt.namespace, c.prefix, len(c.ks.tags), c.ledger, cfg)
+	if err != nil {
+		return nil, err
+	}
+	f.repair = func(ctx context.Context, items []string) error {
+		var errs []error
 		for _, item := range items {
-			if id, err := c.codec.Decode(item); err == nil {
-				_ = c.Refresh(ctx, id)
+			id, err := c.codec.Decode(item)
+			if err == nil {
+				err = c.Refresh(ctx, id)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("item %q: %w", item, err))
 			}
 		}
-		if user != nil {
-			user(ctx, items)
-		}
+		return errors.Join(errs...)
 	}
-	return NewFlusher(c.rdb, c.opt.namespace, c.prefix, len(c.ks.tags), c.ledger, cfg)
+	return f, nil
 }
 
 // unflushedKey is the hash of an item's unflushed stream entries: the
