@@ -82,3 +82,34 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	f.pool.Close()
 	f.rdb.Close()
 }
+
+// Close stops the loops a manager runs for its owner, and waits for them:
+// a flusher drains what it holds, a janitor returns.
+func TestCloseStopsFlusherAndJanitor(t *testing.T) {
+	f := streamFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	m := f.reopen()
+	flusher := make(chan error, 1)
+	janitor := make(chan error, 1)
+	go func() { flusher <- m.RunFlusher(ctx, invrt.FlusherConfig{}) }()
+	go func() { janitor <- m.RunJanitor(ctx, invrt.JanitorConfig[string]{ReconcileEvery: 10 * time.Millisecond}) }()
+	_, err := m.Decr(ctx, "a", 2, "o1")
+	testenv.Must(t, err, "Decr")
+	time.Sleep(50 * time.Millisecond)
+	testenv.Must(t, m.(closer).Close(ctx), "Close")
+	for name, ch := range map[string]chan error{"RunFlusher": flusher, "RunJanitor": janitor} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, invrt.ErrClosed) {
+				t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+			}
+		default:
+			t.Errorf("%s still runs after Close returned", name)
+		}
+	}
+	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+		t.Fatalf("FlushLag after Close = %+v, %v; want the stream drained", lag, err)
+	}
+	f.assertConserved(t, "a")
+}

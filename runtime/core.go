@@ -69,6 +69,8 @@ type Core[K any] struct {
 	wg     sync.WaitGroup
 	mu     sync.RWMutex
 	closed bool
+	// closing is closed by Close: it stops RunFlusher and RunJanitor.
+	closing chan struct{}
 	// Durations in milliseconds, as the scripts take them, also boxed.
 	leaseMS, opTTLMS, fenceMS string
 	leaseArg, opTTLArg        any
@@ -122,6 +124,7 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 	}
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	c := &Core[K]{
+		closing: make(chan struct{}),
 		layout:  guard,
 		prefix:  cfg.Prefix,
 		codec:   cfg.Codec,
@@ -801,14 +804,19 @@ func (c *Core[K]) releaseFromLedger(ctx context.Context, id K, k itemKeys, opKey
 	return Result{}, -row.Delta, nil
 }
 
-// Close stops the manager: later calls get ErrClosed. It waits, until ctx
-// is done, for the work the manager does in the background: the batched
-// journal clears of committed changes (a process that exits right after a
-// successful Decr would otherwise leave its entry pending until Reconcile)
-// and the changes that complete after their caller's context ended.
+// Close stops the manager: later calls get ErrClosed, and RunFlusher and
+// RunJanitor return (a flusher drains first). It waits, until ctx is done,
+// for the calls in progress and the work the manager does in the
+// background: the batched journal clears of committed changes (a process
+// that exits right after a successful Decr would otherwise leave its entry
+// pending until Reconcile) and the changes that complete after their
+// caller's context ended.
 func (c *Core[K]) Close(ctx context.Context) error {
 	c.mu.Lock()
-	c.closed = true
+	if !c.closed {
+		c.closed = true
+		close(c.closing)
+	}
 	c.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
@@ -821,6 +829,29 @@ func (c *Core[K]) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("invgen: close %s: %w", c.prefix, ctx.Err())
 	}
+}
+
+// untilClosed returns ctx, ended also when the Core is closed, for the
+// loops that run until their context ends (RunFlusher, RunJanitor).
+func (c *Core[K]) untilClosed(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	c.wg.Add(1) // within a counted call: see enter
+	go func() {
+		defer c.wg.Done()
+		select {
+		case <-c.closing:
+			cancel(ErrClosed)
+		case <-stop:
+		}
+	}()
+	return ctx, func() { close(stop); cancel(nil) }
+}
+
+func (c *Core[K]) isClosed() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.closed
 }
 
 // enter is the gate of every call: it refuses once the Core is closed

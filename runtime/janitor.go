@@ -314,10 +314,15 @@ type JanitorReport[K any] struct {
 // schedule until ctx is done, then returns ctx's error. Run it in a
 // goroutine of the application, or in a process of its own; several
 // janitors of one prefix may run at once.
+//
+// Close stops it too: it returns ErrClosed, and Close waits for it.
 func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
-	if err := c.layout.check(ctx); err != nil {
+	if err := c.enter(ctx); err != nil {
 		return err
 	}
+	defer c.wg.Done()
+	ctx, stop := c.untilClosed(ctx)
+	defer stop()
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = 30 * time.Second
 	}
@@ -340,6 +345,9 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 	for {
 		select {
 		case <-ctx.Done():
+			if c.isClosed() {
+				return ErrClosed
+			}
 			return ctx.Err()
 		case <-reconcile.C:
 			rep, err := c.Reconcile(ctx)

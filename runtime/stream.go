@@ -708,22 +708,33 @@ func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
 
 // RunFlusher runs a flusher of this prefix until ctx is done (see
 // Flusher.Run). It is an error in the sync mode.
+//
+// Close stops it too: it drains and returns ErrClosed, and Close waits for
+// it.
 func (c *Core[K]) RunFlusher(ctx context.Context, cfg FlusherConfig) error {
-	if err := c.layout.check(ctx); err != nil {
+	if err := c.enter(ctx); err != nil {
 		return err
 	}
+	defer c.wg.Done()
 	f, err := c.flusher(cfg)
 	if err != nil {
 		return err
 	}
-	return f.Run(ctx)
+	ctx, stop := c.untilClosed(ctx)
+	defer stop()
+	err = f.Run(ctx)
+	if c.isClosed() {
+		return ErrClosed
+	}
+	return err
 }
 
 // Flush writes everything the prefix's streams hold to the ledger now.
 func (c *Core[K]) Flush(ctx context.Context) (int, error) {
-	if err := c.layout.check(ctx); err != nil {
+	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
+	defer c.wg.Done()
 	f, err := c.flusher(FlusherConfig{Consumer: "flush-" + newToken()[:8]})
 	if err != nil {
 		return 0, err
