@@ -93,7 +93,9 @@ func TestCloseStopsFlusherAndJanitor(t *testing.T) {
 	flusher := make(chan error, 1)
 	janitor := make(chan error, 1)
 	go func() { flusher <- m.RunFlusher(ctx, invrt.FlusherConfig{}) }()
-	go func() { janitor <- m.RunJanitor(ctx, invrt.JanitorConfig[string]{ReconcileEvery: 10 * time.Millisecond}) }()
+	go func() {
+		janitor <- m.RunJanitor(ctx, invrt.JanitorConfig[string]{ReconcileEvery: 10 * time.Millisecond})
+	}()
 	_, err := m.Decr(ctx, "a", 2, "o1")
 	testenv.Must(t, err, "Decr")
 	time.Sleep(50 * time.Millisecond)
