@@ -293,3 +293,29 @@ func TestOneExecutionOneFirstAnswer(t *testing.T) {
 		t.Fatalf("stock %d, want 8", got)
 	}
 }
+
+// A replay answers the stock recorded with the first outcome, not the
+// stock of the moment (the two differ once other changes happened).
+func TestReplayReportsFirstAvailable(t *testing.T) {
+	f := stringFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	first, err := f.m.Decr(ctx, "a", 2, "order-1")
+	testenv.Must(t, err, "Decr")
+	_, err = f.m.Decr(ctx, "a", 3, "order-2")
+	testenv.Must(t, err, "Decr")
+	f.quiesce(t)
+	for i := range 2 {
+		r, err := f.m.Decr(ctx, "a", 2, "order-1")
+		if err != nil || !r.Replayed || r.Available != first.Available || r.Delta != first.Delta {
+			t.Fatalf("repeat #%d = %+v, %v; want a replay of %+v", i+1, r, err, first)
+		}
+	}
+	rel, err := f.m.Release(ctx, "a", "order-2")
+	testenv.Must(t, err, "Release")
+	_, err = f.m.Decr(ctx, "a", 1, "order-3")
+	testenv.Must(t, err, "Decr")
+	if r, err := f.m.Release(ctx, "a", "order-2"); err != nil || !r.Replayed || r.Available != rel.Available {
+		t.Fatalf("repeated Release = %+v, %v; want a replay of %+v", r, err, rel)
+	}
+}
