@@ -264,9 +264,6 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	if kind == KindRelease {
 		keys = append(keys, k.op(KindDecr, opKey))
 	}
-	if mode == "stream" {
-		keys = k.streamKeys(keys)
-	}
 	var wait backoff
 	healed := false
 	for {

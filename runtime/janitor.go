@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -132,7 +133,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	keys := make([]itemKeys, len(items))
 	pipe := c.rdb.Pipeline()
 	stock := make([]*redis.StringCmd, len(items))
-	unflushed := make([]*redis.StringSliceCmd, len(items)) // stream mode
+	unflushed := make([]*redis.MapStringStringCmd, len(items)) // stream mode
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
@@ -142,7 +143,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		keys[i] = c.ks.forItem(item)
 		stock[i] = pipe.HGet(ctx, keys[i].item, "a")
 		if c.stream {
-			unflushed[i] = pipe.HVals(ctx, keys[i].unflushed())
+			unflushed[i] = pipe.HGetAll(ctx, keys[i].item)
 		}
 		if journals[keys[i].journal] == nil {
 			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
@@ -170,7 +171,10 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		if unflushed[i] != nil {
 			// Changes in the stream that the ledger lacks until flushed.
 			var b Batch
-			for _, v := range unflushed[i].Val() {
+			for f, v := range unflushed[i].Val() {
+				if !strings.HasPrefix(f, unflushedPrefix) {
+					continue
+				}
 				if err := b.addUnflushed(keys[i].id, v); err != nil {
 					return nil, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
 				}

@@ -112,14 +112,11 @@ if ARGV[9] == 'stream' then
   redis.call('HSET', KEYS[2], 's', 'c', 'k', kind, 'd', delta, 'a', avail + delta, 'n', ARGV[8])
   redis.call('PEXPIRE', KEYS[2], ARGV[10])
   local id = redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
-  -- KEYS[5] (stream mode; KEYS[4] is then present, for a release its
-  -- purchase, else a copy of KEYS[2]): the item's unflushed entries, a
-  -- hash of stream id -> "kind:delta:attempt:op key", so that a refresh
-  -- writes the item's own entries only. flushack.lua deletes each entry
-  -- once its batch is committed.
-  if KEYS[5] then
-    redis.call('HSET', KEYS[5], id, kind .. ':' .. string.format('%d', delta) .. ':' .. ARGV[8] .. ':' .. ARGV[6])
-  end
+  -- The item's unflushed entries, fields "u:<stream id>" of the item hash
+  -- holding "kind:delta:attempt:op key", so that a refresh writes the
+  -- item's own entries only. flushack.lua deletes each one once its batch
+  -- is committed.
+  redis.call('HSET', KEYS[1], 'u:' .. id, kind .. ':' .. string.format('%d', delta) .. ':' .. ARGV[8] .. ':' .. ARGV[6])
   return reply(RESERVED, avail + delta, delta, 'c', 0, 0, ARGV[8])
 end
 if delta < 0 then
