@@ -331,9 +331,6 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		repaired  bool
 		lastCheck time.Time
 	)
-	if mode == "stream" {
-		keys = k.streamKeys(keys)
-	}
 	for {
 		r, err := c.reserve(ctx, keys, kind, arg, item, opKey, mode, k.field(opRec), decrField)
 		if isWrongType(err) {

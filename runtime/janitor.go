@@ -143,7 +143,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	keys := make([]itemKeys, len(items))
 	pipe := c.rdb.Pipeline()
 	stock := make([]*redis.SliceCmd, len(items))
-	unflushed := make([]*redis.StringSliceCmd, len(items)) // stream mode
+	unflushed := make([]*redis.MapStringStringCmd, len(items)) // stream mode
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
@@ -153,7 +153,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		keys[i] = c.ks.forItem(item)
 		stock[i] = pipe.HMGet(ctx, keys[i].item, "a", "c", "r")
 		if c.stream {
-			unflushed[i] = pipe.HVals(ctx, keys[i].unflushed())
+			unflushed[i] = pipe.HGetAll(ctx, keys[i].item)
 		}
 		if journals[keys[i].journal] == nil {
 			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
@@ -201,7 +201,10 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		if unflushed[i] != nil {
 			// Changes in the stream that the ledger lacks until flushed.
 			var b Batch
-			for _, v := range unflushed[i].Val() {
+			for f, v := range unflushed[i].Val() {
+				if !strings.HasPrefix(f, unflushedPrefix) {
+					continue
+				}
 				if err := b.addUnflushed(keys[i].id, v); err != nil && d.Corrupt == "" {
 					d.Corrupt = err.Error()
 				}

@@ -508,7 +508,7 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			if err := b.add(m); err != nil {
 				return &badEntryError{err}
 			}
-			hashes[i] = append(hashes[i], unflushedKey(f.tags[i], b.Items[b.Len()-1]))
+			hashes[i] = append(hashes[i], f.tags[i]+"item:"+b.Items[b.Len()-1])
 			unflushed[i] = append(unflushed[i], m.ID)
 			if ms := idMillis(m.ID); oldest < 0 || ms < oldest {
 				oldest = ms
@@ -766,21 +766,11 @@ func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	return f, nil
 }
 
-// unflushedKey is the hash of an item's unflushed stream entries: the
-// shard's tag, "unflushed:" and the item's Redis form.
-func unflushedKey(tag, item string) string { return tag + "unflushed:" + item }
-
-func (k itemKeys) unflushed() string { return unflushedKey(k.tag, k.id) }
-
-// streamKeys completes the keys of a stream-mode change for reserve.lua:
-// KEYS[7] (a release's purchase, otherwise a copy of the op record key)
-// and KEYS[8], the item's unflushed entries.
-func (k itemKeys) streamKeys(keys []string) []string {
-	if len(keys) == 6 {
-		keys = append(keys, keys[1])
-	}
-	return append(keys, k.unflushed())
-}
+// unflushedPrefix starts the item hash fields that hold the item's
+// unflushed stream entries: "u:<stream id>" -> "kind:delta:attempt:op key",
+// written by reserve.lua and deleted by flushack.lua. Keeping them in the
+// item hash costs a change no key of its own.
+const unflushedPrefix = "u:"
 
 // addUnflushed appends the usage row of one of item's unflushed entries,
 // "kind:delta:attempt:op key" as reserve.lua writes it.
@@ -843,7 +833,7 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 		pipe := c.rdb.Pipeline()
 		cmds := make([]*redis.ScanCmd, len(todo))
 		for j, i := range todo {
-			cmds[j] = pipe.HScan(ctx, items[i].unflushed(), cursors[i], "", unflushedScan)
+			cmds[j] = pipe.HScan(ctx, items[i].item, cursors[i], unflushedPrefix+"*", unflushedScan)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return err
@@ -855,7 +845,9 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 				return err
 			}
 			for x := 0; x+1 < len(kv); x += 2 {
-				all = append(all, entry{kv[x], kv[x+1], i})
+				if id, ok := strings.CutPrefix(kv[x], unflushedPrefix); ok {
+					all = append(all, entry{id, kv[x+1], i})
+				}
 			}
 			if cursors[i] = cursor; cursor != 0 {
 				more = append(more, i)
@@ -885,14 +877,14 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 			if err := b.addUnflushed(items[e.k].id, e.row); err != nil {
 				return err
 			}
-			fields[e.k] = append(fields[e.k], e.id)
+			fields[e.k] = append(fields[e.k], unflushedPrefix+e.id)
 		}
 		if _, err := c.ledger.Flush(ctx, &b); err != nil {
 			return err
 		}
 		pipe := c.rdb.Pipeline()
 		for k, ids := range fields {
-			pipe.HDel(ctx, items[k].unflushed(), ids...)
+			pipe.HDel(ctx, items[k].item, ids...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
@@ -914,7 +906,7 @@ func (c *Core[K]) writeUnflushedBeforeFence(ctx context.Context, items ...itemKe
 		pipe := c.rdb.Pipeline()
 		lens := make([]*redis.IntCmd, len(items))
 		for i, k := range items {
-			lens[i] = pipe.HLen(ctx, k.unflushed())
+			lens[i] = pipe.HLen(ctx, k.item) // a handful of other fields
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err

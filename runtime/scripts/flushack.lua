@@ -1,12 +1,13 @@
 -- flushack.lua: the flusher's last step for one shard stream. It
 -- acknowledges the entries whose batch is committed in the ledger, deletes
--- them from their items' hashes of unflushed entries, then trims the stream
+-- them from their items' unflushed entries, then trims the stream
 -- below the oldest entry any flusher still holds, which drops whole nodes
 -- at once (far cheaper than XDEL of single entries).
 --
 -- KEYS[1]    shard stream
--- KEYS[2…]   hashes of unflushed entries of the entries' items (see
---            reserve.lua), one per entry in ARGV[n+3…]
+-- KEYS[2…]   item hashes of the entries' items, whose fields "u:<id>" list
+--            their unflushed entries (see reserve.lua), one per entry in
+--            ARGV[n+3…]
 -- ARGV[1]    consumer group
 -- ARGV[2]    n, the number of entry ids to acknowledge
 -- ARGV[3…n+2]  entry ids to acknowledge
@@ -19,7 +20,7 @@ if n > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, n + 2))
 end
 for j = 2, #KEYS do
-  redis.call('HDEL', KEYS[j], ARGV[n + 1 + j])
+  redis.call('HDEL', KEYS[j], 'u:' .. ARGV[n + 1 + j])
 end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
 local minid

@@ -20,15 +20,14 @@
 --                         p = units taken by pending sync purchases (decr): they come back
 --                             if the purchase is undone, so increases count them as on sale,
 --                         h = when Init created the item (ms): Redis has every op record since
+--                         u:<stream id> = stream mode: one of the item's unflushed entries
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
 --          record is a field of a bucket (settled.lua)
 -- KEYS[3]  sync: shard journal (zset: pending op record key -> lease deadline, ms,
 --          Redis clock); stream: shard stream of usage for the flusher
 -- KEYS[4..6] the shard's buckets of settled op records
--- KEYS[7]  release: pending op record of the purchase being released (stream
---          mode: a copy of KEYS[2] for the other kinds)
--- KEYS[8]  stream mode: the item's unflushed entries (see below)
+-- KEYS[7]  release only: pending op record of the purchase being released
 -- ARGV[1]  kind: decr | incr | release | adjust
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
 --          the ledger, or "" to read them from KEYS[4]
@@ -142,14 +141,11 @@ if ARGV[9] == 'stream' then
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
   settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[10], string.format('c:%d:%d', delta, avail + delta), now, tonumber(ARGV[11]))
   local id = redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
-  -- KEYS[8] (stream mode; KEYS[7] is then present, for a release its
-  -- purchase, else a copy of KEYS[2]): the item's unflushed entries, a
-  -- hash of stream id -> "kind:delta:attempt:op key", so that a refresh
-  -- writes the item's own entries only. flushack.lua deletes each entry
-  -- once its batch is committed.
-  if KEYS[8] then
-    redis.call('HSET', KEYS[8], id, kind .. ':' .. string.format('%d', delta) .. ':' .. ARGV[8] .. ':' .. ARGV[6])
-  end
+  -- The item's unflushed entries, fields "u:<stream id>" of the item hash
+  -- holding "kind:delta:attempt:op key", so that a refresh writes the
+  -- item's own entries only. flushack.lua deletes each one once its batch
+  -- is committed.
+  redis.call('HSET', KEYS[1], 'u:' .. id, kind .. ':' .. string.format('%d', delta) .. ':' .. ARGV[8] .. ':' .. ARGV[6])
   return reply(RESERVED, avail + delta, delta, 'c', 0, ARGV[8])
 end
 if delta < 0 then
