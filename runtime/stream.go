@@ -855,18 +855,22 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 		}
 		todo = more
 	}
-	// Stream order: of two entries of one op key, the earlier is written
-	// (as the flusher does). A scan may return an entry twice.
+	// Per item, stream order: of two entries of one op key (always of one
+	// item), the earlier is written, as the flusher does. Stream ids are
+	// unique within a shard only, so two items' entries may share one: an
+	// entry is its item and its id. A scan may return an entry twice.
 	slices.SortFunc(all, func(a, b entry) int {
-		if a.id == b.id {
+		switch {
+		case a.k != b.k:
+			return a.k - b.k
+		case a.id == b.id:
 			return 0
-		}
-		if idLess(a.id, b.id) {
+		case idLess(a.id, b.id):
 			return -1
 		}
 		return 1
 	})
-	all = slices.CompactFunc(all, func(a, b entry) bool { return a.id == b.id })
+	all = slices.CompactFunc(all, func(a, b entry) bool { return a.k == b.k && a.id == b.id })
 	var b Batch
 	for len(all) > 0 {
 		part := all[:min(len(all), unflushedBatch)]
