@@ -136,6 +136,7 @@ var options = []option{
 	{"WithOpTTL", "d", jen.Qual("time", "Duration"), "WithOpTTL sets how long Redis remembers a completed op key (default 24h)."},
 	{"WithFenceTTL", "d", jen.Qual("time", "Duration"), "WithFenceTTL sets how long a refresh may fence an item (default 5s)."},
 	{"WithBusyWait", "d", jen.Qual("time", "Duration"), "WithBusyWait sets how long a change waits for a fenced item before ErrBusy (default 2s)."},
+	{"WithLogger", "l", jen.Op("*").Qual("log/slog", "Logger"), "WithLogger sets where the manager reports what goes wrong in the background (default: nowhere)."},
 	{"WithLedgerTimeout", "d", jen.Qual("time", "Duration"), "WithLedgerTimeout bounds the SQL calls that settle a change whose ledger write failed (default 5s)."},
 }
 

@@ -91,7 +91,12 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 			cmds, err = run()
 		}
 	}
-	if err != nil && cmds == nil {
+	if err != nil {
+		// The entries stay journaled; Reconcile confirms them.
+		c.opt.logger.Error("invgen: clearing the journal entries of committed changes failed; Reconcile confirms them",
+			"prefix", c.prefix, "changes", len(batch), "err", err)
+	}
+	if cmds == nil {
 		return
 	}
 	// After a Redis restart a whole batch may have lost its records: load
@@ -111,11 +116,28 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 	go func() {
 		defer c.wg.Done()
 		for item := range lost {
-			if id, err := c.codec.Decode(item); err == nil {
-				rctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
-				_ = c.Refresh(rctx, id)
-				cancel()
-			}
+			c.refreshLost(item)
 		}
 	}()
+}
+
+// refreshLost reloads an item whose committed change lost its op record
+// (Redis lost data between the change's two steps): Redis may have been
+// rebuilt without the change and offer its units again, so the refresh is
+// retried for a while, and a failure is logged for the operator.
+func (c *Core[K]) refreshLost(item string) {
+	id, err := c.codec.Decode(item)
+	wait := 50 * time.Millisecond
+	for try := 0; err == nil && try < 6; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+time.Second)
+		err = c.refresh(ctx, id, item, false, false)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(wait)
+		wait *= 2
+	}
+	c.opt.logger.Error("invgen: refreshing an item that Redis lost data of failed; refresh it (RefreshAll or the janitor's audit with Repair)",
+		"prefix", c.prefix, "item", item, "err", err)
 }

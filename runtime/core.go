@@ -383,7 +383,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if repaired {
 				return Result{}, fmt.Errorf("%w: item %v of %s", ErrCorrupt, id, c.prefix)
 			}
-			if err := c.Refresh(ctx, id); err != nil {
+			if err := c.refreshID(ctx, id); err != nil {
 				return Result{}, fmt.Errorf("%w: item %v of %s: repair: %w", ErrCorrupt, id, c.prefix, err)
 			}
 			repaired = true
@@ -754,7 +754,7 @@ func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, ki
 		return err
 	}
 	if prev == "" {
-		return c.Refresh(ctx, id)
+		return c.refreshID(ctx, id)
 	}
 	return nil
 }

@@ -361,7 +361,7 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 			if err == nil && cfg.Repair {
 				var errs []error
 				for _, d := range rep.Drift {
-					if err := c.Refresh(ctx, d.Item); err != nil {
+					if err := c.refreshID(ctx, d.Item); err != nil {
 						errs = append(errs, err)
 						continue
 					}

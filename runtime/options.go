@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -15,6 +16,7 @@ type options struct {
 	fenceTTL      time.Duration
 	busyWait      time.Duration
 	ledgerTimeout time.Duration
+	logger        *slog.Logger
 }
 
 // maxFenceTTL bounds WithFenceTTL: a fence reaching further than this was
@@ -29,6 +31,7 @@ func defaults() options {
 		fenceTTL:      5 * time.Second,
 		busyWait:      2 * time.Second,
 		ledgerTimeout: 5 * time.Second,
+		logger:        slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -54,6 +57,17 @@ func WithFenceTTL(d time.Duration) Option { return func(o *options) { o.fenceTTL
 // an earlier operation with the same op key, before it returns ErrBusy
 // (default 2s).
 func WithBusyWait(d time.Duration) Option { return func(o *options) { o.busyWait = d } }
+
+// WithLogger sets where the manager reports what goes wrong in the
+// background, where no caller hears it: journal clears that failed, an
+// item that could not be reloaded after Redis lost data (default: nowhere).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
 
 // WithLedgerTimeout bounds the SQL calls that settle a change whose ledger
 // write failed in an unknown way (default 5s). They run even when the

@@ -31,6 +31,16 @@ func (c *Core[K]) Refresh(ctx context.Context, id K) error {
 	return c.refresh(ctx, id, item, false, false)
 }
 
+// refreshID is Refresh for the Core's own use, within a call it counts
+// already (so that it also works while Close waits for that call).
+func (c *Core[K]) refreshID(ctx context.Context, id K) error {
+	item, err := c.codec.Encode(id)
+	if err != nil {
+		return err
+	}
+	return c.refresh(ctx, id, item, false, false)
+}
+
 // heal loads an item that Redis lacks. When many callers find the same
 // item missing at once, one loads it and the others see it loaded.
 func (c *Core[K]) heal(ctx context.Context, id K, item string) error {
@@ -168,9 +178,10 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 // it is pending) gets a Refresh of its own. It returns how many items it
 // loaded; errors of single items are joined and do not stop the others.
 func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
-	if err := c.layout.check(ctx); err != nil {
+	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
+	defer c.wg.Done()
 	const page = 1000
 	for _, s := range []*redis.Script{fenceScript, loadScript, unfenceScript} {
 		if err := s.Load(ctx, c.rdb).Err(); err != nil { // pipelined EVALSHA needs the script loaded
@@ -194,7 +205,7 @@ func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
 			return n, errors.Join(append(errs, fmt.Errorf("invgen: refresh all %s: %w", c.prefix, err))...)
 		}
 		for _, id := range rest {
-			if err := c.Refresh(ctx, id); err != nil {
+			if err := c.refreshID(ctx, id); err != nil {
 				if ctx.Err() != nil {
 					return n, ctx.Err()
 				}
@@ -473,6 +484,13 @@ func (c *Core[K]) settleMember(ctx context.Context, journal, member string, inRe
 		return settledEntry{}, false, err
 	}
 	p, ok := parsePending(rec)
+	if ok && inRefresh {
+		// Settling before the lease has passed: end it first, so that the
+		// owner cannot forget the change while its void row goes in.
+		if err := expireScript.Run(ctx, c.rdb, []string{member, journal}).Err(); err != nil {
+			return settledEntry{}, false, err
+		}
+	}
 	if !ok {
 		if rec == "" || rec == opVoid || strings.HasPrefix(rec, "c:") {
 			// Committed or undone meanwhile, or the record is gone: only

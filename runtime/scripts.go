@@ -53,6 +53,10 @@ var (
 	flushForgetSrc    string
 	flushForgetScript = redis.NewScript(flushForgetSrc)
 
+	//go:embed scripts/expire.lua
+	expireSrc    string
+	expireScript = redis.NewScript(expireSrc)
+
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string
 	unfenceScript = redis.NewScript(unfenceSrc)

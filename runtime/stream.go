@@ -673,9 +673,10 @@ const (
 
 // FlushLag reports the prefix's flush lag (zero in the sync mode).
 func (c *Core[K]) FlushLag(ctx context.Context) (FlushLag, error) {
-	if err := c.layout.check(ctx); err != nil {
+	if err := c.enter(ctx); err != nil {
 		return FlushLag{}, err
 	}
+	defer c.wg.Done()
 	var lag FlushLag
 	if !c.stream {
 		return lag, nil
@@ -753,9 +754,11 @@ func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	f.repair = func(ctx context.Context, items []string) error {
 		var errs []error
 		for _, item := range items {
+			// Within the flusher's counted call: a flusher draining after
+			// Close still repairs what it writes.
 			id, err := c.codec.Decode(item)
 			if err == nil {
-				err = c.Refresh(ctx, id)
+				err = c.refresh(ctx, id, item, false, false)
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("item %q: %w", item, err))

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"log/slog"
 	"time"
 )
 
@@ -115,6 +116,11 @@ func WithFenceTTL(d time.Duration) Option {
 // WithBusyWait sets how long a change waits for a fenced item before ErrBusy (default 2s).
 func WithBusyWait(d time.Duration) Option {
 	return invrt.WithBusyWait(d)
+}
+
+// WithLogger sets where the manager reports what goes wrong in the background (default: nowhere).
+func WithLogger(l *slog.Logger) Option {
+	return invrt.WithLogger(l)
 }
 
 // WithLedgerTimeout bounds the SQL calls that settle a change whose ledger write failed (default 5s).
