@@ -147,7 +147,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal},
-			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh]).Int()
+			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
@@ -346,7 +346,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal},
-			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false])
+			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		unfence(ready)

@@ -319,3 +319,37 @@ func TestReplayReportsFirstAvailable(t *testing.T) {
 		t.Fatalf("repeated Release = %+v, %v; want a replay of %+v", r, err, rel)
 	}
 }
+
+// Processes with different op TTLs share one shard's records: none empties
+// a bucket the other still fills, and one with a longer op TTL does not
+// take a refusal for final while Redis may have forgotten a record that a
+// shorter op TTL let expire.
+func TestMixedOpTTLs(t *testing.T) {
+	f := stringFixture(t, invrt.WithOpTTL(24*time.Hour))
+	ctx := ctxT(t)
+	short := f.reopen(invrt.WithOpTTL(time.Second))
+	testenv.Must(t, f.m.Init(ctx, "a", 2), "Init")
+	_, err := f.m.Decr(ctx, "a", 1, "o1") // settled under the long op TTL
+	testenv.Must(t, err, "Decr")
+	f.quiesce(t)
+	_, err = short.Decr(ctx, "a", 1, "o2") // the short one writes to the shard too
+	testenv.Must(t, err, "Decr")
+	f.quiesce(t)
+	if r, err := f.m.Decr(ctx, "a", 1, "o1"); err != nil || !r.Replayed || r.Delta != -1 {
+		t.Fatalf("repeat of o1 after a process with another op TTL wrote = %+v, %v; want a replay", r, err)
+	}
+	// An item created by the long process, sold out by the short one, whose
+	// record then expires: the long process must ask the ledger.
+	testenv.Must(t, f.m.Init(ctx, "b", 1), "Init b")
+	_, err = short.Decr(ctx, "b", 1, "p1")
+	testenv.Must(t, err, "Decr b")
+	f.quiesce(t)
+	time.Sleep(2 * time.Second)
+	for _, m := range []manager[string]{f.m, short} {
+		if r, err := m.Decr(ctx, "b", 1, "p1"); err != nil || !r.Replayed || r.Delta != -1 {
+			t.Fatalf("repeat of p1 after its record expired = %+v, %v; want a replay", r, err)
+		}
+	}
+	f.assertConserved(t, "a")
+	f.assertConserved(t, "b")
+}

@@ -11,6 +11,7 @@
 -- ARGV[4]  prefix shared by the op record keys of this item
 -- ARGV[5]  1 when Init created the item just now: it has no op key Redis
 --          could have forgotten (reserve.lua's h). Any other load clears h.
+-- ARGV[6]  the caller's generation length of settled records (settled.lua)
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
 
@@ -29,7 +30,7 @@ end
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3])
 redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r', 'p')
 if ARGV[5] == '1' and not f[3] then
-  redis.call('HSET', KEYS[1], 'h', now)
+  redis.call('HSET', KEYS[1], 'h', string.format('%d:%s', now, ARGV[6]))
 else
   -- A refresh may follow a loss of op records (a restart from a snapshot,
   -- a failover): from now on refusals are checked against the ledger.

@@ -20,5 +20,5 @@ local value = 'v'
 if ARGV[3] ~= 'void' then
   value = 'c:' .. ARGV[4] .. ':' .. (redis.call('HGET', KEYS[1], 'a') or '0')
 end
-settled_put(KEYS[3], KEYS[4], KEYS[5], ARGV[1], value, now_ms(), tonumber(ARGV[2]))
+settled_put(KEYS[3], KEYS[4], KEYS[5], ARGV[1], value, now_ms(), tonumber(ARGV[2]), KEYS[1])
 return 1

@@ -19,7 +19,8 @@
 --                         r = capacity of pending sync restocks (adjust > 0),
 --                         p = units taken by pending sync purchases (decr): they come back
 --                             if the purchase is undone, so increases count them as on sale,
---                         h = when Init created the item (ms): Redis has every op record since
+--                         h = "<ms>:<generation length>": when Init created the item; Redis has
+--                             every op record of it since, for two generations (settled.lua)
 --                         u:<stream id> = stream mode: one of the item's unflushed entries
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
@@ -93,9 +94,11 @@ local maxq = tonumber(ARGV[7])
 -- Pending restocks raise the capacity as much as the stock: count both.
 cap = cap + pcap
 local kind = ARGV[1]
-local h = tonumber(item[6] or '')
+-- h is "<time>:<generation length>": records settled since live at least
+-- two generations (settled.lua).
+local ht, hg = string.match(item[6] or '', '^(%d+):(%d+)$')
 local final = 0
-if h and now < h + tonumber(ARGV[4]) then final = 1 end
+if ht and now < tonumber(ht) + math.min(2 * tonumber(hg), tonumber(ARGV[4])) then final = 1 end
 
 local function refuse(code)
   return reply(code, avail, 0, '', final, '0')
@@ -139,7 +142,7 @@ end
 if ARGV[9] == 'stream' then
   redis.call('HINCRBY', KEYS[1], 'a', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
-  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[10], string.format('c:%d:%d', delta, avail + delta), now, tonumber(ARGV[11]))
+  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[10], string.format('c:%d:%d', delta, avail + delta), now, tonumber(ARGV[11]), KEYS[1])
   local id = redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])
   -- The item's unflushed entries, fields "u:<stream id>" of the item hash
   -- holding "kind:delta:attempt:op key", so that a refresh writes the

@@ -7,12 +7,19 @@
 --
 -- Time is cut into generations of half the op TTL; generation g writes to
 -- bucket g % 3, which it empties first when it still holds an older
--- generation (its field "#" says which). So a record lives between one and
--- one and a half op TTLs, and a read looks in all three buckets: any record
--- found is true, however old.
+-- generation (its field "#", "<g>:<generation length>", says which). So a
+-- record lives between one and one and a half op TTLs, and a read looks in
+-- all three buckets: any record found is true, however old.
 --
--- The scripts pass the three bucket keys in KEYS and the generation length
--- (ms) in ARGV.
+-- Processes of one prefix may run with different op TTLs. The shard's
+-- buckets keep the generation length of whoever started them, and every
+-- writer follows it until they have all expired, so no writer empties a
+-- bucket another one still fills. An item whose h (reserve.lua: Redis has
+-- every op record of it since) was set under a longer op TTL than the
+-- shard's loses its h when a record of it is settled.
+--
+-- The scripts pass the three bucket keys in KEYS and their own generation
+-- length (ms) in ARGV.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -36,15 +43,35 @@ local function settled_get(b1, b2, b3, field)
   return redis.call('HGET', b1, field) or redis.call('HGET', b2, field) or redis.call('HGET', b3, field)
 end
 
-local function settled_put(b1, b2, b3, field, value, now, genms)
+-- shard_genms is the generation length of the shard's buckets: the one of
+-- the generation that ends last, or mine when no bucket exists.
+local function shard_genms(b1, b2, b3, mine)
+  local best, ends = mine, -1
+  for _, k in ipairs({b1, b2, b3}) do
+    local g, ms = string.match(redis.call('HGET', k, '#') or '', '^(%d+):(%d+)$')
+    if g and (tonumber(g) + 1) * tonumber(ms) > ends then
+      best, ends = tonumber(ms), (tonumber(g) + 1) * tonumber(ms)
+    end
+  end
+  return best
+end
+
+-- settled_put settles the record field as value, in the bucket of the
+-- shard's current generation. item, if given, is the record's item hash.
+local function settled_put(b1, b2, b3, field, value, now, mine, item)
+  local genms = shard_genms(b1, b2, b3, mine)
   local gen = math.floor(now / genms)
   local k = ({b1, b2, b3})[gen % 3 + 1]
-  local g = string.format('%d', gen)
+  local g = string.format('%d:%d', gen, genms)
   if redis.call('HGET', k, '#') ~= g then
     redis.call('UNLINK', k)
     redis.call('HSET', k, '#', g)
     redis.call('PEXPIREAT', k, (gen + 3) * genms)
   end
   redis.call('HSET', k, field, value)
+  if item and redis.call('TYPE', item)['ok'] == 'hash' then
+    local hg = string.match(redis.call('HGET', item, 'h') or '', ':(%d+)$')
+    if hg and tonumber(hg) > genms then redis.call('HDEL', item, 'h') end
+  end
 end
 
