@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -178,4 +179,32 @@ func TestRefreshUnderLoad(t *testing.T) {
 		t.Fatalf("only %d refreshes ran during the traffic", refreshes.Load())
 	}
 	t.Logf("%d refreshes during %d attempts: %d units sold, %d busy answers", refreshes.Load(), attempts, sold.Load(), busy.Load())
+}
+
+// A refresh whose fence expired while it read the ledger loads nothing: a
+// change that came after the fence expired would be overwritten with the
+// stock of before it.
+func TestRefreshDoesNotLoadAfterItsFenceExpired(t *testing.T) {
+	f := streamFixture(t, invrt.WithFenceTTL(300*time.Millisecond), invrt.WithBusyWait(100*time.Millisecond))
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	tx, err := f.pool.Begin(ctx)
+	testenv.Must(t, err, "begin")
+	_, err = tx.Exec(ctx, "LOCK TABLE "+f.usageTable+" IN ACCESS EXCLUSIVE MODE")
+	testenv.Must(t, err, "lock")
+	refreshed := make(chan error, 1)
+	go func() { refreshed <- f.m.Refresh(ctx, "a") }() // its ledger read waits for the lock
+	time.Sleep(500 * time.Millisecond)                   // its fence expires
+	if _, err := f.m.Decr(ctx, "a", 2, "after-the-fence"); err != nil {
+		t.Fatalf("Decr after the fence expired: %v", err)
+	}
+	testenv.Must(t, tx.Rollback(ctx), "unlock")
+	if err := <-refreshed; !errors.Is(err, invrt.ErrBusy) {
+		t.Errorf("Refresh whose fence expired = %v, want ErrBusy", err)
+	}
+	_, err = f.m.Flush(ctx)
+	testenv.Must(t, err, "Flush")
+	if got := f.assertConserved(t, "a"); got != 8 {
+		t.Fatalf("stock %d, want 8", got)
+	}
 }
