@@ -191,7 +191,7 @@ func NewPlan(seed uint64, long bool) *Plan {
 		Options: Options{
 			Lease:       time.Second,
 			OpTTL:       logUniform(rng, 50*time.Millisecond, 500*time.Millisecond),
-			FenceTTL:    3 * time.Second,
+			FenceTTL:    logUniform(rng, 150*time.Millisecond, 3*time.Second),
 			BusyWait:    500 * time.Millisecond,
 			LedgerLimit: time.Second,
 		},
