@@ -491,10 +491,13 @@ func TestChaosRefreshLoop(t *testing.T) {
 	}
 	tl := newTally()
 	stop := make(chan struct{})
-	var bad atomic.Value
+	// The first error a buyer saw that is not ErrBusy. Errors of different
+	// types once went into an atomic.Value, whose second Store panicked
+	// and ended the test binary with the real error unseen.
+	var bad atomic.Pointer[error]
 	wg := traffic(ctx, f.m, tl, 32, stop, func(err error) {
 		if !errors.Is(err, invrt.ErrBusy) {
-			bad.Store(err)
+			bad.CompareAndSwap(nil, &err)
 		}
 	})
 	end := time.Now().Add(scale(2*time.Second, 30*time.Second))
@@ -523,8 +526,8 @@ func TestChaosRefreshLoop(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if err, _ := bad.Load().(error); err != nil {
-		t.Fatal(err)
+	if err := bad.Load(); err != nil {
+		t.Fatal(*err)
 	}
 	verify(t, f, f.m, tl, "refresh loop", stock)
 }
