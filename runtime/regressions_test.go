@@ -187,3 +187,33 @@ func TestStreamConflictRefreshIsRetried(t *testing.T) {
 		t.Fatalf("stock %d after the correction, want 7 (one purchase of 3)", got)
 	}
 }
+
+// A Release racing a pending Incr of the same units is refused: if both
+// went through, more units would come back than were sold.
+func TestReleaseCountsPendingIncreases(t *testing.T) {
+	f := stringFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	_, err := f.m.Decr(ctx, "a", 4, "d1")
+	testenv.Must(t, err, "Decr")
+	f.quiesce(t)
+	tx, err := f.pool.Begin(ctx)
+	testenv.Must(t, err, "begin")
+	_, err = tx.Exec(ctx, "LOCK TABLE "+f.usageTable+" IN ACCESS EXCLUSIVE MODE")
+	testenv.Must(t, err, "lock")
+	incr := make(chan error, 1)
+	go func() { _, err := f.m.Incr(ctx, "a", 4, "i1"); incr <- err }() // pending: its insert waits
+	time.Sleep(100 * time.Millisecond)
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, rerr := f.m.Release(rctx, "a", "d1")
+	cancel()
+	testenv.Must(t, tx.Rollback(ctx), "unlock")
+	testenv.Must(t, <-incr, "Incr")
+	if !errors.Is(rerr, invrt.ErrOverLimit) {
+		t.Errorf("Release while an Incr of its units is pending = %v, want ErrOverLimit", rerr)
+	}
+	time.Sleep(500 * time.Millisecond) // anything left in the background ends
+	if got := f.assertConserved(t, "a"); got != 10 {
+		t.Fatalf("stock %d, want 10 = capacity", got)
+	}
+}
