@@ -167,3 +167,30 @@ func TestReconcileSkipsGarbledJournalMember(t *testing.T) {
 		t.Fatalf("Audit after Reconcile = %+v, %v; want nothing left", rep, err)
 	}
 }
+
+// In the stream mode too, a wrong-type item key is its item's problem
+// alone: Refresh rebuilds it, and the flusher acknowledges and trims the
+// entries of that item like any other.
+func TestStreamCorruptItemIsRepaired(t *testing.T) {
+	f := streamFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	testenv.Must(t, f.m.Init(ctx, "b", 10), "Init")
+	for _, id := range []string{"a", "b"} {
+		_, err := f.m.Decr(ctx, id, 2, "o1")
+		testenv.Must(t, err, "Decr")
+	}
+	testenv.Must(t, f.rdb.Set(ctx, f.itemKey(t, "a"), "oops", 0).Err(), "garble")
+	if n, err := f.m.Flush(ctx); err != nil || n != 2 {
+		t.Fatalf("Flush = %d, %v; want both entries written", n, err)
+	}
+	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+		t.Fatalf("FlushLag after Flush = %+v, %v; want nothing left", lag, err)
+	}
+	testenv.Must(t, f.m.Refresh(ctx, "a"), "Refresh of the garbled item")
+	for _, id := range []string{"a", "b"} {
+		if got := f.assertConserved(t, id); got != 8 {
+			t.Fatalf("%s: stock %d, want 8", id, got)
+		}
+	}
+}

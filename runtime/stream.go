@@ -838,12 +838,15 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 		for j, i := range todo {
 			cmds[j] = pipe.HScan(ctx, items[i].item, cursors[i], unflushedPrefix+"*", unflushedScan)
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 			return err
 		}
 		more := todo[:0]
 		for j, i := range todo {
 			kv, cursor, err := cmds[j].Result()
+			if isWrongType(err) {
+				continue // a garbled item key lists no entries
+			}
 			if err != nil {
 				return err
 			}
@@ -915,7 +918,9 @@ func (c *Core[K]) writeUnflushedBeforeFence(ctx context.Context, items ...itemKe
 		for i, k := range items {
 			lens[i] = pipe.HLen(ctx, k.item) // a handful of other fields
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		// An item key that is not a hash (garbled) lists no entries: the
+		// fence replaces it.
+		if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 			return err
 		}
 		var big []itemKeys

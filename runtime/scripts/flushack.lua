@@ -20,7 +20,10 @@ if n > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, n + 2))
 end
 for j = 2, #KEYS do
-  redis.call('HDEL', KEYS[j], 'u:' .. ARGV[n + 1 + j])
+  -- An item key that is not a hash (garbled) holds no entry to delete.
+  if redis.call('TYPE', KEYS[j])['ok'] == 'hash' then
+    redis.call('HDEL', KEYS[j], 'u:' .. ARGV[n + 1 + j])
+  end
 end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
 local minid
