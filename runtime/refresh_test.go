@@ -194,7 +194,7 @@ func TestRefreshDoesNotLoadAfterItsFenceExpired(t *testing.T) {
 	testenv.Must(t, err, "lock")
 	refreshed := make(chan error, 1)
 	go func() { refreshed <- f.m.Refresh(ctx, "a") }() // its ledger read waits for the lock
-	time.Sleep(500 * time.Millisecond)                   // its fence expires
+	time.Sleep(500 * time.Millisecond)                 // its fence expires
 	if _, err := f.m.Decr(ctx, "a", 2, "after-the-fence"); err != nil {
 		t.Fatalf("Decr after the fence expired: %v", err)
 	}
