@@ -229,6 +229,11 @@ func NewPlan(seed uint64, long bool) *Plan {
 func drawStep(rng *rand.Rand, cfg Config, client, seq int, mine, all []Step) Step {
 	s := Step{Client: client, Seq: seq, Prefix: rng.IntN(len(Prefixes)), Item: rng.IntN(cfg.Items),
 		Deadline: drawDeadline(rng), Think: time.Duration(rng.IntN(4000)) * time.Microsecond}
+	if rng.IntN(4) == 0 {
+		// The stream prefix gets more traffic: its repeats must meet in the
+		// flusher's batches, behind a paused flusher.
+		s.Prefix = len(Prefixes) - 1
+	}
 	fresh := func() string { return "k" + strconv.Itoa(client) + "-" + strconv.Itoa(seq) }
 	// earlier picks an earlier change step: mostly this client's own
 	// recent ones, sometimes anyone's.
