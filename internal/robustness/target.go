@@ -105,7 +105,8 @@ type Target interface {
 	// Audit returns the compared item count, the drifting items (Redis
 	// form) and the expired journal entries.
 	Audit(ctx context.Context) (int, []string, int, error)
-	// Janitor runs the janitor for d with short intervals and repair on.
+	// Janitor runs the janitor for d with short intervals, repairing the
+	// sync prefixes.
 	Janitor(ctx context.Context, d time.Duration) error
 	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
 	Flush(ctx context.Context) (int, error)
@@ -118,6 +119,10 @@ type adapter[K comparable] struct {
 	m   manager[K]
 	key func(i int) K
 	enc func(K) string
+	// stream: the janitor does not repair this prefix. The library itself
+	// promises to correct a stream repeat (the flusher refreshes the item
+	// of a conflict); a janitor's repair would hide a broken promise.
+	stream bool
 }
 
 func (a adapter[K]) Init(ctx context.Context, i int, qty int64) error {
@@ -155,7 +160,7 @@ func (a adapter[K]) Janitor(ctx context.Context, d time.Duration) error {
 	jctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var errs []error
-	_ = a.m.RunJanitor(jctx, invrt.JanitorConfig[K]{ReconcileEvery: 7 * time.Millisecond, AuditEvery: 11 * time.Millisecond, Repair: true,
+	_ = a.m.RunJanitor(jctx, invrt.JanitorConfig[K]{ReconcileEvery: 7 * time.Millisecond, AuditEvery: 11 * time.Millisecond, Repair: !a.stream,
 		OnReport: func(r invrt.JanitorReport[K]) {
 			if r.Err != nil {
 				errs = append(errs, r.Err)
@@ -209,7 +214,7 @@ func NewTarget(p int, db *DB, rdb redis.UniversalClient, o Options) (Target, err
 		return adapter[uuid.UUID]{m: m, key: uuidKey, enc: uuid.UUID.String}, err
 	case drop.Prefix:
 		m, err := drop.New(db, rdb, opts...)
-		return adapter[string]{m: m, key: func(i int) string { return ItemID(p, i) }, enc: func(s string) string { return s }}, err
+		return adapter[string]{m: m, key: func(i int) string { return ItemID(p, i) }, enc: func(s string) string { return s }, stream: true}, err
 	}
 	return nil, fmt.Errorf("unknown prefix %d", p)
 }
