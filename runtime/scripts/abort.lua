@@ -40,7 +40,8 @@ if mode == 'forget' and tonumber(lease) <= now then
   return 'x'
 end
 d = tonumber(d)
-if item_loaded(KEYS[1]) then
+local loaded = item_loaded(KEYS[1])
+if loaded then
   if d < 0 then
     redis.call('HINCRBY', KEYS[1], 'a', -d)
     if ARGV[3] == '1' then
@@ -59,10 +60,10 @@ redis.call('ZREM', KEYS[3], KEYS[2])
 redis.call('DEL', KEYS[2])
 local genms = tonumber(ARGV[2])
 if mode == 'void' then
-  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'v', now, genms, KEYS[1])
+  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'v', now, genms, loaded and KEYS[1])
 elseif mode == 'committed' then
-  local a = redis.call('HGET', KEYS[1], 'a') or '0'
-  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'c:' .. ARGV[5] .. ':' .. a, now, genms, KEYS[1])
+  local a = loaded and redis.call('HGET', KEYS[1], 'a') or '0'
+  settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'c:' .. ARGV[5] .. ':' .. a, now, genms, loaded and KEYS[1])
 elseif mode ~= 'forget' then
   return redis.error_reply('invgen: unknown abort mode ' .. mode)
 end

@@ -21,11 +21,12 @@ if not rec then
 end
 local d, a = string.match(rec, '^p:(-?%d+):(-?%d+):')
 if not d then return '?' end
+local loaded = item_loaded(KEYS[3])
 redis.call('DEL', KEYS[1])
-settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'c:' .. d .. ':' .. a, now_ms(), tonumber(ARGV[2]), KEYS[3])
+settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[1], 'c:' .. d .. ':' .. a, now_ms(), tonumber(ARGV[2]), loaded and KEYS[3])
 redis.call('ZREM', KEYS[2], KEYS[1])
 d = tonumber(d)
-if item_loaded(KEYS[3]) then
+if loaded then
   if d > 0 then
     redis.call('HINCRBY', KEYS[3], 'a', d)
     redis.call('HINCRBY', KEYS[3], 'q', -d)

@@ -16,9 +16,10 @@
 if redis.call('EXISTS', KEYS[2]) == 1 or settled_get(KEYS[3], KEYS[4], KEYS[5], ARGV[1]) then
   return 0
 end
+local loaded = item_loaded(KEYS[1])
 local value = 'v'
 if ARGV[3] ~= 'void' then
-  value = 'c:' .. ARGV[4] .. ':' .. (redis.call('HGET', KEYS[1], 'a') or '0')
+  value = 'c:' .. ARGV[4] .. ':' .. (loaded and redis.call('HGET', KEYS[1], 'a') or '0')
 end
-settled_put(KEYS[3], KEYS[4], KEYS[5], ARGV[1], value, now_ms(), tonumber(ARGV[2]), KEYS[1])
+settled_put(KEYS[3], KEYS[4], KEYS[5], ARGV[1], value, now_ms(), tonumber(ARGV[2]), loaded and KEYS[1])
 return 1

@@ -43,35 +43,31 @@ local function settled_get(b1, b2, b3, field)
   return redis.call('HGET', b1, field) or redis.call('HGET', b2, field) or redis.call('HGET', b3, field)
 end
 
--- shard_genms is the generation length of the shard's buckets: the one of
--- the generation that ends last, or mine when no bucket exists.
-local function shard_genms(b1, b2, b3, mine)
-  local best, ends = mine, -1
-  for _, k in ipairs({b1, b2, b3}) do
-    local g, ms = string.match(redis.call('HGET', k, '#') or '', '^(%d+):(%d+)$')
+-- settled_put settles the record field as value, in the bucket of the
+-- shard's current generation: the generation length is the one of the
+-- bucket generation that ends last, or mine when no bucket exists. item, if
+-- given, is the record's item hash, known to be a hash.
+local function settled_put(b1, b2, b3, field, value, now, mine, item)
+  local keys, heads = {b1, b2, b3}, {}
+  local genms, ends = mine, -1
+  for i = 1, 3 do
+    heads[i] = redis.call('HGET', keys[i], '#')
+    local g, ms = string.match(heads[i] or '', '^(%d+):(%d+)$')
     if g and (tonumber(g) + 1) * tonumber(ms) > ends then
-      best, ends = tonumber(ms), (tonumber(g) + 1) * tonumber(ms)
+      genms, ends = tonumber(ms), (tonumber(g) + 1) * tonumber(ms)
     end
   end
-  return best
-end
-
--- settled_put settles the record field as value, in the bucket of the
--- shard's current generation. item, if given, is the record's item hash.
-local function settled_put(b1, b2, b3, field, value, now, mine, item)
-  local genms = shard_genms(b1, b2, b3, mine)
   local gen = math.floor(now / genms)
-  local k = ({b1, b2, b3})[gen % 3 + 1]
+  local i = gen % 3 + 1
   local g = string.format('%d:%d', gen, genms)
-  if redis.call('HGET', k, '#') ~= g then
-    redis.call('UNLINK', k)
-    redis.call('HSET', k, '#', g)
-    redis.call('PEXPIREAT', k, (gen + 3) * genms)
+  if heads[i] ~= g then
+    redis.call('UNLINK', keys[i])
+    redis.call('HSET', keys[i], '#', g)
+    redis.call('PEXPIREAT', keys[i], (gen + 3) * genms)
   end
-  redis.call('HSET', k, field, value)
-  if item and redis.call('TYPE', item)['ok'] == 'hash' then
+  redis.call('HSET', keys[i], field, value)
+  if item then
     local hg = string.match(redis.call('HGET', item, 'h') or '', ':(%d+)$')
     if hg and tonumber(hg) > genms then redis.call('HDEL', item, 'h') end
   end
 end
-
