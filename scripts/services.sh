@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the Redis and PostgreSQL that the tests and the demo use are
-# running: starts them when they are not, and installs them from Debian's
-# packages when they are missing. Idempotent; safe to run before every test.
+# running, and the local Redis Cluster of the tests' second pass
+# (scripts/cluster.sh): starts them when they are not, and installs them
+# from Debian's packages when they are missing. Idempotent; safe to run
+# before every test.
 #
 # Addresses: INVGEN_REDIS_URL and INVGEN_DATABASE_URL (see README). Only
 # servers on this machine's loopback are started or installed; for any other
@@ -82,3 +84,8 @@ if ! psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null 2>&1; then
   psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null || die "cannot log in to PostgreSQL with INVGEN_DATABASE_URL"
 fi
 log "PostgreSQL at $phost:$pport is up"
+
+# --- Redis Cluster ---------------------------------------------------------
+# The second pass of `make test` runs against a local 6-node cluster
+# (scripts/cluster.sh; ports from INVGEN_CLUSTER_PORTS, default 7001-7006).
+bash "$(dirname "$0")/cluster.sh" start >/dev/null
