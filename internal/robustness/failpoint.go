@@ -15,6 +15,7 @@ import (
 const (
 	FaultOpDel         = "opdel"          // Redis forgets the settled op records of some shards (their TTL, or a partial loss)
 	FaultRedisRestart  = "redis-restart"  // SIGKILL the run's redis-server, start it again empty
+	FaultRedisRollback = "redis-rollback" // snapshot, traffic goes on, SIGKILL and restart from the snapshot: recent writes lost, as at a failover to a lagging replica
 	FaultLockTable     = "lock-table"     // LOCK TABLE … IN ACCESS EXCLUSIVE MODE for a while
 	FaultPoolHold      = "pool-hold"      // hold the parent's pool connections busy with pg_sleep
 	FaultGarble        = "garble"         // a wrong-type or garbled key
@@ -73,6 +74,13 @@ func drawFaults(rng *rand.Rand, cfg Config) []Fault {
 	add(2+rng.IntN(4), func() Fault {
 		return Fault{At: at(), Kind: FaultToxic, Arg: rng.IntN(6), Dur: time.Duration(50+rng.IntN(300)) * time.Millisecond}
 	})
+	// Drawn from a stream of their own, so that the plans of the seeds
+	// that existed before this fault stay the same.
+	rb := rand.New(rand.NewPCG(cfg.Seed, 0x10ba))
+	for range rb.IntN(3) {
+		out = append(out, Fault{At: time.Duration(rb.Int64N(int64(cfg.Duration * 8 / 10))), Kind: FaultRedisRollback,
+			Dur: time.Duration(100+rb.IntN(900)) * time.Millisecond})
+	}
 	// In time order.
 	for i := 1; i < len(out); i++ {
 		for j := i; j > 0 && out[j].At < out[j-1].At; j-- {

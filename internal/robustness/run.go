@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -111,6 +112,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// startRedis starts the run's redis-server. It loads the snapshot left in
+// its directory by a rollback fault, if there is one; restart faults
+// delete it first.
 func (r *Run) startRedis() error {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -464,8 +468,22 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 			go func() {
 				defer wg.Done()
 				r.stopRedis()
+				os.Remove(filepath.Join(r.Setup.Dir, "redis", "dump.rdb"))
 				sleep(context.Background(), f.Dur)
 				err := r.startRedis()
+				r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprint(err)})
+			}()
+		case FaultRedisRollback:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// The snapshot is what a lagging replica or the last
+				// save holds; the writes of the next Dur are lost.
+				err := r.rdb.Save(context.Background()).Err()
+				sleep(context.Background(), f.Dur)
+				r.stopRedis()
+				err = errors.Join(err, r.startRedis())
+				os.Remove(filepath.Join(r.Setup.Dir, "redis", "dump.rdb"))
 				r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprint(err)})
 			}()
 		case FaultLockTable:

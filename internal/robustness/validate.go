@@ -78,17 +78,19 @@ func (r *Run) sampleI1(ctx context.Context) {
 		id := ItemID(p, i)
 		t0 := time.Now().UnixNano()
 		s1, err1 := r.sums(sctx, p, id)
-		a, err2 := r.rdb.HGet(sctx, ItemKey(r.Setup.Namespace, p, i), "a").Int64()
+		a, current, err2 := r.onSale(sctx, p, i)
 		s3, err3 := r.sums(sctx, p, id)
 		cancel()
 		t1 := time.Now().UnixNano()
-		if err1 != nil || err2 != nil || err3 != nil {
+		if err1 != nil || err2 != nil || err3 != nil || !current {
+			// An item loaded in an older epoch of its shard (the server
+			// lost writes since) sells nothing until it is refreshed.
 			continue
 		}
 		// A change caught between its steps by the restart may commit as
 		// late as its client's deadline (at most 5 s) after the item was
 		// rebuilt, and is corrected by its commit step: skip that window.
-		if r.inWindow(t0-int64(lease)-int64(6*time.Second), t1, FaultRedisRestart) {
+		if r.inWindow(t0-int64(lease)-int64(6*time.Second), t1, FaultRedisRestart, FaultRedisRollback) {
 			continue
 		}
 		r.mu.Lock()
@@ -101,6 +103,25 @@ func (r *Run) sampleI1(ctx context.Context) {
 				Prefixes[p].Name, i, time.Unix(0, t0).Format("15:04:05.000"), a, sold, bound, a+sold-bound)})
 		}
 	}
+}
+
+// onSale reads the stock of item i of prefix p in Redis, and whether the
+// item is loaded in its shard's current epoch: only then can it be sold.
+func (r *Run) onSale(ctx context.Context, p, i int) (int64, bool, error) {
+	pipe := r.rdb.Pipeline()
+	v := pipe.HMGet(ctx, ItemKey(r.Setup.Namespace, p, i), "a", "e")
+	epoch := pipe.Get(ctx, Tag(r.Setup.Namespace, p, ItemID(p, i))+"epoch")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, false, err
+	}
+	vals := v.Val()
+	s, _ := vals[0].(string)
+	a, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, false, err
+	}
+	e, _ := vals[1].(string)
+	return a, e == epoch.Val(), nil
 }
 
 func (r *Run) violate(v Violation) {
@@ -171,7 +192,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	}
 	// The README: after Redis came back empty, run RefreshAll once a
 	// lease has passed, if no window of disagreement is wanted.
-	if r.inWindow(0, forever, FaultRedisRestart) {
+	if r.inWindow(0, forever, FaultRedisRestart, FaultRedisRollback) {
 		for p, t := range r.env.Targets {
 			if _, err := t.RefreshAll(ctx); err != nil {
 				r.logf("RefreshAll of %s after the restart: %v", Prefixes[p].Name, err)
@@ -407,7 +428,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 					continue
 				}
 				if stream && (o.Replayed || c.Return >= o.Invoke+int64(cfg.Options.OpTTL) ||
-					r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart)) {
+					r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart, FaultRedisRollback)) {
 					continue // the README: stream idempotency holds within WithOpTTL
 				}
 				if c.Outcome == OutOK {
@@ -423,7 +444,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 				for _, c := range g {
 					if !o.Replayed && c.Outcome == OutOK && c.Replayed && c.Invoke > o.Return && c.Delta != o.Delta &&
 						c.Return < o.Invoke+int64(cfg.Options.OpTTL) &&
-						!r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart) {
+						!r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart, FaultRedisRollback) {
 						add("replay within the op TTL differs from the first outcome: first %s, repeat %s", describe(o), describe(c))
 					}
 				}
@@ -438,7 +459,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 				}
 				for _, d := range decrOK[dk] {
 					if d.Return < c.Invoke && (!stream || (!d.Replayed && c.Return < d.Invoke+int64(cfg.Options.OpTTL) &&
-						!r.inWindow(d.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart))) {
+						!r.inWindow(d.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart, FaultRedisRollback))) {
 						add("Release of an acknowledged purchase refused: purchase %s, release %s", describe(d), describe(c))
 						break
 					}
@@ -449,7 +470,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 		// streams are flushed, unless Redis lost it before the flush.
 		if stream {
 			for _, c := range g {
-				if c.Outcome == OutOK && !c.Replayed && !inLedger && !r.inWindow(c.Invoke, forever-1, FaultRedisRestart) {
+				if c.Outcome == OutOK && !c.Replayed && !inLedger && !r.inWindow(c.Invoke, forever-1, FaultRedisRestart, FaultRedisRollback) {
 					add("acknowledged stream change missing from the ledger after the flush: %s", describe(c))
 				}
 			}
