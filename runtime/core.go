@@ -74,6 +74,11 @@ type Core[K any] struct {
 	// Durations in milliseconds, as the scripts take them, also boxed.
 	leaseMS, opTTLMS, fenceMS string
 	leaseArg, opTTLArg        any
+	// gate is the Core's own reserve script; gates are the openings in
+	// progress, by server (gate.go).
+	gate   *redis.Script
+	gateMu sync.Mutex
+	gates  map[string]*gateCall
 	// genArg is the generation length of the buckets of settled op
 	// records (settled.lua): half the op TTL, in ms.
 	genArg any
@@ -136,6 +141,8 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		leaseMS: ms(o.lease),
 		opTTLMS: ms(o.opTTL),
 		fenceMS: ms(o.fenceTTL),
+		gate:    newGate(o.namespace, cfg.Prefix),
+		gates:   map[string]*gateCall{},
 	}
 	c.leaseArg, c.opTTLArg = c.leaseMS, c.opTTLMS
 	c.genArg = strconv.FormatInt(max((o.opTTL.Milliseconds()+1)/2, 1), 10)
@@ -214,23 +221,32 @@ func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	key := c.ks.forItem(item).item
+	k := c.ks.forItem(item)
+	keys := []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}
 	for loaded := false; ; loaded = true {
-		v, err := c.rdb.HGet(ctx, key, "a").Int64()
+		v, err := c.evalGate(ctx, k, keys, argGet)
+		var r reserveReply
+		if err == nil {
+			r, err = parseReserve(v)
+		}
 		switch {
-		case err == nil && v >= 0:
-			return v, nil
-		case loaded && errors.Is(err, redis.Nil):
-			return 0, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
+		case isWrongType(err):
+			r.code, err = codeCorrupt, nil
+		case err != nil:
+			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
+		}
+		switch {
+		case r.code == codeReserved:
+			return r.available, nil
+		case loaded && r.code == codeCorrupt:
+			return 0, fmt.Errorf("%w: item %v of %s", ErrCorrupt, id, c.prefix)
 		case loaded:
-			return 0, fmt.Errorf("%w: item %v of %s: %v", ErrCorrupt, id, c.prefix, err)
-		case errors.Is(err, redis.Nil):
-			err = c.heal(ctx, id, item)
-		case err == nil || isWrongType(err) || errors.Is(err, strconv.ErrSyntax) || errors.Is(err, strconv.ErrRange):
+			return 0, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
+		case r.code == codeCorrupt:
 			// Not what invgen writes: rebuild the item from the ledger.
 			err = c.refresh(ctx, id, item, false, false)
 		default:
-			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
+			err = c.heal(ctx, id, item)
 		}
 		if err != nil {
 			return 0, err
@@ -318,7 +334,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	if c.stream && !kind.Modification() {
 		mode, log = "stream", k.stream
 	}
-	keys := []string{k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2]}
+	keys := []string{k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2], k.epoch}
 	decrField := ""
 	if kind == KindRelease {
 		decrRec := k.op(KindDecr, opKey)
@@ -332,10 +348,11 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		lastCheck time.Time
 	)
 	for {
-		r, err := c.reserve(ctx, keys, kind, arg, item, opKey, mode, k.field(opRec), decrField)
+		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField)
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
 		}
+
 		if err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 		}
@@ -369,7 +386,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
 				return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
 			}
-		case codeMissing:
+		case codeMissing, codeStale:
 			if healed {
 				return Result{}, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
 			}
@@ -434,17 +451,31 @@ func isWrongType(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
-func (c *Core[K]) reserve(ctx context.Context, keys []string, kind Kind, arg, item, opKey, mode, field, decrField string) (reserveReply, error) {
+func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string) (reserveReply, error) {
 	attempt := mrand.Int64N(1<<62) + 1
-	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, item, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
+	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, k.id, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
 	if decrField != "" {
 		args = append(args, decrField)
 	}
-	v, err := reserveScript.Run(ctx, c.rdb, keys, args...).Text()
+	v, err := c.evalGate(ctx, k, keys, args...)
 	if err != nil {
 		return reserveReply{}, err
 	}
 	return parseReserve(v)
+}
+
+// evalGate runs the Core's reserve script for item k, opening the gate of
+// its server when the server lacks the script (gate.go).
+func (c *Core[K]) evalGate(ctx context.Context, k itemKeys, keys []string, args ...any) (string, error) {
+	for tries := 0; ; tries++ {
+		v, err := c.gate.EvalSha(ctx, c.rdb, keys, args...).Text()
+		if !isNoScript(err) || tries == 3 {
+			return v, err
+		}
+		if err := c.openGate(ctx, k); err != nil {
+			return "", err
+		}
+	}
 }
 
 // parseReserve parses reserve.lua's reply, "code:available:delta:state:
@@ -481,6 +512,7 @@ func parseReserve(v string) (reserveReply, error) {
 var (
 	maxQuantityArg any = strconv.FormatInt(MaxQuantity, 10)
 	kindArgs           = map[Kind]any{KindInit: "init", KindAdjust: "adjust", KindDecr: "decr", KindIncr: "incr", KindRelease: "release"}
+	argGet         any = "get"
 	modeSync       any = "sync"
 	modeStream     any = "stream"
 	adjustFlag         = map[bool]any{true: "1", false: "0"}

@@ -15,16 +15,18 @@ type keyspace struct {
 	tags     []string    // per shard: "<ns>:{<prefix>:<shard>}:"
 	journals []string    // per shard
 	streams  []string    // per shard
+	epochs   []string    // per shard: the shard's epoch (gate.go)
 	buckets  [][3]string // per shard: the hashes of settled op records (settled.lua)
 }
 
 func newKeyspace(namespace, prefix string, shards int) keyspace {
 	ks := keyspace{tags: make([]string, shards), journals: make([]string, shards), streams: make([]string, shards),
-		buckets: make([][3]string, shards)}
+		epochs: make([]string, shards), buckets: make([][3]string, shards)}
 	for i := range ks.tags {
 		ks.tags[i] = namespace + ":{" + prefix + ":" + strconv.Itoa(i) + "}:"
 		ks.journals[i] = ks.tags[i] + "journal"
 		ks.streams[i] = ks.tags[i] + "stream"
+		ks.epochs[i] = ks.tags[i] + "epoch"
 		for b := range ks.buckets[i] {
 			ks.buckets[i][b] = ks.tags[i] + "s:" + strconv.Itoa(b)
 		}
@@ -48,6 +50,7 @@ type itemKeys struct {
 	item    string // the item hash
 	journal string // the shard's journal
 	stream  string // the shard's usage stream (stream ledger mode)
+	epoch   string // the shard's epoch (gate.go)
 	tag     string // the shard's hash tag
 	id      string // the item's Redis form
 	buckets *[3]string
@@ -59,6 +62,7 @@ func (ks keyspace) forItem(item string) itemKeys {
 		item:    ks.tags[s] + "item:" + item,
 		journal: ks.journals[s],
 		stream:  ks.streams[s],
+		epoch:   ks.epochs[s],
 		tag:     ks.tags[s],
 		id:      item,
 		buckets: &ks.buckets[s],

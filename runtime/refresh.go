@@ -56,7 +56,7 @@ var maxFenceArg any = strconv.FormatInt(maxFenceTTL.Milliseconds(), 10)
 // by Init, whose item has no op key Redis could have forgotten.
 func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, fresh bool) error {
 	k := c.ks.forItem(item)
-	loaded := func() bool { return onlyMissing && c.rdb.HExists(ctx, k.item, "a").Val() }
+	loaded := func() bool { return onlyMissing && c.current(ctx, k) }
 	if c.stream && !onlyMissing {
 		if err := c.writeUnflushedBeforeFence(ctx, k); err != nil {
 			return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
@@ -81,7 +81,7 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, f
 	}
 	var err error
 	if !loaded() {
-		err = c.loadFenced(ctx, id, k, token, fresh)
+		err = c.loadFenced(ctx, id, k, token, fresh, onlyMissing)
 		if err == nil {
 			return nil
 		}
@@ -98,7 +98,12 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, f
 // only once no change of the item is pending: a change that completed
 // before the fence is then in the ledger, and none can start until the
 // fence is lifted.
-func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string, fresh bool) error {
+//
+// A heal (the item is missing, or was loaded in an older epoch of its
+// shard) first settles the pending changes the ledger has decided: after a
+// restart or failover the journal may hold changes that were settled in
+// the writes the server lost, and no one else will settle them.
+func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string, fresh, heal bool) error {
 	fenced := time.Now()
 	settleAfter := fenced.Add(c.opt.fenceTTL / 2)
 	var (
@@ -110,6 +115,14 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 		pending, err := c.pendingOf(ctx, k)
 		if err != nil {
 			return fmt.Errorf("invgen: refresh %v: %w", id, err)
+		}
+		if len(pending) > 0 && heal {
+			heal = false
+			if n, err := c.settleDecided(ctx, k, pending); err != nil {
+				return fmt.Errorf("invgen: refresh %v: %w", id, err)
+			} else if n > 0 {
+				continue
+			}
 		}
 		if len(pending) > 0 {
 			stale = true
@@ -146,7 +159,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			}
 			stale = false
 		}
-		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal},
+		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch},
 			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg).Int()
 		switch {
 		case err != nil:
@@ -158,6 +171,64 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 		}
 		stale = true // a change slipped in before the fence: look again
 	}
+}
+
+// current reports whether an item is loaded in its shard's current epoch
+// (gate.go), so that a change may run on it.
+func (c *Core[K]) current(ctx context.Context, k itemKeys) bool {
+	var item *redis.SliceCmd
+	var epoch *redis.StringCmd
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		item = p.HMGet(ctx, k.item, "a", "e")
+		epoch = p.Get(ctx, k.epoch)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false
+	}
+	v := item.Val()
+	if len(v) != 2 || v[0] == nil {
+		return false
+	}
+	e, _ := v[1].(string)
+	return e == epoch.Val()
+}
+
+// settleDecided settles the pending changes among members whose ledger
+// row is written, and returns how many it settled.
+func (c *Core[K]) settleDecided(ctx context.Context, k itemKeys, members []string) (int, error) {
+	n := 0
+	for _, member := range members {
+		parts, ok := c.ks.parseOpRecordKey(member)
+		if !ok {
+			continue
+		}
+		id, err := c.codec.Decode(parts.item)
+		if err != nil {
+			continue
+		}
+		rec, err := c.rdb.Get(ctx, member).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return n, err
+		}
+		p, ok := parsePending(rec)
+		if !ok {
+			continue
+		}
+		row, found, err := c.ledger.Lookup(ctx, id, parts.kind, parts.opKey)
+		if err != nil {
+			return n, err
+		}
+		if !found {
+			continue
+		}
+		e := Entry[K]{Item: id, Kind: parts.kind, Delta: p.delta, OpKey: parts.opKey, Attempt: p.attempt}
+		if _, err := c.resolve(ctx, e, row, k, member); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // pendingOf lists the journal members of one item. The journal holds only
@@ -345,7 +416,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			retry = append(retry, e)
 			continue
 		}
-		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal},
+		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch},
 			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {

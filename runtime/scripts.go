@@ -22,8 +22,7 @@ var (
 	settledSrc string
 
 	//go:embed scripts/reserve.lua
-	reserveSrc    string
-	reserveScript = redis.NewScript(settledSrc + reserveSrc)
+	reserveSrc string // run under each Core's own gate (gate.go)
 
 	//go:embed scripts/commit.lua
 	commitSrc    string
@@ -74,6 +73,7 @@ const (
 	codeNothing   = 7
 	codeCorrupt   = 8
 	codeBadOp     = 9
+	codeStale     = 10
 )
 
 // Op record states, as reserve.lua stores them.

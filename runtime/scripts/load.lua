@@ -5,6 +5,7 @@
 --
 -- KEYS[1]  item hash
 -- KEYS[2]  shard journal
+-- KEYS[3]  the shard's epoch (reserve.lua): the item is loaded in it
 -- ARGV[1]  fence token
 -- ARGV[2]  available per ledger
 -- ARGV[3]  capacity per ledger
@@ -27,7 +28,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     return -1
   end
 end
-redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3])
+redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', redis.call('GET', KEYS[3]) or '')
 redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r', 'p')
 if ARGV[5] == '1' and not f[3] then
   redis.call('HSET', KEYS[1], 'h', string.format('%d:%s', now, ARGV[6]))

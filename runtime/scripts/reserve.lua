@@ -21,6 +21,7 @@
 --                             if the purchase is undone, so increases count them as on sale,
 --                         h = "<ms>:<generation length>": when Init created the item; Redis has
 --                             every op record of it since, for two generations (settled.lua)
+--                         e = the shard's epoch when the item was loaded (KEYS[7])
 --                         u:<stream id> = stream mode: one of the item's unflushed entries
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
@@ -28,10 +29,14 @@
 -- KEYS[3]  sync: shard journal (zset: pending op record key -> lease deadline, ms,
 --          Redis clock); stream: shard stream of usage for the flusher
 -- KEYS[4..6] the shard's buckets of settled op records
--- KEYS[7]  release only: pending op record of the purchase being released
--- ARGV[1]  kind: decr | incr | release | adjust
+-- KEYS[7]  the shard's epoch: a token that changes whenever the server
+--          serving the shard may have lost writes (see gate.go); an item
+--          whose e differs was loaded before and is refreshed first
+-- KEYS[8]  release only: pending op record of the purchase being released
+-- ARGV[1]  kind: decr | incr | release | adjust, or get: read the stock
+--          (KEYS[1] and KEYS[7] only; reply code 0 with the stock)
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
---          the ledger, or "" to read them from KEYS[4]
+--          the ledger, or "" to read them from KEYS[8]
 -- ARGV[3]  lease (ms)
 -- ARGV[4]  op TTL (ms): how long Redis keeps a settled op record at least
 -- ARGV[5]  item, ARGV[6] op key (stream mode: written to the stream)
@@ -51,12 +56,23 @@
 --   ledger whether the op key is a repeat first), 3 item not loaded, 4
 --   fenced or in progress, 6 purchase unknown to Redis (release: ask the
 --   ledger), 8 the item's hash holds values invgen did not write, 9 the op
---   record does
+--   record does, 10 the item was loaded in another epoch of its shard:
+--   refresh it from the ledger first
 
-local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
 local function reply(code, avail, delta, state, flag, attempt)
   return string.format('%d:%d:%d:%s:%d:%s', code, avail, delta, state, flag, attempt)
+end
+
+-- get: the item's stock, if it is loaded in its shard's epoch.
+if ARGV[1] == 'get' then
+  local v = redis.call('HMGET', KEYS[1], 'a', 'e')
+  if not v[1] then return reply(MISSING, 0, 0, '', 0, '0') end
+  if (v[2] or '') ~= (redis.call('GET', KEYS[7]) or '') then return reply(STALE, 0, 0, '', 0, '0') end
+  local a = tonumber(v[1])
+  if not a or a < 0 then return reply(CORRUPT, 0, 0, '', 0, '0') end
+  return reply(RESERVED, a, 0, '', 0, '0')
 end
 
 local now = now_ms()
@@ -74,7 +90,7 @@ if rec then
   return reply(DUPLICATE, tonumber(a), tonumber(d), 'p', expired, n)
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e')
 if not item[1] then
   if item[3] and tonumber(item[3]) and tonumber(item[3]) > now then
     return reply(BUSY, 0, 0, '', 0, '0')
@@ -88,6 +104,9 @@ if not (avail and cap and fence and rising and pcap and held) or avail < 0 or ca
 end
 if fence > now then
   return reply(BUSY, 0, 0, '', 0, '0')
+end
+if (item[8] or '') ~= (redis.call('GET', KEYS[7]) or '') then
+  return reply(STALE, 0, 0, '', 0, '0')
 end
 
 local maxq = tonumber(ARGV[7])
@@ -122,7 +141,7 @@ elseif kind == 'adjust' then
 elseif kind == 'release' then
   local taken = ARGV[2]
   if taken == '' then
-    local p = redis.call('GET', KEYS[7]) or settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[12])
+    local p = redis.call('GET', KEYS[8]) or settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[12])
     if not p then return reply(UNKNOWN, avail, 0, '', 0, '0') end
     local s, d = string.match(p, '^(%a):?(-?%d*)')
     if s == 'p' then return reply(BUSY, avail, 0, '', 0, '0') end
