@@ -532,7 +532,7 @@ func TestChaosRefreshLoop(t *testing.T) {
 	verify(t, f, f.m, tl, "refresh loop", stock)
 }
 
-func mustNew(t *testing.T, pool *pgxpool.Pool, rdb *redis.Client, ns string) manager[string] {
+func mustNew(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, ns string) manager[string] {
 	t.Helper()
 	m, err := flashsale.New(pool, rdb, flashsale.WithNamespace(ns), flashsale.WithLease(chaosLease), flashsale.WithLedgerTimeout(time.Second))
 	testenv.Must(t, err, "New")

@@ -87,15 +87,18 @@ func childBuyer() int {
 		return fail(err)
 	}
 	defer pool.Close()
-	redisURL := os.Getenv("INVGEN_CHILD_REDIS")
-	if redisURL == "" {
-		redisURL = testenv.RedisURL()
-	}
-	opt, err := redis.ParseURL(redisURL)
-	if err != nil {
+	// The test Redis, or cluster, of the parent's environment; or a Redis
+	// of INVGEN_CHILD_REDIS.
+	var rdb redis.UniversalClient
+	if u := os.Getenv("INVGEN_CHILD_REDIS"); u != "" {
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			return fail(err)
+		}
+		rdb = redis.NewClient(opt)
+	} else if rdb, err = testenv.NewRedis(0); err != nil {
 		return fail(err)
 	}
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	opts := []invrt.Option{invrt.WithNamespace(os.Getenv("INVGEN_CHILD_NS")), invrt.WithBusyWait(5 * time.Second)}
 	if d, err := time.ParseDuration(os.Getenv("INVGEN_CHILD_LEASE")); err == nil {

@@ -52,7 +52,7 @@ var (
 // fixture is one generated manager on its own namespace and schema.
 type fixture[K comparable] struct {
 	m          manager[K]
-	rdb        *redis.Client
+	rdb        redis.UniversalClient
 	pool       *pgxpool.Pool
 	ns         string
 	key        func(i int) K // distinct valid keys
@@ -66,7 +66,7 @@ type fixture[K comparable] struct {
 func stringFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
 		return flashsale.New(pool, rdb, opts...)
 	}, opts)
 }
@@ -75,7 +75,7 @@ func stringFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, rdb: rdb}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
 		return flashsale.New(pool, rdb, opts...)
 	}, opts)
 }
@@ -85,7 +85,7 @@ func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fix
 func stringFixtureWith(t testing.TB, tune func(*pgxpool.Config), opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, pool: testenv.PoolWith(t, tune)}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
 		return flashsale.New(pool, rdb, opts...)
 	}, opts)
 }
@@ -94,7 +94,7 @@ func stringFixtureWith(t testing.TB, tune func(*pgxpool.Config), opts ...invrt.O
 func streamFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: drop.ModificationTable, usageTable: drop.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[string], error) {
+	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
 		return drop.New(pool, rdb, opts...)
 	}, opts)
 }
@@ -102,7 +102,7 @@ func streamFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 func int64Fixture(t testing.TB, opts ...invrt.Option) *fixture[int64] {
 	f := &fixture[int64]{key: func(i int) int64 { return int64(i)*7919 - 50 },
 		modTable: coupon.ModificationTable, usageTable: coupon.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[int64], error) {
+	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[int64], error) {
 		return coupon.New(pool, rdb, opts...)
 	}, opts)
 }
@@ -111,12 +111,12 @@ func uuidFixture(t testing.TB, opts ...invrt.Option) *fixture[uuid.UUID] {
 	f := &fixture[uuid.UUID]{key: func(i int) uuid.UUID {
 		return uuid.NewHash(sha1.New(), uuid.NameSpaceOID, []byte(fmt.Sprint(i)), 5)
 	}, modTable: giftcard.ModificationTable, usageTable: giftcard.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb *redis.Client, opts ...invrt.Option) (manager[uuid.UUID], error) {
+	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[uuid.UUID], error) {
 		return giftcard.New(pool, rdb, opts...)
 	}, opts)
 }
 
-func setup[K comparable](t testing.TB, f *fixture[K], open func(*pgxpool.Pool, *redis.Client, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
+func setup[K comparable](t testing.TB, f *fixture[K], open func(*pgxpool.Pool, redis.UniversalClient, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
 	t.Helper()
 	if f.rdb == nil {
 		f.rdb = testenv.Redis(t)

@@ -136,7 +136,7 @@ func (l flashLedger) ReplaceLayout(ctx context.Context, version int64, w invrt.L
 }
 
 // flashCore is a Core of prefix flash_sale with the given layout.
-func flashCore(t testing.TB, pool *pgxpool.Pool, rdb *redis.Client, ns string, shards int, stream bool, maxKeyLen int, opts ...invrt.Option) *invrt.Core[string] {
+func flashCore(t testing.TB, pool *pgxpool.Pool, rdb redis.UniversalClient, ns string, shards int, stream bool, maxKeyLen int, opts ...invrt.Option) *invrt.Core[string] {
 	t.Helper()
 	l := flashLedger{pool: pool, q: flashdb.New(pool)}
 	c, err := invrt.NewCore(invrt.Config[string]{
