@@ -341,6 +341,9 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		keys = append(keys, decrRec)
 		decrField = k.field(decrRec)
 	}
+	// One attempt id for the whole call: a try whose reply was lost
+	// (evalGate tries again) finds its own reservation.
+	attempt := mrand.Int64N(1<<62) + 1
 	var (
 		wait      backoff
 		healed    bool
@@ -348,7 +351,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		lastCheck time.Time
 	)
 	for {
-		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField)
+		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt)
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
 		}
@@ -364,6 +367,10 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			}
 			return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, true)
 		case codeDuplicate:
+			if r.state == opPending && r.attempt == attempt {
+				// Our own reservation, whose reply was lost.
+				return c.record(ctx, Entry[K]{Item: id, Kind: kind, Delta: r.delta, OpKey: opKey, Attempt: r.attempt}, k, opRec, r.available, true)
+			}
 			if r.state != opPending {
 				return c.replay(id, r)
 			}
@@ -451,8 +458,7 @@ func isWrongType(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
-func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string) (reserveReply, error) {
-	attempt := mrand.Int64N(1<<62) + 1
+func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string, attempt int64) (reserveReply, error) {
 	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, k.id, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
 	if decrField != "" {
 		args = append(args, decrField)
@@ -465,16 +471,25 @@ func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind K
 }
 
 // evalGate runs the Core's reserve script for item k, opening the gate of
-// its server when the server lacks the script (gate.go).
+// its server when the server lacks the script (gate.go), and riding out a
+// failover of a cluster's master for up to WithBusyWait (failover.go). The
+// script is idempotent by op key and attempt, so a try whose reply was lost
+// may be repeated.
 func (c *Core[K]) evalGate(ctx context.Context, k itemKeys, keys []string, args ...any) (string, error) {
-	for tries := 0; ; tries++ {
+	var wait backoff
+	for gated := 0; ; {
 		v, err := c.gate.EvalSha(ctx, c.rdb, keys, args...).Text()
-		if !isNoScript(err) || tries == 3 {
-			return v, err
+		switch {
+		case isNoScript(err) && gated < 3:
+			gated++
+			if err := c.openGate(ctx, k); err != nil {
+				return "", err
+			}
+			continue
+		case reloadOnFailure(c.rdb, err) && wait.sleep(ctx, c.opt.busyWait) == nil:
+			continue
 		}
-		if err := c.openGate(ctx, k); err != nil {
-			return "", err
-		}
+		return v, err
 	}
 }
 
