@@ -55,7 +55,7 @@ func fixtureOn(t testing.TB, rdb redis.UniversalClient, stream bool, opts ...inv
 // success and of each failure to reach Redis.
 type buyLog struct {
 	mu      sync.Mutex
-	told    map[string]int64 // op key -> units
+	told    map[string]int64          // op key -> units
 	ok      map[string][][2]time.Time // per item: when a success was called and when it returned
 	failed  map[string][]time.Time
 	errs    map[string]int
