@@ -117,6 +117,8 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		return nil, argError("codec and ledger are required")
 	case cfg.Redis == nil:
 		return nil, argError("redis client is nil")
+	case o.replicaAck > 0 && !waitable(cfg.Redis):
+		return nil, argError("WithReplicaAck needs a redis.Client or a redis.ClusterClient, not a %T", cfg.Redis)
 	case cfg.Shards < 1 || cfg.Shards > 1024:
 		return nil, argError("shards %d is out of range 1..1024", cfg.Shards)
 	}
@@ -312,6 +314,8 @@ type reserveReply struct {
 	// Redis remembers every op key of the item, so the refusal is final.
 	flag    bool
 	attempt int64 // the reservation's attempt id (duplicates: the first one's)
+	// unacked: WithReplicaAck is set and no replica confirmed the change.
+	unacked bool
 }
 
 // change runs one change through reserve.lua and then the ledger. arg is
@@ -358,6 +362,10 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 
 		if err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+		}
+		if r.unacked && (r.code == codeReserved || mode == "stream" && r.code == codeDuplicate && r.state == opCommitted ||
+			r.code == codeDuplicate && r.state == opPending && r.attempt == attempt) {
+			return c.notReplicated(ctx, kind, id, k, opRec, mode)
 		}
 		switch r.code {
 		case codeReserved:
@@ -462,6 +470,15 @@ func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind K
 	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, k.id, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
 	if decrField != "" {
 		args = append(args, decrField)
+	}
+	if c.opt.replicaAck > 0 {
+		v, acked, err := c.evalAcked(ctx, k, keys, args...)
+		if err != nil {
+			return reserveReply{}, err
+		}
+		r, err := parseReserve(v)
+		r.unacked = !acked
+		return r, err
 	}
 	v, err := c.evalGate(ctx, k, keys, args...)
 	if err != nil {

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -49,4 +50,76 @@ func reloadOnFailure(rdb redis.UniversalClient, err error) bool {
 	}
 	cc.ReloadState(context.Background())
 	return true
+}
+
+// waitable reports whether WAIT can be pipelined with a change on rdb:
+// on one connection to the server that ran it.
+func waitable(rdb redis.UniversalClient) bool {
+	switch rdb.(type) {
+	case *redis.Client, *redis.ClusterClient:
+		return true
+	}
+	return false
+}
+
+// evalAcked is evalGate for WithReplicaAck: the change and a WAIT for one
+// replica go in one pipeline to the master of item k. acked reports
+// whether a replica confirmed the change (and every earlier write of the
+// connection) in time.
+func (c *Core[K]) evalAcked(ctx context.Context, k itemKeys, keys []string, args ...any) (v string, acked bool, err error) {
+	var wait backoff
+	for gated := 0; ; {
+		node := redis.Cmdable(c.rdb)
+		cc, cluster := c.rdb.(*redis.ClusterClient)
+		if cluster {
+			n, err := cc.MasterForKey(ctx, k.item)
+			if err != nil {
+				return "", false, err
+			}
+			node = n
+		}
+		var ev, w *redis.Cmd
+		node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			ev = c.gate.EvalSha(ctx, p, keys, args...)
+			w = p.Do(ctx, "wait", 1, max(c.opt.replicaAck.Milliseconds(), 1))
+			return nil
+		})
+		v, err := ev.Text()
+		moved := cluster && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK"))
+		switch {
+		case isNoScript(err) && gated < 3:
+			gated++
+			if err := c.openGate(ctx, k); err != nil {
+				return "", false, err
+			}
+			continue
+		case moved && wait.sleep(ctx, c.opt.busyWait) == nil:
+			cc.ReloadState(ctx)
+			continue
+		case reloadOnFailure(c.rdb, err) && wait.sleep(ctx, c.opt.busyWait) == nil:
+			continue
+		case err != nil:
+			return "", false, err
+		}
+		n, err := w.Int64()
+		return v, err == nil && n >= 1, nil
+	}
+}
+
+// notReplicated answers a change that no replica confirmed within
+// WithReplicaAck. A sync-ledger reservation is undone, as its ledger row
+// was not written; a stream-ledger change stays, in doubt.
+func (c *Core[K]) notReplicated(ctx context.Context, kind Kind, id K, k itemKeys, opRec, mode string) (Result, error) {
+	if mode == "stream" {
+		return Result{}, fmt.Errorf("%w: %s %v: no replica confirmed it within %v; retry with the op key for its outcome",
+			ErrInDoubt, kind, id, c.opt.replicaAck)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	if _, err := c.abort(sctx, k, opRec, "forget", kind, 0); err != nil {
+		return Result{}, fmt.Errorf("%w: %s %v: no replica confirmed it within %v, and undoing it failed: %w",
+			ErrInDoubt, kind, id, c.opt.replicaAck, err)
+	}
+	return Result{}, fmt.Errorf("%w: %s %v: no replica confirmed it within %v; nothing was done",
+		ErrBusy, kind, id, c.opt.replicaAck)
 }

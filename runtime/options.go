@@ -16,6 +16,7 @@ type options struct {
 	fenceTTL      time.Duration
 	busyWait      time.Duration
 	ledgerTimeout time.Duration
+	replicaAck    time.Duration
 	logger        *slog.Logger
 }
 
@@ -74,6 +75,25 @@ func WithLogger(l *slog.Logger) Option {
 // caller's context is done, so a cancelled request does not strand units.
 func WithLedgerTimeout(d time.Duration) Option { return func(o *options) { o.ledgerTimeout = d } }
 
+// WithReplicaAck makes every change wait, with Redis's WAIT, until a
+// replica of its server has it too, for at most d; without it (the
+// default) a change is acknowledged once the master has it.
+//
+// Replication is asynchronous: a master that dies can take its last
+// writes with it, and the replica promoted in its place offers again the
+// units they sold. invgen refreshes such a server's items from the ledger
+// before they sell again (see the README), which covers every change whose
+// ledger row is written by then. With WithReplicaAck the rest is covered
+// too: a stream-ledger purchase acknowledged to its caller survives the
+// failover, and a sync-ledger reservation whose ledger write is still in
+// flight is found on the promoted replica. A change no replica confirms in
+// time is undone (sync ledger: ErrBusy) or reported in doubt (stream
+// ledger: ErrInDoubt; its op key tells the outcome later). It costs the
+// time a replica takes to confirm, not a round trip: WAIT is pipelined
+// with the change. It needs a Client (or a Sentinel FailoverClient) or a
+// ClusterClient.
+func WithReplicaAck(d time.Duration) Option { return func(o *options) { o.replicaAck = d } }
+
 func (o *options) validate() error {
 	for _, d := range []struct {
 		name string
@@ -88,6 +108,9 @@ func (o *options) validate() error {
 	}
 	if o.busyWait < 0 {
 		return argError("busy wait %v is negative", o.busyWait)
+	}
+	if o.replicaAck < 0 {
+		return argError("replica ack %v is negative", o.replicaAck)
 	}
 	if err := checkName("namespace", o.namespace); err != nil {
 		return err

@@ -129,6 +129,12 @@ func WithLedgerTimeout(d time.Duration) Option {
 	return invrt.WithLedgerTimeout(d)
 }
 
+// WithReplicaAck makes each change wait up to d for a replica to confirm it (Redis WAIT),
+// so that a failover loses no acknowledged change (default: off).
+func WithReplicaAck(d time.Duration) Option {
+	return invrt.WithReplicaAck(d)
+}
+
 //go:embed schema.sql
 var schema string
 
