@@ -299,3 +299,135 @@ func TestChaosClusterFailover(t *testing.T) {
 		t.Errorf("recovery took %v after a kill, want under 5 s", worst)
 	}
 }
+
+// replicaOf returns the address of the replica of master on cl.
+func replicaOf(t *testing.T, cl *testenv.LocalCluster, master string) string {
+	t.Helper()
+	ctx := ctxT(t)
+	_, port, _ := strings.Cut(master, ":")
+	for _, addr := range cl.Seeds() {
+		info, err := cl.Exec(ctx, addr, "INFO", "replication").Text()
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") {
+			return addr
+		}
+	}
+	t.Fatalf("no replica of %s", master)
+	return ""
+}
+
+// TestFailoverToLaggingReplica shows that a failover loses acknowledged
+// writes, and what invgen makes of it in each ledger mode. The replica of
+// an item's master stops applying replication (CLIENT PAUSE WRITE), ten
+// purchases sell the item out on the master, and the master is killed:
+// the promoted replica still offers the ten units.
+//
+//   - sync: the gate refreshes the item from the ledger before it sells
+//     again: the next purchase is refused, nothing is oversold.
+//   - stream: the ten acknowledged purchases are lost with the master's
+//     stream (the README says so); nothing is oversold.
+//   - stream with WithReplicaAck: no purchase is acknowledged while the
+//     replica lags (ErrInDoubt); once retried after the failover each
+//     acknowledged purchase is in the ledger.
+func TestFailoverToLaggingReplica(t *testing.T) {
+	cl := testenv.StartCluster(t, testenv.ClusterConfig{NodeTimeout: 2 * time.Second})
+	rdb := cl.Client(clusterOptions(cl.Seeds()))
+	for _, tc := range []struct {
+		name   string
+		stream bool
+		ack    time.Duration
+	}{{"sync", false, 0}, {"stream", true, 0}, {"stream+ack", true, 50 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			opts := []invrt.Option{invrt.WithLease(chaosLease)}
+			if tc.ack > 0 {
+				opts = append(opts, invrt.WithReplicaAck(tc.ack))
+			}
+			f := fixtureOn(t, rdb, tc.stream, opts...)
+			const item, stock = "sku-lag", 10
+			testenv.Must(t, f.m.Init(ctx, item, stock), "Init")
+			if _, err := f.m.Get(ctx, item); err != nil {
+				t.Fatal(err)
+			}
+			prefix := flashsale.Prefix
+			if tc.stream {
+				prefix = drop.Prefix
+			}
+			master := cl.MasterOf(ctx, fmt.Sprintf("{%s:%d}", prefix, shardOf(item, 16)))
+			replica := replicaOf(t, cl, master)
+			cl.Pause(replica, 2*time.Second)
+			told := map[string]bool{}
+			var doubt []string
+			for i := range stock {
+				op := fmt.Sprintf("buy-%d", i)
+				_, err := f.m.Decr(ctx, item, 1, op)
+				switch {
+				case err == nil:
+					told[op] = true
+				case tc.ack > 0 && errors.Is(err, invrt.ErrInDoubt):
+					doubt = append(doubt, op)
+				default:
+					t.Fatalf("Decr %s: %v", op, err)
+				}
+			}
+			cl.Kill(master)
+			promoted, _, err := cl.WaitPromoted(ctx, master)
+			testenv.Must(t, err, "promotion")
+			itemKey := fmt.Sprintf("%s:{%s:%d}:item:%s", f.ns, prefix, shardOf(item, 16), item)
+			stale, _ := cl.Exec(ctx, promoted, "HGET", itemKey, "a").Int64()
+			t.Logf("%s: %d purchases acknowledged, %d in doubt; the promoted replica offers %d units", tc.name, len(told), len(doubt), stale)
+			if stale != stock {
+				t.Fatalf("the promoted replica offers %d units: it did not lag", stale)
+			}
+			if !tc.stream {
+				_, err := f.m.Decr(ctx, item, 1, "after")
+				if !errors.Is(err, invrt.ErrInsufficientStock) {
+					t.Fatalf("Decr after the failover = %v, want ErrInsufficientStock: sold units offered again", err)
+				}
+			}
+			cl.Restart(master)
+			testenv.Must(t, cl.WaitSynced(ctx), "sync")
+			if tc.ack > 0 {
+				if len(told) != 0 {
+					t.Fatalf("%d purchases acknowledged that no replica confirmed", len(told))
+				}
+				// The callers retry their op keys once the new master has
+				// a replica again.
+				for _, op := range doubt {
+					if _, err := f.m.Decr(ctx, item, 1, op); err == nil {
+						told[op] = true
+					} else {
+						t.Fatalf("retry %s: %v", op, err)
+					}
+				}
+			}
+			if tc.stream {
+				_, err := f.m.Flush(ctx)
+				testenv.Must(t, err, "Flush")
+			}
+			time.Sleep(chaosLease + 100*time.Millisecond)
+			_, err = f.m.Reconcile(ctx)
+			testenv.Must(t, err, "Reconcile")
+			capacity, available := f.ledger(t, item)
+			got, err := f.m.Get(ctx, item)
+			testenv.Must(t, err, "Get")
+			var inLedger int
+			for op := range told {
+				if sumSQL(t, f, "SELECT count(*) FROM "+f.usageTable+" WHERE op_key = $1 AND state = 'committed'", op) == 1 {
+					inLedger++
+				}
+			}
+			t.Logf("%s: ledger capacity %d available %d, Redis %d; %d of %d acknowledged purchases in the ledger",
+				tc.name, capacity, available, got, inLedger, len(told))
+			if available < 0 || got != available {
+				t.Fatalf("oversold: ledger available %d, Redis %d", available, got)
+			}
+			if lostAcks := len(told) - inLedger; tc.stream && tc.ack == 0 {
+				if lostAcks == 0 {
+					t.Fatalf("no acknowledged stream purchase was lost: the scenario did not lose writes")
+				}
+			} else if lostAcks != 0 {
+				t.Fatalf("%d acknowledged purchases are not in the ledger", lostAcks)
+			}
+		})
+	}
+}
