@@ -138,6 +138,7 @@ var options = []option{
 	{"WithBusyWait", "d", jen.Qual("time", "Duration"), "WithBusyWait sets how long a change waits for a fenced item before ErrBusy (default 2s)."},
 	{"WithLogger", "l", jen.Op("*").Qual("log/slog", "Logger"), "WithLogger sets where the manager reports what goes wrong in the background (default: nowhere)."},
 	{"WithLedgerTimeout", "d", jen.Qual("time", "Duration"), "WithLedgerTimeout bounds the SQL calls that settle a change whose ledger write failed (default 5s)."},
+	{"WithSoldOutCache", "d", jen.Qual("time", "Duration"), "WithSoldOutCache refuses purchases of a sold-out item in the process, without Redis, for up to d\nat a time; units that come back become sellable within d (default: off)."},
 	{"WithReplicaAck", "d", jen.Qual("time", "Duration"), "WithReplicaAck makes each change wait up to d for a replica to confirm it (Redis WAIT),\nso that a failover loses no acknowledged change (default: off)."},
 }
 

@@ -79,6 +79,10 @@ type Core[K any] struct {
 	gate   *redis.Script
 	gateMu sync.Mutex
 	gates  map[string]*gateCall
+	// soldOutArg is WithSoldOutCache in ms, boxed; marks are the items
+	// sold out now, by Redis form (soldout.go).
+	soldOutArg any
+	marks      sync.Map
 	// genArg is the generation length of the buckets of settled op
 	// records (settled.lua): half the op TTL, in ms.
 	genArg any
@@ -147,6 +151,7 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		gates:   map[string]*gateCall{},
 	}
 	c.leaseArg, c.opTTLArg = c.leaseMS, c.opTTLMS
+	c.soldOutArg = strconv.FormatInt(o.soldOut.Milliseconds(), 10)
 	c.genArg = strconv.FormatInt(max((o.opTTL.Milliseconds()+1)/2, 1), 10)
 	return c, nil
 }
@@ -205,7 +210,13 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 		return fmt.Errorf("invgen: init %v: %w", id, err)
 	}
 	// The ledger is the truth from here on; an item Redis lacks is loaded on
-	// first use, so a failure below leaves nothing inconsistent.
+	// first use, so a failure below leaves nothing inconsistent. The gate
+	// of the item's server is opened first, so that the item is loaded in
+	// the current epoch and keeps what only a fresh load gives it.
+	k := c.ks.forItem(item)
+	if _, err := c.evalGate(ctx, k, []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}, argGet); err != nil {
+		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
+	}
 	if err := c.refresh(ctx, id, item, false, true); err != nil {
 		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
 	}
@@ -314,6 +325,9 @@ type reserveReply struct {
 	// Redis remembers every op key of the item, so the refusal is final.
 	flag    bool
 	attempt int64 // the reservation's attempt id (duplicates: the first one's)
+	// soldOut: a refused purchase may be refused without asking Redis for
+	// this long (reserve.lua's sold-out period), in ms.
+	soldOut int64
 	// unacked: WithReplicaAck is set and no replica confirmed the change.
 	unacked bool
 }
@@ -339,6 +353,12 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		mode, log = "stream", k.stream
 	}
 	keys := []string{k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2], k.epoch}
+	if kind == KindDecr {
+		if c.soldOutLocally(k, opKey) {
+			return Result{}, fmt.Errorf("%w: item %v has 0 available (sold out)", ErrInsufficientStock, id)
+		}
+		keys = append(keys, k.filter())
+	}
 	decrField := ""
 	if kind == KindRelease {
 		decrRec := k.op(KindDecr, opKey)
@@ -355,6 +375,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		lastCheck time.Time
 	)
 	for {
+		sent := time.Now()
 		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt)
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
@@ -434,6 +455,9 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			}
 			arg = strconv.FormatInt(taken, 10)
 		default:
+			if r.soldOut > 0 && c.opt.soldOut > 0 {
+				c.markSoldOut(ctx, k, sent, r.soldOut)
+			}
 			if r.flag {
 				return Result{}, rejection(r.code, r.available, id, opKey)
 			}
@@ -468,8 +492,12 @@ func isWrongType(err error) bool {
 
 func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string, attempt int64) (reserveReply, error) {
 	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, k.id, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
-	if decrField != "" {
+	switch {
+	case decrField != "":
 		args = append(args, decrField)
+	case kind == KindDecr:
+		h1, h2 := filterPositions(opKey)
+		args = append(args, h1, h2, c.soldOutArg)
 	}
 	if c.opt.replicaAck > 0 {
 		v, acked, err := c.evalAcked(ctx, k, keys, args...)
@@ -511,11 +539,11 @@ func (c *Core[K]) evalGate(ctx context.Context, k itemKeys, keys []string, args 
 }
 
 // parseReserve parses reserve.lua's reply, "code:available:delta:state:
-// flag:attempt", without allocating.
+// flag:attempt:sold out", without allocating.
 func parseReserve(v string) (reserveReply, error) {
 	var (
 		r      reserveReply
-		fields [6]string
+		fields [7]string
 		rest   = v
 	)
 	for i := range fields {
@@ -525,13 +553,14 @@ func parseReserve(v string) (reserveReply, error) {
 			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)
 		}
 	}
-	var errs [4]error
+	var errs [5]error
 	r.code, errs[0] = strconv.ParseInt(fields[0], 10, 64)
 	r.available, errs[1] = strconv.ParseInt(fields[1], 10, 64)
 	r.delta, errs[2] = strconv.ParseInt(fields[2], 10, 64)
 	r.state = fields[3]
 	r.flag = fields[4] == "1"
 	r.attempt, errs[3] = strconv.ParseInt(fields[5], 10, 64)
+	r.soldOut, errs[4] = strconv.ParseInt(fields[6], 10, 64)
 	for _, err := range errs {
 		if err != nil {
 			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)

@@ -73,6 +73,9 @@ func (ks keyspace) forItem(item string) itemKeys {
 // records: its key without the tag and "o:".
 func (k itemKeys) field(opRec string) string { return opRec[len(k.tag)+2:] }
 
+// filter is the key of the item's filter of op keys (reserve.lua).
+func (k itemKeys) filter() string { return k.tag + "bf:" + k.id }
+
 // opPrefix is shared by every op record key of the item: the tag, "o:",
 // the item's length and the item.
 func (k itemKeys) opPrefix() string {

@@ -17,6 +17,7 @@ type options struct {
 	busyWait      time.Duration
 	ledgerTimeout time.Duration
 	replicaAck    time.Duration
+	soldOut       time.Duration
 	logger        *slog.Logger
 }
 
@@ -94,6 +95,22 @@ func WithLedgerTimeout(d time.Duration) Option { return func(o *options) { o.led
 // ClusterClient.
 func WithReplicaAck(d time.Duration) Option { return func(o *options) { o.replicaAck = d } }
 
+// WithSoldOutCache turns on the sold-out fast path: once an item is sold
+// out, purchases of it are refused in the process, without a call to
+// Redis, for up to d at a time (default 0: off). Each process asks Redis
+// again about once per d while the item stays sold out.
+//
+// The answer is exact, not a guess: the first refusal at zero starts a
+// sold-out period of d in Redis during which no purchase of the item
+// succeeds, so units that come back (Incr, Release, Adjust, Refresh, an
+// undone purchase) become sellable when it ends, at most d later. A repeat
+// of a purchase that succeeded is still sent to Redis and replays: each
+// item keeps a Bloom filter of the op keys of its purchases (about two
+// bytes per unit of capacity, at most 128 KiB). Items loaded again after
+// Redis lost them have no complete filter and no fast path. A few hundred
+// milliseconds suit a flash sale.
+func WithSoldOutCache(d time.Duration) Option { return func(o *options) { o.soldOut = d } }
+
 func (o *options) validate() error {
 	for _, d := range []struct {
 		name string
@@ -108,6 +125,9 @@ func (o *options) validate() error {
 	}
 	if o.busyWait < 0 {
 		return argError("busy wait %v is negative", o.busyWait)
+	}
+	if o.soldOut < 0 || o.soldOut > time.Minute {
+		return argError("sold-out cache %v is out of range 0..1m", o.soldOut)
 	}
 	if o.replicaAck < 0 {
 		return argError("replica ack %v is negative", o.replicaAck)

@@ -159,7 +159,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			}
 			stale = false
 		}
-		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch},
+		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
 			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg).Int()
 		switch {
 		case err != nil:
@@ -416,7 +416,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			retry = append(retry, e)
 			continue
 		}
-		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch},
+		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch, e.keys.filter()},
 			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {

@@ -6,6 +6,9 @@
 -- KEYS[1]  item hash
 -- KEYS[2]  shard journal
 -- KEYS[3]  the shard's epoch (reserve.lua): the item is loaded in it
+-- KEYS[4]  the item's filter of op keys (reserve.lua): Init starts it
+--          empty; it stays complete only while the item was loaded in the
+--          current epoch, else it is dropped
 -- ARGV[1]  fence token
 -- ARGV[2]  available per ledger
 -- ARGV[3]  capacity per ledger
@@ -16,7 +19,7 @@
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
 
-local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a')
+local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a', 'e', 'm')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if f[2] ~= ARGV[1] or not tonumber(f[1] or '') or tonumber(f[1]) <= now then
@@ -28,13 +31,25 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     return -1
   end
 end
-redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', redis.call('GET', KEYS[3]) or '')
+local epoch = redis.call('GET', KEYS[3]) or ''
+redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', epoch)
 redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r', 'p')
 if ARGV[5] == '1' and not f[3] then
+  -- About 16 bits per unit of capacity, between 256 bits and 128 KiB.
+  local bits = 256
+  while bits < 16 * tonumber(ARGV[3]) and bits < 1048576 do bits = bits * 2 end
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[1], 'm', bits)
   redis.call('HSET', KEYS[1], 'h', string.format('%d:%s', now, ARGV[6]))
 else
   -- A refresh may follow a loss of op records (a restart from a snapshot,
   -- a failover): from now on refusals are checked against the ledger.
   redis.call('HDEL', KEYS[1], 'h')
+  if not f[3] or (f[4] or '') ~= epoch then
+    -- Redis lost the item, or writes since its load: the filter may lack
+    -- purchases that succeeded.
+    redis.call('HDEL', KEYS[1], 'm')
+    redis.call('DEL', KEYS[4])
+  end
 end
 return 1

@@ -22,6 +22,9 @@
 --                         h = "<ms>:<generation length>": when Init created the item; Redis has
 --                             every op record of it since, for two generations (settled.lua)
 --                         e = the shard's epoch when the item was loaded (KEYS[7])
+--                         m = size in bits of the item's filter (KEYS[8]), present while
+--                             the filter holds the op key of every purchase that succeeded
+--                         z = "<ms>:<period ms>": a sold-out period (below) started then
 --                         u:<stream id> = stream mode: one of the item's unflushed entries
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
@@ -32,7 +35,9 @@
 -- KEYS[7]  the shard's epoch: a token that changes whenever the server
 --          serving the shard may have lost writes (see gate.go); an item
 --          whose e differs was loaded before and is refreshed first
--- KEYS[8]  release only: pending op record of the purchase being released
+-- KEYS[8]  release: pending op record of the purchase being released;
+--          decr: the item's filter of op keys (a Bloom filter, two bits per
+--          op key, a string of m bits)
 -- ARGV[1]  kind: decr | incr | release | adjust, or get: read the stock
 --          (KEYS[1] and KEYS[7] only; reply code 0 with the stock)
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
@@ -46,10 +51,25 @@
 --          Redis at once, usage appended to the stream)
 -- ARGV[10] the op record's field in the buckets
 -- ARGV[11] generation length of the buckets (ms)
--- ARGV[12] release only: the field of the purchase being released
+-- ARGV[12] release: the field of the purchase being released;
+--          decr: the op key's two positions in the filter (ARGV[12],
+--          ARGV[13], before modulo m), and ARGV[14] the sold-out period
+--          (ms) the caller asks for, "0" for none
 --
--- Reply: "code:available:delta:state:flag:attempt id", one string so the
--- client parses it without allocating
+-- The sold-out fast path (WithSoldOutCache). A purchase refused because
+-- the stock is 0, by a caller that asks for it, starts a sold-out period
+-- (z) unless one runs: until it ends every purchase is refused, even if
+-- units came back meanwhile. Callers then refuse purchases of the item
+-- without asking Redis until the period ends, except those whose op key
+-- the filter may hold (an earlier purchase that succeeded: its repeat must
+-- replay). No purchase can succeed while the period runs, so such a local
+-- refusal is the answer Redis would give. Units that come back become
+-- sellable when the period ends.
+--
+-- Reply: "code:available:delta:state:flag:attempt id:sold out", one string
+-- so the client parses it without allocating; sold out is, for a refused
+-- purchase, the ms left of the sold-out period when the caller may refuse
+-- locally until then (the filter is complete), else 0
 --   code 0 reserved, 1 duplicate (fields describe the first outcome; flag 1:
 --   pending and its lease has passed), 2 insufficient stock, 5 over the
 --   limit, 7 nothing to release (flag 1: the refusal is final, 0: ask the
@@ -61,8 +81,8 @@
 
 local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
-local function reply(code, avail, delta, state, flag, attempt)
-  return string.format('%d:%d:%d:%s:%d:%s', code, avail, delta, state, flag, attempt)
+local function reply(code, avail, delta, state, flag, attempt, soldout)
+  return string.format('%d:%d:%d:%s:%d:%s:%d', code, avail, delta, state, flag, attempt, soldout or 0)
 end
 
 -- get: the item's stock, if it is loaded in its shard's epoch.
@@ -90,7 +110,7 @@ if rec then
   return reply(DUPLICATE, tonumber(a), tonumber(d), 'p', expired, n)
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z')
 if not item[1] then
   if item[3] and tonumber(item[3]) and tonumber(item[3]) > now then
     return reply(BUSY, 0, 0, '', 0, '0')
@@ -124,9 +144,24 @@ local function refuse(code)
 end
 
 local delta, dcap = 0, 0
+local bits = tonumber(item[9] or '')
 if kind == 'decr' then
   delta = -tonumber(ARGV[2])
-  if avail + delta < 0 then return refuse(SHORT) end
+  local zt, zp = string.match(item[10] or '', '^(%d+):(%d+)$')
+  local left = 0
+  if zt then left = tonumber(zt) + tonumber(zp) - now end
+  if left > 0 then
+    if not bits then left = 0 end
+    return reply(SHORT, 0, 0, '', final, '0', left)
+  end
+  if avail + delta < 0 then
+    local period = tonumber(ARGV[14])
+    if avail == 0 and period > 0 and bits then
+      redis.call('HSET', KEYS[1], 'z', string.format('%d:%d', now, period))
+      return reply(SHORT, 0, 0, '', final, '0', period)
+    end
+    return refuse(SHORT)
+  end
 elseif kind == 'incr' then
   delta = tonumber(ARGV[2])
   if avail + rising + delta > cap then return refuse(LIMIT) end
@@ -156,6 +191,11 @@ elseif kind == 'release' then
   if avail + held + rising + delta > cap then return reply(BUSY, avail, 0, '', 0, '0') end
 else
   return redis.error_reply('invgen: unknown kind ' .. kind)
+end
+
+if kind == 'decr' and bits then
+  redis.call('SETBIT', KEYS[8], tonumber(ARGV[12]) % bits, 1)
+  redis.call('SETBIT', KEYS[8], tonumber(ARGV[13]) % bits, 1)
 end
 
 if ARGV[9] == 'stream' then

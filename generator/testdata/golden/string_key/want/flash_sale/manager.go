@@ -130,6 +130,12 @@ func WithLedgerTimeout(d time.Duration) Option {
 	return invrt.WithLedgerTimeout(d)
 }
 
+// WithSoldOutCache refuses purchases of a sold-out item in the process, without Redis, for up to d
+// at a time; units that come back become sellable within d (default: off).
+func WithSoldOutCache(d time.Duration) Option {
+	return invrt.WithSoldOutCache(d)
+}
+
 // WithReplicaAck makes each change wait up to d for a replica to confirm it (Redis WAIT),
 // so that a failover loses no acknowledged change (default: off).
 func WithReplicaAck(d time.Duration) Option {
