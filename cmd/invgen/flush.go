@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/generator"
 	invrt "github.com/invgen/invgen/runtime"
@@ -30,14 +29,15 @@ that the ledger database records each prefix's layout as the spec (and
 -namespace) describe it, and exits 1 when it does not, or when the database
 has no tables of the prefix. Failed rounds are printed to stderr and retried;
 a permanent failure (the ledger's tables, schema or privileges missing) stops
-every flusher and exits non-zero.`
+every flusher and exits non-zero. -redis names one Redis server or a Redis
+Cluster (by its seeds); a cluster's nodes must all report cluster_state:ok.`
 
 // runFlush is `invgen flush`.
 func runFlush(args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("invgen flush", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
-	redisURL := fset.String("redis", envOr("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis `URL` (default $INVGEN_REDIS_URL)")
+	redisURL := fset.String("redis", envOr("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0"), redisURLHelp)
 	dbURL := fset.String("db", envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"),
 		"PostgreSQL `URL` of the ledger (default $INVGEN_DATABASE_URL)")
 	namespace := fset.String("namespace", "", "Redis `namespace` replacing the spec's")
@@ -54,6 +54,10 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	}
 	if fset.NArg() > 0 {
 		fmt.Fprintf(stderr, "invgen flush: unexpected argument %q\n", fset.Arg(0))
+		return exitUsage
+	}
+	if _, err := parseRedisURL(*redisURL); err != nil {
+		fmt.Fprintf(stderr, "invgen flush: -redis: %v\n", err)
 		return exitUsage
 	}
 	m, code := loadModel(*file, stderr)
@@ -73,12 +77,11 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		return exitFail
 	}
 	defer pool.Close()
-	opt, err := redis.ParseURL(*redisURL)
+	rdb, err := openRedis(ctx, *redisURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
 		return exitFail
 	}
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 
 	var (
