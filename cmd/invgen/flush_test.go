@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/internal/testenv"
@@ -76,7 +79,7 @@ func flushArgs(t *testing.T, pool *pgxpool.Pool, ns string) []string {
 	q := u.Query()
 	q.Set("search_path", testenv.Schema(pool))
 	u.RawQuery = q.Encode()
-	return []string{"flush", "-f", "../../inventory.yaml", "-once", "-namespace", ns, "-redis", testenv.RedisURL(), "-db", u.String()}
+	return []string{"flush", "-f", "../../inventory.yaml", "-once", "-namespace", ns, "-redis", testRedisURL(), "-db", u.String()}
 }
 
 // A flusher of another namespace than the application's would read streams
@@ -177,7 +180,7 @@ func flushSetup(t *testing.T) (*drop.Manager, *pgxpool.Pool, []string) {
 	q := u.Query()
 	q.Set("search_path", testenv.Schema(pool))
 	u.RawQuery = q.Encode()
-	return m, pool, []string{"flush", "-f", "../../inventory.yaml", "-namespace", ns, "-redis", testenv.RedisURL(), "-db", u.String()}
+	return m, pool, []string{"flush", "-f", "../../inventory.yaml", "-namespace", ns, "-redis", testRedisURL(), "-db", u.String()}
 }
 
 // runAsync runs the command in the background.
@@ -237,5 +240,90 @@ func TestFlushCommandPrintsRoundErrors(t *testing.T) {
 	testenv.Must(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM "+drop.UsageTable).Scan(&rows), "rows")
 	if rows != 1 {
 		t.Fatalf("%d rows flushed, want 1", rows)
+	}
+}
+
+// invgen flush -once writes the streams of every master of a Redis
+// Cluster, named by its seeds in either form, and refuses a cluster node
+// named as a single server.
+func TestFlushCommandCluster(t *testing.T) {
+	ctx := testenv.Context(t, 2*time.Minute)
+	seeds := testCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds})
+	t.Cleanup(func() { rdb.Close() })
+	ns := testenv.Namespace(t, rdb)
+	pool := testenv.Pool(t)
+	m, err := drop.New(pool, rdb, drop.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, m.CreateTables(ctx), "CreateTables")
+	// 32 items over the prefix's 16 shards, whose streams lie on every
+	// master.
+	const items = 32
+	for i := range items {
+		testenv.Must(t, m.Init(ctx, fmt.Sprintf("sku-%d", i), 10), "Init")
+	}
+	buy := func(round int) {
+		for i := range items {
+			_, err := m.Decr(ctx, fmt.Sprintf("sku-%d", i), 1, fmt.Sprintf("o%d-%d", round, i))
+			testenv.Must(t, err, "Decr")
+		}
+	}
+	buy(1)
+	var (
+		mu      sync.Mutex
+		masters []string
+	)
+	testenv.Must(t, rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		keys, err := node.Keys(ctx, ns+":*:stream").Result()
+		if len(keys) > 0 {
+			mu.Lock()
+			masters = append(masters, node.Options().Addr)
+			mu.Unlock()
+		}
+		return err
+	}), "streams per master")
+	if len(masters) < 2 {
+		t.Fatalf("the streams are on %v only; want them on several masters", masters)
+	}
+
+	args := flushArgs(t, pool, ns)
+	withRedis := func(url string) []string {
+		a := slices.Clone(args)
+		a[slices.Index(a, "-redis")+1] = url
+		return a
+	}
+	r := invgen(t, withRedis(clusterURL(seeds))...).want(t, exitOK)
+	if !strings.Contains(r.stdout, fmt.Sprintf("drop: wrote %d entries", items)) {
+		t.Fatalf("stdout %q, want %d entries written", r.stdout, items)
+	}
+	buy(2)
+	goRedisForm := "redis://" + seeds[0] + "?addr=" + strings.Join(seeds[1:], "&addr=")
+	r = invgen(t, withRedis(goRedisForm)...).want(t, exitOK)
+	if !strings.Contains(r.stdout, fmt.Sprintf("drop: wrote %d entries", items)) {
+		t.Fatalf("%s: stdout %q, want %d entries written", goRedisForm, r.stdout, items)
+	}
+	r = invgen(t, withRedis(clusterURL(seeds[:1]))...).want(t, exitOK)
+	if !strings.Contains(r.stdout, "drop: wrote 0 entries") {
+		t.Fatalf("third run: stdout %q, want nothing written", r.stdout)
+	}
+	var rows, sum int64
+	testenv.Must(t, pool.QueryRow(ctx,
+		"SELECT count(*), COALESCE(SUM(delta), 0) FROM "+drop.UsageTable+" WHERE state = 'committed'").Scan(&rows, &sum), "ledger")
+	if rows != 2*items || sum != -2*items {
+		t.Fatalf("ledger: %d rows summing to %d; want %d rows, -%d", rows, sum, 2*items, 2*items)
+	}
+	if lag, err := m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+		t.Fatalf("FlushLag = %+v, %v; want nothing left", lag, err)
+	}
+
+	// One node named as a single server would get MOVED for most keys.
+	r = invgen(t, withRedis("redis://"+seeds[0])...).want(t, exitFail)
+	if !strings.Contains(r.stderr, "is a node of a Redis Cluster") || strings.Contains(r.stdout, "wrote") {
+		t.Fatalf("a cluster node as -redis: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	// A database number with a cluster is an error, before any connection.
+	r = invgen(t, withRedis(clusterURL(seeds)+"/1")...).want(t, exitUsage)
+	if !strings.Contains(r.stderr, "database 0 only") {
+		t.Fatalf("a cluster URL with a database: stderr %q", r.stderr)
 	}
 }
