@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"runtime"
@@ -280,18 +281,34 @@ func streamKeys(prefix string) (tag, item, stream, opPrefix string) {
 	return tag, tag + "item:hot", tag + "stream", tag + "o:3:hot:d:"
 }
 
+// filterPositions are an op key's two positions in an item's filter of
+// purchases, as runtime/soldout.go computes them (FNV-1a, 64 bits, split).
+func filterPositions(opKey string) (string, string) {
+	h := fnv.New64a()
+	h.Write([]byte(opKey))
+	s := h.Sum64()
+	return strconv.FormatUint(s&0xffffffff, 10), strconv.FormatUint(s>>32, 10)
+}
+
+// filterBits is the size of the filter Init gives an item of bigStock
+// units (runtime/scripts/load.lua: 16 bits a unit, at most 2^20).
+const filterBits = 1 << 20
+
 func (b *bench) streamLua(prefix string) (func(ctx context.Context, seq int64) error, string, error) {
 	s, err := streamScript()
 	if err != nil {
 		return nil, "", err
 	}
 	tag, item, stream, opPrefix := streamKeys(prefix)
-	b.rdb.HSet(context.Background(), item, "a", bigStock, "c", bigStock)
+	// The item as Init leaves it in a shard without an epoch yet: its
+	// filter of purchases sized, and no e (KEYS[7] absent).
+	b.rdb.HSet(context.Background(), item, "a", bigStock, "c", bigStock, "m", filterBits)
 	return func(ctx context.Context, seq int64) error {
 		op := strconv.FormatInt(seq, 10)
 		rec := opPrefix + op
-		v, err := s.Run(ctx, b.rdb, []string{item, rec, stream, tag + "s:0", tag + "s:1", tag + "s:2"},
-			"decr", "1", "10000", "86400000", "hot", op, invrt.MaxQuantity, seq, "stream", rec[len(tag)+2:], "43200000").Text()
+		h1, h2 := filterPositions(op)
+		v, err := s.Run(ctx, b.rdb, []string{item, rec, stream, tag + "s:0", tag + "s:1", tag + "s:2", tag + "epoch", tag + "bf:hot"},
+			"decr", "1", "10000", "86400000", "hot", op, invrt.MaxQuantity, seq, "stream", rec[len(tag)+2:], "43200000", h1, h2, "0").Text()
 		if err == nil && !strings.HasPrefix(v, "0:") {
 			err = fmt.Errorf("reserve.lua answered %q", v)
 		}
