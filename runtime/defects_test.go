@@ -72,8 +72,8 @@ func TestDefectLedgerFailureReleases(t *testing.T) {
 	if err == nil {
 		t.Fatal("Decr succeeded without its ledger row")
 	}
-	if v, _ := f.m.Get(ctx, "sku"); v != 10 {
-		t.Fatalf("stock %d after a failed purchase, want 10: units were lost", v)
+	if v, err := f.m.Get(ctx, "sku"); err != nil || v != 10 {
+		t.Fatalf("stock %d (%v) after a failed purchase, want 10: units were lost", v, err)
 	}
 	_, err = f.pool.Exec(ctx, "ALTER TABLE gone RENAME TO "+f.usageTable)
 	testenv.Must(t, err, "rename back")

@@ -190,6 +190,9 @@ func TestRefreshDoesNotLoadAfterItsFenceExpired(t *testing.T) {
 	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
 	tx, err := f.pool.Begin(ctx)
 	testenv.Must(t, err, "begin")
+	// A failure below must not leave the lock held: the pool's cleanup
+	// would wait for the refresh's connection until the test timed out.
+	defer tx.Rollback(ctx)
 	_, err = tx.Exec(ctx, "LOCK TABLE "+f.usageTable+" IN ACCESS EXCLUSIVE MODE")
 	testenv.Must(t, err, "lock")
 	refreshed := make(chan error, 1)
