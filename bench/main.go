@@ -3,7 +3,15 @@
 // a fixed time with 64 concurrent buyers on one hot SKU, and the table
 // gives ops/s and the ratios the project's targets are stated in.
 //
+// Scenario 5 is a comparison (cluster.go): 10,000 SKUs on the
+// single Redis against the Redis Cluster of INVGEN_REDIS_CLUSTER (seeds,
+// comma-separated; default scripts/cluster.sh's masters), with each
+// node's Redis time and CPU per purchase and a projection, labelled as
+// such, of N masters on N machines. Ratios compare scenarios of the same
+// run only.
+//
 //	make bench            # or: go run ./bench -d 5s
+//	go run ./bench -only 5. -d 2s -rounds 1
 package main
 
 import (
@@ -49,7 +57,7 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "how long each scenario runs, per round")
 	flag.IntVar(&rounds, "rounds", 3, "rounds over all scenarios; the table shows each one's median")
 	items := flag.Int("items", 100_000, "items for the RefreshAll scenario")
-	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this")
+	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this (e.g. \"5.\", \"cluster\"), without RefreshAll")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -76,13 +84,20 @@ type bench struct {
 	pool *pgxpool.Pool
 	rdb  *redis.Client
 	dur  time.Duration
+	cpus int
+
+	// The comparisons' (cluster.go).
+	single, cluster *target // cluster: nil unless a selected step needs it
+	scalePool       *pgxpool.Pool
+	closers         []func(context.Context) error
 }
 
 // result is one row of the table.
 type result struct {
-	name string
-	ops  float64
-	note string
+	name  string
+	ops   float64
+	note  string
+	stats *runStats // the comparisons': what the run cost, node by node
 }
 
 func run(ctx context.Context, dur time.Duration, nItems int) error {
@@ -119,13 +134,56 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 		return err
 	}
 	defer clear(context.Background(), rdb)
-	b := &bench{pool: pool, rdb: rdb, dur: dur}
+	b := &bench{pool: pool, rdb: rdb, dur: dur, cpus: runtime.NumCPU()}
+
+	// Every scenario, in the order of the table; the comparisons' after the
+	// others.
+	steps := []step{
+		{name: nBare, run: b.bareLua},
+		{name: nStreamAlone, run: b.streamLuaAlone},
+		{name: nStreamLimit, run: b.streamLimit},
+		{name: nStreamDecr, run: b.streamDecr},
+		{name: nSyncLimit, run: b.syncLimit},
+		{name: nSyncDecr, run: b.syncDecr},
+		{name: nDBOnly, run: b.dbOnly},
+		{name: nWatch, run: b.watchMulti},
+	}
+	comparisons := b.comparisons()
+	compared := map[string]bool{}
+	for _, c := range comparisons {
+		for _, s := range c.steps {
+			steps = append(steps, s)
+			compared[s.name] = true
+		}
+	}
+	var selected []step
+	scale, cluster := false, false
+	for _, s := range steps {
+		if only == "" || strings.Contains(s.name, only) {
+			selected = append(selected, s)
+			scale = scale || compared[s.name]
+			cluster = cluster || s.cluster
+		}
+	}
+	if len(selected) == 0 {
+		return fmt.Errorf("-only %q selects no scenario", only)
+	}
+	if scale {
+		closeScale, err := b.openScale(ctx, dbURL, cluster)
+		if err != nil {
+			return err
+		}
+		defer closeScale()
+	}
 
 	info := rdb.Info(ctx, "server").Val()
 	redisVersion := field(info, "redis_version")
 	cpu := strings.TrimSpace(field(readFile("/proc/cpuinfo"), "model name"))
-	fmt.Printf("invgen bench: %d buyers on one hot SKU; median of %d rounds of %v per scenario; %d CPUs (%s), Go %s, Redis %s, PostgreSQL %s\n",
+	fmt.Printf("invgen bench: %d buyers (on one hot SKU unless said); median of %d rounds of %v per scenario; %d CPUs (%s), Go %s, Redis %s, PostgreSQL %s\n",
 		buyers, rounds, dur, runtime.NumCPU(), cpu, strings.TrimPrefix(runtime.Version(), "go"), redisVersion, pgVersion)
+	if b.cluster != nil {
+		fmt.Printf("Redis Cluster: %s, %d nodes (%s first)\n", b.cluster.name, len(b.cluster.nodes), b.cluster.addr(0))
+	}
 
 	// Scenarios run in rounds, interleaved, so that a slow stretch of the
 	// machine (a checkpoint, autovacuum) does not land on one of them only.
@@ -138,48 +196,31 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 		runs[r.name] = append(runs[r.name], r)
 		return nil
 	}
-	steps := []func() (result, error){
-		b.bareLua,
-		b.streamLuaAlone,
-		b.streamLimit,
-		b.streamDecr,
-		b.syncLimit,
-		b.syncDecr,
-		b.dbOnly,
-		b.watchMulti,
-	}
-	names := []string{nBare, nStreamAlone, nStreamLimit, nStreamDecr, nSyncLimit, nSyncDecr, nDBOnly, nWatch}
 	for round := range rounds {
 		fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, rounds)
-		for i, s := range steps {
-			if only != "" && !strings.Contains(names[i], only) {
-				continue
-			}
-			if err := add(s()); err != nil {
+		for _, s := range selected {
+			if err := add(s.run()); err != nil {
 				return err
 			}
 		}
 	}
 	var rows []result
-	for _, n := range names {
-		if rs := runs[n]; len(rs) > 0 {
+	by := map[string]result{}
+	for _, s := range selected {
+		if rs := runs[s.name]; len(rs) > 0 {
 			sort.Slice(rs, func(i, j int) bool { return rs[i].ops < rs[j].ops })
 			rows = append(rows, rs[len(rs)/2])
+			by[s.name] = rs[len(rs)/2]
 		}
 	}
-	if only != "" {
-		return nil
-	}
-	refresh, err := b.refreshAll(ctx, nItems)
-	if err != nil {
-		return err
+	var refresh time.Duration
+	if only == "" {
+		var err error
+		if refresh, err = b.refreshAll(ctx, nItems); err != nil {
+			return err
+		}
 	}
 
-	by := map[string]float64{}
-	for _, r := range rows {
-		by[r.name] = r.ops
-	}
-	ratio := func(a, c string) string { return fmt.Sprintf("%.2fx", by[a]/by[c]) }
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "scenario\tops/s\tnote\t")
@@ -187,17 +228,88 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t\n", r.name, r.ops, r.note)
 	}
 	tw.Flush()
-	fmt.Println()
-	fmt.Println("ratios (target):")
-	fmt.Printf("  stream Decr / stream limit        %s  (>= 0.9x)\n", ratio(nStreamDecr, nStreamLimit))
-	fmt.Printf("  sync Decr / sync limit            %s  (>= 0.8x)\n", ratio(nSyncDecr, nSyncLimit))
-	fmt.Printf("  stream Decr / database-only       %s  (>= 25x)\n", ratio(nStreamDecr, nDBOnly))
-	fmt.Printf("  stream Decr / WATCH-MULTI-EXEC    %s\n", ratio(nStreamDecr, nWatch))
-	fmt.Printf("  stream Lua alone / bare Lua       %s  (what idempotency + the stream append cost)\n", ratio(nStreamAlone, nBare))
-	fmt.Printf("  stream limit / stream Lua alone   %s  (what the flusher beside it costs)\n", ratio(nStreamLimit, nStreamAlone))
-	fmt.Printf("  sync limit / bare Lua             %s  (what one INSERT per purchase costs)\n", ratio(nSyncLimit, nBare))
-	fmt.Printf("\nRefreshAll of %d items: %v (target < 5s)\n", nItems, refresh.Round(time.Millisecond))
+	// A ratio is printed when both of its scenarios ran.
+	var ratios []string
+	ratio := func(a, c, label, target string) {
+		if ra, ok := by[a]; ok {
+			if rc, ok := by[c]; ok {
+				ratios = append(ratios, fmt.Sprintf("  %-34s%.2fx%s", label, ra.ops/rc.ops, target))
+			}
+		}
+	}
+	ratio(nStreamDecr, nStreamLimit, "stream Decr / stream limit", "  (>= 0.9x)")
+	ratio(nSyncDecr, nSyncLimit, "sync Decr / sync limit", "  (>= 0.8x)")
+	ratio(nStreamDecr, nDBOnly, "stream Decr / database-only", "  (>= 25x)")
+	ratio(nStreamDecr, nWatch, "stream Decr / WATCH-MULTI-EXEC", "")
+	ratio(nStreamAlone, nBare, "stream Lua alone / bare Lua", "  (what idempotency + the stream append cost)")
+	ratio(nStreamLimit, nStreamAlone, "stream limit / stream Lua alone", "  (what the flusher beside it costs)")
+	ratio(nSyncLimit, nBare, "sync limit / bare Lua", "  (what one INSERT per purchase costs)")
+	if len(ratios) > 0 {
+		fmt.Println()
+		fmt.Println("ratios (target):")
+		fmt.Println(strings.Join(ratios, "\n"))
+	}
+	for _, c := range comparisons {
+		c.report(by)
+	}
+	if only == "" {
+		fmt.Printf("\nRefreshAll of %d items: %v (target < 5s)\n", nItems, refresh.Round(time.Millisecond))
+	}
 	return nil
+}
+
+// openScale prepares the comparisons: their schema, a pool of it, the
+// Redis Cluster when wanted, and their namespace emptied on each target.
+// It returns what undoes it.
+func (b *bench) openScale(ctx context.Context, dbURL string, cluster bool) (func(), error) {
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, err
+	}
+	_, err = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+scaleSchema+" CASCADE; CREATE SCHEMA "+scaleSchema)
+	admin.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	// Purchases of the stream ledger and refusals do not write SQL: a few
+	// connections, beside the other scenarios' 64.
+	cfg.ConnConfig.RuntimeParams["search_path"] = scaleSchema
+	cfg.MaxConns = 16
+	if b.scalePool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, err
+	}
+	b.single = singleTarget(b.rdb)
+	targets := []*target{b.single}
+	if cluster {
+		if b.cluster, err = openCluster(ctx); err != nil {
+			b.single.rdb.Close()
+			b.scalePool.Close()
+			return nil, err
+		}
+		targets = append(targets, b.cluster)
+	}
+	for _, t := range targets {
+		if err := clearTarget(ctx, t, scaleNamespace); err != nil {
+			return nil, fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	return func() {
+		ctx := context.Background()
+		for _, c := range b.closers {
+			c(ctx)
+		}
+		for _, t := range targets {
+			clearTarget(ctx, t, scaleNamespace)
+		}
+		for _, t := range targets {
+			t.rdb.Close()
+		}
+		b.scalePool.Close()
+	}, nil
 }
 
 // Scenario names, as the table shows them.
@@ -215,6 +327,12 @@ const (
 // hammer runs op from 64 goroutines for the scenario's duration and
 // returns successful ops per second.
 func (b *bench) hammer(op func(ctx context.Context, seq int64) error) (float64, error) {
+	n, took, err := b.hammerN(op)
+	return float64(n) / took.Seconds(), err
+}
+
+// hammerN is hammer, returning the successful ops and the time they took.
+func (b *bench) hammerN(op func(ctx context.Context, seq int64) error) (int64, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.dur)
 	defer cancel()
 	var (
@@ -243,9 +361,9 @@ func (b *bench) hammer(op func(ctx context.Context, seq int64) error) (float64, 
 	}
 	wg.Wait()
 	if err, _ := first.Load().(error); err != nil {
-		return 0, err
+		return 0, time.Since(start), err
 	}
-	return float64(done.Load()) / time.Since(start).Seconds(), nil
+	return done.Load(), time.Since(start), nil
 }
 
 var bareLua = redis.NewScript(`
