@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
+	flashsale "github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 )
 
 // The comparisons have a schema and a namespace of their own, so that the
@@ -35,7 +37,9 @@ const (
 	// capacity (runtime/scripts/load.lua): 16 bits a unit, at most
 	// 128 KiB, which 10,000 items of bigStock would take each, growing it
 	// by SETBIT on their first purchases.
-	skuStock = 1_000
+	skuStock      = 1_000
+	soldOutUnits  = 5
+	soldOutPeriod = 300 * time.Millisecond
 )
 
 // defaultClusterSeeds are the masters of scripts/cluster.sh's cluster.
@@ -57,7 +61,7 @@ type comparison struct {
 // as one bucket against four, once the bucket feature exists; manySKUs is
 // its model.
 func (b *bench) comparisons() []comparison {
-	return []comparison{b.manySKUs()}
+	return []comparison{b.manySKUs(), b.soldOut()}
 }
 
 // step is one scenario of the rounds.
@@ -585,6 +589,100 @@ func (b *bench) printShards() {
 	}
 	fmt.Printf("  the prefix's %d shards per master: %s; the busiest master serves %d/%d of the items, so these masters give at most %.2fx one master\n",
 		drop.Shards, strings.Join(parts, ", "), busiest, drop.Shards, float64(drop.Shards)/float64(busiest))
+}
+
+// --- 6. refusals after a sell-out, with and without the fast path -----------
+
+const (
+	nSoldOutPlain = "6. sold out: refused Decr, no fast path"
+	nSoldOutFast  = "6. sold out: refused Decr, WithSoldOutCache(300ms)"
+)
+
+// soldOut: an item of the sync prefix (flash_sale) with a few units, sold
+// out, then 64 buyers trying to buy it with new op keys, on the single
+// Redis; refusals per second and Redis commands per refusal (counted by a
+// hook on the variant's client), without and with the sold-out fast path.
+func (b *bench) soldOut() comparison {
+	on := func(name, tag string, opts ...flashsale.Option) step {
+		var (
+			m     *flashsale.Manager
+			calls = &callCounter{}
+			item  string
+		)
+		return b.step(variant{name: name, target: func() *target { return b.single }, calls: calls,
+			prepare: func(ctx context.Context, run int) (func(ctx context.Context, seq int64) error, error) {
+				if m == nil {
+					opt := *b.single.nodes[0].rdb.Options()
+					rdb := redis.NewClient(&opt)
+					rdb.AddHook(calls)
+					b.closers = append(b.closers, func(context.Context) error { return rdb.Close() })
+					var err error
+					if m, err = flashsale.New(b.scalePool, rdb, append(opts, flashsale.WithNamespace(scaleNamespace))...); err != nil {
+						return nil, err
+					}
+					b.closers = append(b.closers, m.Close)
+					if err := m.CreateTables(ctx); err != nil {
+						return nil, err
+					}
+				}
+				// A new item every round, sold out before the round.
+				item = fmt.Sprintf("gone-%s-%d", tag, run)
+				if err := m.Init(ctx, item, soldOutUnits); err != nil {
+					return nil, err
+				}
+				for i := range soldOutUnits + 1 {
+					_, err := m.Decr(ctx, item, 1, "sell-"+strconv.Itoa(i))
+					if i < soldOutUnits && err != nil || i == soldOutUnits && !errors.Is(err, flashsale.ErrInsufficientStock) {
+						return nil, fmt.Errorf("selling out %s: purchase %d: %v", item, i+1, err)
+					}
+				}
+				return func(ctx context.Context, seq int64) error {
+					_, err := m.Decr(ctx, item, 1, "r"+strconv.FormatInt(seq, 10))
+					switch {
+					case errors.Is(err, flashsale.ErrInsufficientStock):
+						return nil
+					case err == nil:
+						return fmt.Errorf("a purchase of sold-out %s succeeded", item)
+					}
+					return err
+				}, nil
+			},
+			check: func(ctx context.Context) error {
+				if left, err := m.Get(ctx, item); err != nil || left != 0 {
+					return fmt.Errorf("%s: %d left after the round (%v), want 0", item, left, err)
+				}
+				return nil
+			},
+			note: func(st *runStats) string {
+				return fmt.Sprintf("%.4f Redis commands per refusal", float64(st.calls)/float64(st.ops))
+			},
+		})
+	}
+	return comparison{
+		steps: []step{
+			on(nSoldOutPlain, "plain"),
+			on(nSoldOutFast, "fast", flashsale.WithSoldOutCache(soldOutPeriod)),
+		},
+		report: b.reportSoldOut,
+	}
+}
+
+func (b *bench) reportSoldOut(by map[string]result) {
+	plain, fast := by[nSoldOutPlain], by[nSoldOutFast]
+	if plain.stats == nil && fast.stats == nil {
+		return
+	}
+	fmt.Println()
+	fmt.Printf("6. refused purchases of a sold-out item (%d units, sold), %d buyers with new op keys, single Redis:\n", soldOutUnits, buyers)
+	if plain.stats != nil && fast.stats != nil {
+		fmt.Printf("  WithSoldOutCache(%v) / no fast path   %.1fx refusals/s\n", soldOutPeriod, fast.ops/plain.ops)
+	}
+	for _, r := range []result{plain, fast} {
+		if st := r.stats; st != nil {
+			fmt.Printf("  %-52s %10.4f Redis commands, %6.2f µs Redis CPU, %6.2f µs client CPU per refusal\n",
+				r.name, float64(st.calls)/float64(st.ops), perOp(st.nodes[0].cpu, st.ops), perOp(st.clientCPU, st.ops))
+		}
+	}
 }
 
 // clearTarget deletes the keys of namespace ns from every master of t.

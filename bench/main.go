@@ -3,12 +3,13 @@
 // a fixed time with 64 concurrent buyers on one hot SKU, and the table
 // gives ops/s and the ratios the project's targets are stated in.
 //
-// Scenario 5 is a comparison (cluster.go): 10,000 SKUs on the
+// Scenarios 5 and 6 are comparisons (cluster.go): 10,000 SKUs on the
 // single Redis against the Redis Cluster of INVGEN_REDIS_CLUSTER (seeds,
 // comma-separated; default scripts/cluster.sh's masters), with each
 // node's Redis time and CPU per purchase and a projection, labelled as
-// such, of N masters on N machines. Ratios compare scenarios of the same
-// run only.
+// such, of N masters on N machines; and refusals of a sold-out item
+// without and with the sold-out fast path, with Redis commands per
+// refusal. Ratios compare scenarios of the same run only.
 //
 //	make bench            # or: go run ./bench -d 5s
 //	go run ./bench -only 5. -d 2s -rounds 1
@@ -57,7 +58,7 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "how long each scenario runs, per round")
 	flag.IntVar(&rounds, "rounds", 3, "rounds over all scenarios; the table shows each one's median")
 	items := flag.Int("items", 100_000, "items for the RefreshAll scenario")
-	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this (e.g. \"5.\", \"cluster\"), without RefreshAll")
+	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this (e.g. \"5.\", \"6.\", \"cluster\"), without RefreshAll")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
 	if *cpuprofile != "" {
