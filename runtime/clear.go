@@ -23,10 +23,11 @@ type clearQueue struct {
 }
 
 type clearReq struct {
-	k      itemKeys
-	opRec  string
-	item   string
-	adjust bool
+	k       itemKeys
+	opRec   string
+	item    string
+	adjust  bool
+	attempt int64
 }
 
 // add queues a clear and starts the drainer if none runs. It is called
@@ -80,7 +81,7 @@ func (c *Core[K]) clearBatch(batch []clearReq) {
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, r := range batch {
 			cmds[i] = commitScript.EvalSha(ctx, pipe, []string{r.opRec, r.k.journal, r.k.item, r.k.buckets[0], r.k.buckets[1], r.k.buckets[2]},
-				r.k.field(r.opRec), c.genArg, adjustFlag[r.adjust])
+				r.k.field(r.opRec), c.genArg, adjustFlag[r.adjust], r.attempt)
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err

@@ -386,7 +386,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		}
 		if r.unacked && (r.code == codeReserved || mode == "stream" && r.code == codeDuplicate && r.state == opCommitted ||
 			r.code == codeDuplicate && r.state == opPending && r.attempt == attempt) {
-			return c.notReplicated(ctx, kind, id, k, opRec, mode)
+			return c.notReplicated(ctx, kind, id, k, opRec, mode, attempt)
 		}
 		switch r.code {
 		case codeReserved:
@@ -636,7 +636,7 @@ func (c *Core[K]) committedPending(ctx context.Context, e Entry[K], k itemKeys, 
 	if err != nil || !found || row.State != StateCommitted || row.Attempt != e.Attempt {
 		return Result{}, false, nil
 	}
-	if err := c.commit(ctx, e.Item, k, opRec, e.Kind); err != nil {
+	if err := c.commit(ctx, e.Item, k, opRec, e.Kind, e.Attempt); err != nil {
 		return Result{}, true, fmt.Errorf("invgen: %s %v: %w", e.Kind, e.Item, err)
 	}
 	return Result{Available: available, Delta: e.Delta, Replayed: true}, true, nil
@@ -693,7 +693,7 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec string, available int64, cause error) (Result, error) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
-	prev, err := c.abort(sctx, k, opRec, "forget", e.Kind, 0)
+	prev, err := c.abort(sctx, k, opRec, "forget", e.Kind, 0, e.Attempt)
 	switch {
 	case err != nil:
 		return Result{}, fmt.Errorf("%w: %s %v: ledger: %w; release: %w", ErrInDoubt, e.Kind, e.Item, cause, err)
@@ -721,9 +721,9 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k item
 		// before the call returns. Should it fail, the entry stays
 		// journaled and Reconcile confirms it.
 		if e.Delta < 0 {
-			c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id, adjust: e.Kind == KindAdjust})
+			c.clears.add(c, clearReq{k: k, opRec: opRec, item: k.id, adjust: e.Kind == KindAdjust, attempt: e.Attempt})
 		} else {
-			c.commit(ctx, e.Item, k, opRec, e.Kind)
+			c.commit(ctx, e.Item, k, opRec, e.Kind, e.Attempt)
 		}
 		return Result{Available: available, Delta: e.Delta}, nil
 	}
@@ -823,14 +823,14 @@ func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, 
 	switch {
 	case row.State == StateCommitted && row.Attempt == e.Attempt:
 		o.kind = ours
-		err = c.commit(ctx, e.Item, k, opRec, e.Kind)
+		err = c.commit(ctx, e.Item, k, opRec, e.Kind, e.Attempt)
 	case row.State == StateCommitted:
 		// Give back what this reservation took; the first use stands, and
 		// the op record now says what the ledger holds.
 		o.kind = earlier
-		_, err = c.abort(ctx, k, opRec, "committed", e.Kind, row.Delta)
+		_, err = c.abort(ctx, k, opRec, "committed", e.Kind, row.Delta, e.Attempt)
 	default:
-		_, err = c.abort(ctx, k, opRec, "void", e.Kind, 0)
+		_, err = c.abort(ctx, k, opRec, "void", e.Kind, 0, e.Attempt)
 	}
 	o.ok = err == nil
 	return o, err
@@ -840,9 +840,9 @@ func (c *Core[K]) resolve(ctx context.Context, e Entry[K], row Row, k itemKeys, 
 // the op record is gone, Redis lost its data between the change's two steps
 // (a restart or failover) and may have been rebuilt without the change: the
 // item is refreshed from the ledger, which now holds it.
-func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, kind Kind) error {
+func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, kind Kind, attempt int64) error {
 	prev, err := commitScript.Run(ctx, c.rdb, []string{opRec, k.journal, k.item, k.buckets[0], k.buckets[1], k.buckets[2]},
-		k.field(opRec), c.genArg, adjustFlag[kind == KindAdjust]).Text()
+		k.field(opRec), c.genArg, adjustFlag[kind == KindAdjust], attempt).Text()
 	if err != nil {
 		return err
 	}
@@ -855,9 +855,9 @@ func (c *Core[K]) commit(ctx context.Context, id K, k itemKeys, opRec string, ki
 // abort runs abort.lua in mode and returns the state the op record had
 // ("x": a forget refused because the lease has passed). ledgerDelta is the
 // delta of the ledger's row in the committed mode.
-func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string, kind Kind, ledgerDelta int64) (string, error) {
+func (c *Core[K]) abort(ctx context.Context, k itemKeys, opRec, mode string, kind Kind, ledgerDelta, attempt int64) (string, error) {
 	return abortScript.Run(ctx, c.rdb, []string{k.item, opRec, k.journal, k.buckets[0], k.buckets[1], k.buckets[2]},
-		k.field(opRec), c.genArg, adjustFlag[kind == KindAdjust], mode, ledgerDelta).Text()
+		k.field(opRec), c.genArg, adjustFlag[kind == KindAdjust], mode, ledgerDelta, attempt).Text()
 }
 
 // remember settles the op record opRec from the ledger's state

@@ -109,14 +109,14 @@ func (c *Core[K]) evalAcked(ctx context.Context, k itemKeys, keys []string, args
 // notReplicated answers a change that no replica confirmed within
 // WithReplicaAck. A sync-ledger reservation is undone, as its ledger row
 // was not written; a stream-ledger change stays, in doubt.
-func (c *Core[K]) notReplicated(ctx context.Context, kind Kind, id K, k itemKeys, opRec, mode string) (Result, error) {
+func (c *Core[K]) notReplicated(ctx context.Context, kind Kind, id K, k itemKeys, opRec, mode string, attempt int64) (Result, error) {
 	if mode == "stream" {
 		return Result{}, fmt.Errorf("%w: %s %v: no replica confirmed it within %v; retry with the op key for its outcome",
 			ErrInDoubt, kind, id, c.opt.replicaAck)
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
-	if _, err := c.abort(sctx, k, opRec, "forget", kind, 0); err != nil {
+	if _, err := c.abort(sctx, k, opRec, "forget", kind, 0, attempt); err != nil {
 		return Result{}, fmt.Errorf("%w: %s %v: no replica confirmed it within %v, and undoing it failed: %w",
 			ErrInDoubt, kind, id, c.opt.replicaAck, err)
 	}

@@ -3,11 +3,16 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	dropdb "github.com/invgen/invgen/examples/flashsale/inventory/drop/db"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -215,5 +220,59 @@ func TestReleaseCountsPendingIncreases(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // anything left in the background ends
 	if got := f.assertConserved(t, "a"); got != 10 {
 		t.Fatalf("stock %d, want 10 = capacity", got)
+	}
+}
+
+// A commit that comes late (the journal clear of a purchase, batched)
+// settles only its own reservation. The op key's record was settled by a
+// repeat and then forgotten (its TTL, a partial loss); a second use of the
+// op key reserved again and waits on the ledger; the first purchase's
+// clear then runs. Found by the model-based tester (seed 9): the clear
+// committed the other reservation's delta, and a Release gave back 4 units
+// of a purchase that took 2.
+func TestLateCommitSettlesOnlyItsAttempt(t *testing.T) {
+	f := stringFixture(t, invrt.WithLease(time.Minute))
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "x", 10), "Init")
+	_, err := f.m.Decr(ctx, "x", 2, "k")
+	testenv.Must(t, err, "Decr")
+	f.quiesce(t)
+	attempt := sumSQL(t, f, "SELECT attempt FROM "+f.usageTable+" WHERE op_key = 'k'")
+	tag := fmt.Sprintf("%s:{%s:%d}:", f.ns, flashsale.Prefix, shardOf("x", flashsale.Shards))
+	buckets := []string{tag + "s:0", tag + "s:1", tag + "s:2"}
+	testenv.Must(t, f.rdb.Del(ctx, buckets...).Err(), "forget the settled record")
+
+	tx, err := f.pool.Begin(ctx)
+	testenv.Must(t, err, "begin")
+	_, err = tx.Exec(ctx, "LOCK TABLE "+f.usageTable+" IN ACCESS EXCLUSIVE MODE")
+	testenv.Must(t, err, "lock")
+	second := make(chan error, 1)
+	go func() { _, err := f.m.Decr(ctx, "x", 4, "k"); second <- err }() // reserved, its insert waits
+	time.Sleep(200 * time.Millisecond)
+
+	// The first purchase's clear, late: commit.lua as the runtime runs it.
+	src := func(name string) string {
+		b, err := fs.ReadFile(invrt.Scripts, "scripts/"+name)
+		testenv.Must(t, err, "script")
+		return string(b)
+	}
+	opRec := tag + "o:1:x:d:k"
+	commit := redis.NewScript(src("settled.lua") + src("commit.lua"))
+	testenv.Must(t, commit.Run(ctx, f.rdb, append([]string{opRec, tag + "journal", tag + "item:x"}, buckets...),
+		opRec[len(tag)+2:], "43200000", "0", attempt).Err(), "late commit")
+
+	testenv.Must(t, tx.Rollback(ctx), "unlock")
+	r, err := f.m.Decr(ctx, "x", 4, "k")
+	<-second
+	if err != nil || r.Delta != -2 || !r.Replayed {
+		t.Errorf("repeat of op key k = %+v, %v; want the ledger's first outcome, delta -2", r, err)
+	}
+	r, err = f.m.Release(ctx, "x", "k")
+	if err != nil || r.Delta != 2 {
+		t.Errorf("Release of k = %+v, %v; want the 2 units its purchase took", r, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := f.assertConserved(t, "x"); got != 10 {
+		t.Fatalf("stock %d, want 10", got)
 	}
 }

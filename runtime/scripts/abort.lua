@@ -23,17 +23,21 @@
 -- ARGV[3]  1 when the change is an adjust (it moved the capacity too)
 -- ARGV[4]  mode: forget | void | committed
 -- ARGV[5]  committed: the delta of the ledger's row
+-- ARGV[6]  the attempt id of the reservation to undo: a pending record of
+--          another attempt (this one was settled, forgotten, and the op key
+--          reserved again) is left alone
 --
 -- Reply: the state the record had before ("" when it is gone, "?" when it
--- is not what invgen writes), or "x".
+-- is not what invgen writes, "o" when it is another attempt's), or "x".
 
 local rec = redis.call('GET', KEYS[2])
 if not rec then
   local s = settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[1])
   return s and (string.match(s, '^([cv])') or '?') or ''
 end
-local d, lease = string.match(rec, '^p:(-?%d+):%-?%d+:%d+:(%d+)$')
+local d, n, lease = string.match(rec, '^p:(-?%d+):%-?%d+:(%d+):(%d+)$')
 if not d then return '?' end
+if n ~= ARGV[6] then return 'o' end
 local mode = ARGV[4]
 local now = now_ms()
 if mode == 'forget' and tonumber(lease) <= now then
