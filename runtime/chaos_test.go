@@ -300,6 +300,49 @@ func redisThrough(t *testing.T, addr string) *redis.Client {
 	return rdb
 }
 
+// redisFront puts toxiproxy in front of the fixture's Redis, and returns
+// the proxies and a client that goes through them. On a Redis Cluster each
+// node gets a proxy of its own, and the client dials every node, the ones
+// it learns of from redirections too, through its proxy.
+func redisFront(t *testing.T, f *fixture[string]) ([]*toxiproxy.Proxy, redis.UniversalClient) {
+	t.Helper()
+	cc, ok := f.rdb.(*redis.ClusterClient)
+	if !ok {
+		p := proxyTo(t, "redis", redisAddr(t))
+		return []*toxiproxy.Proxy{p}, redisThrough(t, p.Listen)
+	}
+	nodes, err := cc.ClusterNodes(context.Background()).Result()
+	testenv.Must(t, err, "CLUSTER NODES")
+	var proxies []*toxiproxy.Proxy
+	via := map[string]string{} // node address -> its proxy's
+	for _, line := range strings.Split(strings.TrimSpace(nodes), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		addr, _, _ := strings.Cut(fields[1], "@")
+		p := proxyTo(t, "redis-"+addr, addr)
+		proxies = append(proxies, p)
+		via[addr] = p.Listen
+	}
+	var d net.Dialer
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs: testenv.ClusterSeeds(),
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			p, ok := via[addr]
+			if !ok {
+				return nil, fmt.Errorf("no proxy in front of %s", addr)
+			}
+			return d.DialContext(ctx, network, p)
+		},
+		PoolSize:    64,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: -1, // a retried EVALSHA is a second attempt; invgen decides
+	})
+	t.Cleanup(func() { rdb.Close() })
+	return proxies, rdb
+}
+
 // traffic runs buyers against m until stop is closed. Each Decr has its own
 // deadline; errors are expected under faults, false successes are not.
 func traffic(ctx context.Context, m manager[string], tl *tally, buyers int, stop <-chan struct{}, onErr func(error)) *sync.WaitGroup {
@@ -350,26 +393,35 @@ func TestChaosNetwork(t *testing.T) {
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "hot", stock), "Init")
 	pgProxy := proxyTo(t, "postgres", pgAddr(t))
-	redisProxy := proxyTo(t, "redis", redisAddr(t))
-	m := mustNew(t, dbThrough(t, f, pgProxy.Listen), redisThrough(t, redisProxy.Listen), f.ns)
+	redisProxies, rdb := redisFront(t, f)
+	m := mustNew(t, dbThrough(t, f, pgProxy.Listen), rdb, f.ns)
 
 	tl := newTally()
 	var errs atomic.Int64
 	stop := make(chan struct{})
 	wg := traffic(ctx, m, tl, 16, stop, func(error) { errs.Add(1) })
+	redisToxic := func(typ, stream, attrs string) {
+		for _, p := range redisProxies {
+			addToxic(t, p, "f", typ, stream, attrs)
+		}
+	}
 	faults := []func(i int){
 		func(i int) { addToxic(t, pgProxy, "f", "latency", "downstream", `{"latency":40,"jitter":20}`) },
-		func(i int) { addToxic(t, redisProxy, "f", "latency", "downstream", `{"latency":20,"jitter":10}`) },
+		func(i int) { redisToxic("latency", "downstream", `{"latency":20,"jitter":10}`) },
 		func(i int) { addToxic(t, pgProxy, "f", "timeout", "upstream", `{"timeout":0}`) },
-		func(i int) { addToxic(t, redisProxy, "f", "timeout", "downstream", `{"timeout":0}`) },
+		func(i int) { redisToxic("timeout", "downstream", `{"timeout":0}`) },
 		func(i int) { addToxic(t, pgProxy, "f", "reset_peer", "downstream", `{"timeout":0}`) },
 		func(i int) { addToxic(t, pgProxy, "f", "reset_peer", "upstream", `{"timeout":0}`) },
-		func(i int) { addToxic(t, redisProxy, "f", "reset_peer", "downstream", `{"timeout":0}`) },
+		func(i int) { redisToxic("reset_peer", "downstream", `{"timeout":0}`) },
 		func(i int) { pgProxy.Stop() },
-		func(i int) { redisProxy.Stop() },
+		func(i int) {
+			for _, p := range redisProxies {
+				p.Stop()
+			}
+		},
 	}
 	heal := func() {
-		for _, p := range []*toxiproxy.Proxy{pgProxy, redisProxy} {
+		for _, p := range append([]*toxiproxy.Proxy{pgProxy}, redisProxies...) {
 			if p.Toxics.GetToxic("f") != nil {
 				p.Toxics.RemoveToxic(ctx, "f")
 			}
