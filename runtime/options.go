@@ -106,9 +106,9 @@ func WithReplicaAck(d time.Duration) Option { return func(o *options) { o.replic
 // undone purchase) become sellable when it ends, at most d later. A repeat
 // of a purchase that succeeded is still sent to Redis and replays: each
 // item keeps a Bloom filter of the op keys of its purchases (about two
-// bytes per unit of capacity, at most 128 KiB). Items loaded again after
-// Redis lost them have no complete filter and no fast path. A few hundred
-// milliseconds suit a flash sale.
+// bytes per unit of capacity, at most 128 KiB), made by Init when this
+// option is on: items created without it, or loaded again after Redis lost
+// them, have no fast path. A few hundred milliseconds suit a flash sale.
 func WithSoldOutCache(d time.Duration) Option { return func(o *options) { o.soldOut = d } }
 
 func (o *options) validate() error {

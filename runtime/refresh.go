@@ -160,7 +160,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
-			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg).Int()
+			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0]).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
@@ -417,7 +417,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch, e.keys.filter()},
-			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg)
+			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false])
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		unfence(ready)

@@ -16,6 +16,8 @@
 -- ARGV[5]  1 when Init created the item just now: it has no op key Redis
 --          could have forgotten (reserve.lua's h). Any other load clears h.
 -- ARGV[6]  the caller's generation length of settled records (settled.lua)
+-- ARGV[7]  1 when Init creates the item for a caller with the sold-out fast
+--          path: it gets a filter of op keys
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
 
@@ -35,11 +37,13 @@ local epoch = redis.call('GET', KEYS[3]) or ''
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', epoch)
 redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r', 'p')
 if ARGV[5] == '1' and not f[3] then
-  -- About 16 bits per unit of capacity, between 256 bits and 128 KiB.
-  local bits = 256
-  while bits < 16 * tonumber(ARGV[3]) and bits < 1048576 do bits = bits * 2 end
   redis.call('DEL', KEYS[4])
-  redis.call('HSET', KEYS[1], 'm', bits)
+  if ARGV[7] == '1' then
+    -- About 16 bits per unit of capacity, between 256 bits and 128 KiB.
+    local bits = 256
+    while bits < 16 * tonumber(ARGV[3]) and bits < 1048576 do bits = bits * 2 end
+    redis.call('HSET', KEYS[1], 'm', bits)
+  end
   redis.call('HSET', KEYS[1], 'h', string.format('%d:%s', now, ARGV[6]))
 else
   -- A refresh may follow a loss of op records (a restart from a snapshot,
