@@ -23,4 +23,17 @@
 // entry stays in the journal and [Core.Reconcile] settles it once its lease
 // has passed. Redis never holds a negative stock and never counts a unit
 // twice; the ledger holds exactly the changes that happened.
+//
+// # Servers that lose writes
+//
+// A Redis restarted from a snapshot, or a replica promoted by a failover,
+// may lack the last writes the processes saw acknowledged. Each Core runs
+// reserve.lua under a source of its own, with EVALSHA only: such a server
+// has lost its script cache, answers NOSCRIPT, and sells nothing until the
+// Core opens its gate (gate.go), after which every item it serves is
+// refreshed from the ledger before its next change. On a Redis Cluster a
+// call that finds a server gone reloads the cluster's layout and tries
+// again (failover.go); [WithReplicaAck] makes each change wait for a
+// replica. [WithSoldOutCache] answers purchases of a sold-out item in the
+// process (soldout.go).
 package runtime
