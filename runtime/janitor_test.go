@@ -69,8 +69,16 @@ func TestJanitor(t *testing.T) {
 	cmd.Env = append(os.Environ(), "INVGEN_CHILD=buyer", "INVGEN_CHILD_NS="+f.ns,
 		"INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool), "INVGEN_CHILD_ID=j",
 		"INVGEN_CHILD_ATTEMPTS=1000000000", "INVGEN_CHILD_LEASE=200ms")
+	out := &startedBuffer{started: make(chan struct{})}
+	cmd.Stdout = out
 	testenv.Must(t, cmd.Start(), "start buyer")
-	time.Sleep(300 * time.Millisecond)
+	// Killed while it buys, however long it took to start on a busy
+	// machine: killed before its first purchase, it left nothing to settle.
+	select {
+	case <-out.started:
+	case <-time.After(10 * time.Second):
+	}
+	time.Sleep(200 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	// And someone garbles a cold item.
