@@ -5,16 +5,26 @@ GO       ?= go
 SPEC     ?= inventory.yaml
 INVGEN   := $(GO) run ./cmd/invgen
 PKGS     := ./...
+# `make test` runs the tests that use the shared Redis a second time, on
+# the local Redis Cluster of scripts/cluster.sh: these packages, less the
+# tests that start Redis servers or clusters of their own (the same on
+# both passes), plus the one robustness test on the shared Redis.
+CLUSTER_PKGS := ./runtime ./cmd/...
+CLUSTER_SKIP := ^(TestFailoverToLaggingReplica|TestChaosClusterFailover|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
+CLUSTER_ALSO := -run '^TestTwoLayouts$$' ./internal/robustness
 
-.PHONY: all generate check test test-short demo bench chaos robustness mutants lint services help
+.PHONY: all generate check test test-cluster test-short demo bench chaos robustness mutants lint services cluster help
 
 all: check lint test
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-services: ## start (or install) the Redis and PostgreSQL that tests and the demo use
+services: ## start (or install) the Redis, PostgreSQL and Redis Cluster that tests and the demo use
 	@bash scripts/services.sh
+
+cluster: ## start the local 6-node Redis Cluster (INVGEN_CLUSTER_PORTS, default 7001-7006) and print its seeds
+	@bash scripts/cluster.sh start
 
 generate: ## regenerate the example packages from the root spec
 	$(INVGEN) generate -f $(SPEC)
@@ -22,8 +32,14 @@ generate: ## regenerate the example packages from the root spec
 check: ## fail if the committed generated code differs from the spec
 	$(INVGEN) check -f $(SPEC)
 
-test: services check ## every test, with the race detector, against real Redis and PostgreSQL
+test: services check ## every test, with the race detector, against real Redis and PostgreSQL; then the Redis ones on a Redis Cluster
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory test-cluster
+
+test-cluster: ## the tests that use the shared Redis, with the race detector, on the local Redis Cluster (INVGEN_REDIS_CLUSTER)
+	seeds=$$(bash scripts/cluster.sh start) && echo "INVGEN_REDIS_CLUSTER=$$seeds" && \
+	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 20m -skip '$(CLUSTER_SKIP)' $(CLUSTER_PKGS) && \
+	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 5m $(CLUSTER_ALSO)
 
 test-short: services ## the tests without the race detector (quicker)
 	$(GO) test -count=1 -timeout 10m $(PKGS)
