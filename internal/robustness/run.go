@@ -103,6 +103,22 @@ func (r *Run) event(e Event) {
 	r.mu.Unlock()
 }
 
+// begin records a fault that has started and returns its end: until then
+// its window reaches forever, so that a check made meanwhile (an I1
+// sample) already knows of it.
+func (r *Run) begin(kind string) func(note string) {
+	r.mu.Lock()
+	i := len(r.events)
+	r.events = append(r.events, Event{Kind: kind, Start: time.Now().UnixNano(), End: forever})
+	r.stats[kind]++
+	r.mu.Unlock()
+	return func(note string) {
+		r.mu.Lock()
+		r.events[i].End, r.events[i].Note = time.Now().UnixNano(), note
+		r.mu.Unlock()
+	}
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -465,16 +481,17 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 			r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("%d deleted %v", n, err)})
 		case FaultRedisRestart:
 			wg.Add(1)
+			end := r.begin(f.Kind)
 			go func() {
 				defer wg.Done()
 				r.stopRedis()
 				os.Remove(filepath.Join(r.Setup.Dir, "redis", "dump.rdb"))
 				sleep(context.Background(), f.Dur)
-				err := r.startRedis()
-				r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprint(err)})
+				end(fmt.Sprint(r.startRedis()))
 			}()
 		case FaultRedisRollback:
 			wg.Add(1)
+			end := r.begin(f.Kind)
 			go func() {
 				defer wg.Done()
 				// The snapshot is what a lagging replica or the last
@@ -484,7 +501,7 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 				r.stopRedis()
 				err = errors.Join(err, r.startRedis())
 				os.Remove(filepath.Join(r.Setup.Dir, "redis", "dump.rdb"))
-				r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprint(err)})
+				end(fmt.Sprint(err))
 			}()
 		case FaultLockTable:
 			wg.Add(1)
