@@ -395,6 +395,11 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 				t.Fatalf("the promoted replica offers %d units: it did not lag", stale)
 			}
 			if !tc.stream {
+				// The ledger holds the ten purchases: the promoted copy
+				// differs, and Audit says why.
+				if rep, err := f.m.Audit(ctx); err != nil || len(rep.Drift) != 1 || !rep.Drift[0].Stale || rep.Drift[0].Redis != stock {
+					t.Errorf("Audit after the failover = %+v, %v; want %s reported stale with %d units", rep, err, item, stock)
+				}
 				_, err := f.m.Decr(ctx, item, 1, "after")
 				if !errors.Is(err, invrt.ErrInsufficientStock) {
 					t.Fatalf("Decr after the failover = %v, want ErrInsufficientStock: sold units offered again", err)

@@ -28,6 +28,11 @@ type Drift[K any] struct {
 	// invgen did not write (a key of another type, a field that is not a
 	// number, a capacity that differs from the ledger's). Refresh repairs it.
 	Corrupt string
+	// Stale is true when the item was loaded before its Redis server lost
+	// writes (a restart, a failover; see the README's Redis Cluster
+	// section): nothing of it is sold until it is refreshed, which its next
+	// change or read does, or RefreshAll.
+	Stale bool
 }
 
 // AuditReport is what Audit found. It changes nothing.
@@ -46,8 +51,10 @@ type AuditReport[K any] struct {
 
 // Audit compares every item's Redis stock with the ledger, accounting for
 // changes still in the journal, and reports what differs without changing
-// anything (a dry run of repair). Under live traffic a change can complete
-// between the reads; an item is reported only when two looks agree.
+// any item (a dry run of repair). Under live traffic a change can complete
+// between the reads; an item is reported only when two looks agree. It
+// opens the gate of every server of the prefix first (see gate.go), so
+// that items a server lost writes of are reported Stale.
 func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 	var rep AuditReport[K]
 	if err := c.enter(ctx); err != nil {
@@ -57,6 +64,12 @@ func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 	now, err := c.rdb.Time(ctx).Result()
 	if err != nil {
 		return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+	}
+	for s := range c.ks.tags {
+		k := itemKeys{item: c.ks.tags[s] + "item:", epoch: c.ks.epochs[s]}
+		if _, err := c.evalGate(ctx, k, []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}, argGet); err != nil {
+			return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+		}
 	}
 	const page = 500
 	var (
@@ -143,6 +156,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	keys := make([]itemKeys, len(items))
 	pipe := c.rdb.Pipeline()
 	stock := make([]*redis.SliceCmd, len(items))
+	epochs := make([]*redis.StringCmd, len(items))
 	unflushed := make([]*redis.MapStringStringCmd, len(items)) // stream mode
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
@@ -151,7 +165,8 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 			return nil, err
 		}
 		keys[i] = c.ks.forItem(item)
-		stock[i] = pipe.HMGet(ctx, keys[i].item, "a", "c", "r")
+		stock[i] = pipe.HMGet(ctx, keys[i].item, "a", "c", "r", "e")
+		epochs[i] = pipe.Get(ctx, keys[i].epoch)
 		if c.stream {
 			unflushed[i] = pipe.HGetAll(ctx, keys[i].item)
 		}
@@ -186,6 +201,8 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 				d.Corrupt = fmt.Sprintf("fields a=%v c=%v r=%v are not numbers", vals[0], vals[1], vals[2])
 			}
 			d.Redis = avail
+			e, _ := vals[3].(string)
+			d.Stale = e != epochs[i].Val()
 		}
 		jv, jerr := journals[keys[i].journal].Result()
 		if jerr != nil && d.Corrupt == "" {
