@@ -68,10 +68,14 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *LocalCluster {
 		cfg.NodeTimeout = 2 * time.Second
 	}
 	c := &LocalCluster{t: t, bin: bin, nodeTimeout: cfg.NodeTimeout}
+	// The directories first: cleanups run last in first out, and a
+	// directory must outlive its node.
+	for range 6 {
+		c.nodes = append(c.nodes, &clusterNode{dir: t.TempDir()})
+	}
 	t.Cleanup(c.stopAll)
 	used := map[int]bool{}
-	for range 6 {
-		n := &clusterNode{dir: t.TempDir()}
+	for _, n := range c.nodes {
 		var err error
 		for attempt := 0; attempt < 10; attempt++ {
 			n.port = freeClusterPort(used)
@@ -84,7 +88,6 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *LocalCluster {
 		if err != nil {
 			t.Fatalf("start cluster node: %v", err)
 		}
-		c.nodes = append(c.nodes, n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -133,6 +136,7 @@ func (c *LocalCluster) start(n *clusterNode) error {
 		// master waits by default for more replicas to share it.
 		"--repl-diskless-sync-delay", "0",
 		"--dir", n.dir, "--logfile", filepath.Join(n.dir, "redis.log"))
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
