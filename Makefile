@@ -12,6 +12,9 @@ PKGS     := ./...
 CLUSTER_PKGS := ./runtime ./cmd/...
 CLUSTER_SKIP := ^(TestFailoverToLaggingReplica|TestChaosClusterFailover|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
 CLUSTER_ALSO := -run '^TestTwoLayouts$$' ./internal/robustness
+CLUSTER_TEST = seeds=$$(bash scripts/cluster.sh start) && echo "INVGEN_REDIS_CLUSTER=$$seeds" && \
+	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 20m -skip '$(CLUSTER_SKIP)' $(CLUSTER_PKGS) && \
+	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 5m $(CLUSTER_ALSO)
 
 .PHONY: all generate check test test-cluster test-short demo bench chaos robustness mutants lint services cluster help
 
@@ -34,12 +37,10 @@ check: ## fail if the committed generated code differs from the spec
 
 test: services check ## every test, with the race detector, against real Redis and PostgreSQL; then the Redis ones on a Redis Cluster
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	@$(MAKE) --no-print-directory test-cluster
+	$(CLUSTER_TEST)
 
-test-cluster: ## the tests that use the shared Redis, with the race detector, on the local Redis Cluster (INVGEN_REDIS_CLUSTER)
-	seeds=$$(bash scripts/cluster.sh start) && echo "INVGEN_REDIS_CLUSTER=$$seeds" && \
-	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 20m -skip '$(CLUSTER_SKIP)' $(CLUSTER_PKGS) && \
-	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 5m $(CLUSTER_ALSO)
+test-cluster: services ## the tests that use the shared Redis, with the race detector, on the local Redis Cluster (INVGEN_REDIS_CLUSTER)
+	$(CLUSTER_TEST)
 
 test-short: services ## the tests without the race detector (quicker)
 	$(GO) test -count=1 -timeout 10m $(PKGS)
