@@ -207,6 +207,11 @@ func (f *fixture[K]) snapshot(t *testing.T) string {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
+		if strings.HasSuffix(k, "}:epoch") {
+			// A server's gate (gate.go): opened on the first call that
+			// reaches it, whatever the call; not inventory.
+			continue
+		}
 		switch typ := f.rdb.Type(ctx, k).Val(); typ {
 		case "hash":
 			m := f.rdb.HGetAll(ctx, k).Val()
