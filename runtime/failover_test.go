@@ -297,6 +297,9 @@ func TestChaosClusterFailover(t *testing.T) {
 			t.Fatalf("%d units lost, %d oversold", lost, oversold)
 		}
 	}
+	if *chaosLong {
+		bareClientBaseline(t, cl)
+	}
 	slices.Sort(afterPromotion)
 	slices.Sort(afterKill)
 	t.Logf("chaos: cluster failover recovery after promotion: median %v, max %v; after the kill: median %v, max %v",
@@ -456,4 +459,32 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bareClientBaseline times the same failover for a go-redis ClusterClient
+// with default options and no help: INCR on a key of the dead master's
+// slots every 50 ms until one succeeds (at most 65 s after the promotion).
+func bareClientBaseline(t *testing.T, cl *testenv.LocalCluster) {
+	ctx := ctxT(t)
+	bare := cl.Client(&redis.ClusterOptions{Addrs: cl.Seeds()})
+	key := "baseline:{x}"
+	testenv.Must(t, bare.Incr(ctx, key).Err(), "INCR")
+	victim := cl.MasterOf(ctx, key)
+	cl.Kill(victim)
+	kill := time.Now()
+	_, at, err := cl.WaitPromoted(ctx, victim)
+	testenv.Must(t, err, "wait for the promotion")
+	for time.Since(at) < 65*time.Second {
+		if bare.Incr(ctx, key).Err() == nil {
+			t.Logf("chaos: cluster failover baseline, go-redis ClusterClient with default options: first INCR %v after the promotion (%v after the kill)",
+				time.Since(at).Round(time.Millisecond), time.Since(kill).Round(time.Millisecond))
+			cl.Restart(victim)
+			testenv.Must(t, cl.WaitSynced(ctx), "wait for the cluster to sync")
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("chaos: cluster failover baseline, go-redis ClusterClient with default options: no INCR succeeded within 65 s of the promotion")
+	cl.Restart(victim)
+	testenv.Must(t, cl.WaitSynced(ctx), "wait for the cluster to sync")
 }
