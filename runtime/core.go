@@ -354,8 +354,12 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	}
 	keys := []string{k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2], k.epoch}
 	if kind == KindDecr {
-		if c.soldOutLocally(k, opKey) {
+		refuse, renewal := c.soldOutLocally(ctx, k, opKey)
+		if refuse {
 			return Result{}, fmt.Errorf("%w: item %v has 0 available (sold out)", ErrInsufficientStock, id)
+		}
+		if renewal != nil {
+			defer c.endRenewal(k, renewal)
 		}
 		keys = append(keys, k.filter())
 	}

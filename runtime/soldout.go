@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,11 +15,15 @@ import (
 // protocol): while an item is sold out, the Core refuses its purchases
 // itself, except repeats of purchases that succeeded.
 
-// soldOutMark is a sold-out item as one Redis reply described it.
+// soldOutMark is a sold-out item as one Redis reply described it. Once
+// it ends, one purchase asks Redis again (the renewal) while the others
+// of the process wait for its answer, a round trip at most.
 type soldOutMark struct {
-	until time.Time // by the monotonic clock
-	bits  uint64    // the filter's size
-	fill  string    // the filter (SETBIT order: bit 0 is the top bit of byte 0)
+	until    time.Time // by the monotonic clock
+	bits     uint64    // the filter's size
+	fill     string    // the filter (SETBIT order: bit 0 is the top bit of byte 0)
+	renewing atomic.Bool
+	renewed  chan struct{} // closed when the renewal has its answer
 }
 
 // filterPositions are an op key's two positions in an item's filter,
@@ -47,21 +52,39 @@ func (m *soldOutMark) bit(p uint64) bool {
 }
 
 // soldOutLocally reports whether a purchase of item k with opKey may be
-// refused without asking Redis.
-func (c *Core[K]) soldOutLocally(k itemKeys, opKey string) bool {
+// refused without asking Redis. renewal, when not nil, is the ended mark
+// this purchase renews: the caller asks Redis and then calls endRenewal.
+func (c *Core[K]) soldOutLocally(ctx context.Context, k itemKeys, opKey string) (refuse bool, renewal *soldOutMark) {
 	if c.opt.soldOut <= 0 {
-		return false
+		return false, nil
 	}
-	v, ok := c.marks.Load(k.item)
-	if !ok {
-		return false
+	for waited := false; ; waited = true {
+		v, ok := c.marks.Load(k.item)
+		if !ok {
+			return false, nil
+		}
+		m := v.(*soldOutMark)
+		switch {
+		case time.Now().Before(m.until):
+			return !m.mayHold(opKey), nil
+		case waited:
+			return false, nil
+		case m.renewing.CompareAndSwap(false, true):
+			return false, m
+		}
+		select {
+		case <-m.renewed:
+		case <-ctx.Done():
+			return false, nil
+		}
 	}
-	m := v.(*soldOutMark)
-	if !time.Now().Before(m.until) {
-		c.marks.CompareAndDelete(k.item, v)
-		return false
-	}
-	return !m.mayHold(opKey)
+}
+
+// endRenewal ends the renewal of mark m: a new mark is stored by then if
+// Redis said the item is still sold out.
+func (c *Core[K]) endRenewal(k itemKeys, m *soldOutMark) {
+	c.marks.CompareAndDelete(k.item, m)
+	close(m.renewed)
 }
 
 // markSoldOut records that item k is in a sold-out period for leftMS more
@@ -85,6 +108,6 @@ func (c *Core[K]) markSoldOut(ctx context.Context, k itemKeys, sent time.Time, l
 		return
 	}
 	if time.Now().Before(until) {
-		c.marks.Store(k.item, &soldOutMark{until: until, bits: n, fill: fill.Val()})
+		c.marks.Store(k.item, &soldOutMark{until: until, bits: n, fill: fill.Val(), renewed: make(chan struct{})})
 	}
 }

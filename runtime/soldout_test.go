@@ -56,18 +56,33 @@ func TestSoldOutFastPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// 16 buyers for a second and a half: one asks Redis when a period
+	// ends, the others wait for its answer.
 	before, start := calls.n.Load(), time.Now()
-	const rejected = 5000
-	for i := range rejected {
-		if _, err := f.m.Decr(ctx, "hot", 1, fmt.Sprint("r", i)); !errors.Is(err, invrt.ErrInsufficientStock) {
-			t.Fatalf("Decr after sell-out = %v, want ErrInsufficientStock", err)
-		}
+	var rejected atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Since(start) < 1500*time.Millisecond; i++ {
+				if _, err := f.m.Decr(ctx, "hot", 1, fmt.Sprint("r", w, "-", i)); !errors.Is(err, invrt.ErrInsufficientStock) {
+					t.Errorf("Decr after sell-out = %v, want ErrInsufficientStock", err)
+					return
+				}
+				rejected.Add(1)
+			}
+		}()
 	}
+	wg.Wait()
 	elapsed := time.Since(start)
 	scripts := calls.n.Load() - before
-	t.Logf("%d purchases refused in %v with %d scripts run", rejected, elapsed.Round(time.Millisecond), scripts)
-	if limit := int64(elapsed/period) + 2; scripts > limit {
-		t.Fatalf("%d scripts for %d refusals in %v; want at most %d (one per period)", scripts, rejected, elapsed, limit)
+	t.Logf("%d purchases refused by 16 buyers in %v with %d scripts run", rejected.Load(), elapsed.Round(time.Millisecond), scripts)
+	// One per period, and the op keys the filter may hold (its false
+	// positives: 3 purchases set at most 6 of its 256 bits, so about one
+	// op key in 1,800 is sent to Redis).
+	if limit := int64(elapsed/period) + 3 + rejected.Load()/500; scripts > limit {
+		t.Fatalf("%d scripts for %d refusals in %v; want at most %d (one per period, and the filter's false positives)", scripts, rejected.Load(), elapsed, limit)
 	}
 	// A repeat of a purchase that succeeded replays, sold out or not.
 	r, err := f.m.Decr(ctx, "hot", 1, "b1")
