@@ -113,16 +113,7 @@ func verify(t *testing.T, f *fixture[string], m manager[string], tl *tally, scen
 	if capacity != stock {
 		t.Errorf("%s: capacity %d, want %d", scenario, capacity, stock)
 	}
-	rows, err := f.pool.Query(ctx, "SELECT op_key, -delta FROM "+f.usageTable+" WHERE kind = 'decr' AND state = 'committed'")
-	testenv.Must(t, err, "ledger rows")
-	committed := map[string]int64{}
-	for rows.Next() {
-		var op string
-		var n int64
-		testenv.Must(t, rows.Scan(&op, &n), "scan")
-		committed[op] = n
-	}
-	testenv.Must(t, rows.Err(), "rows")
+	committed := f.committedPurchases(t)
 	tl.mu.Lock()
 	for op, n := range tl.told {
 		if committed[op] != n {
@@ -139,6 +130,23 @@ func verify(t *testing.T, f *fixture[string], m manager[string], tl *tally, scen
 	if lost != 0 || oversold != 0 {
 		t.Fatalf("%s: %d units lost, %d oversold (Redis %d, ledger %d)", scenario, lost, oversold, got, ledger)
 	}
+}
+
+// committedPurchases maps the op key of every committed purchase in the
+// ledger to the units it took.
+func (f *fixture[K]) committedPurchases(t *testing.T) map[string]int64 {
+	t.Helper()
+	rows, err := f.pool.Query(ctxT(t), "SELECT op_key, -delta FROM "+f.usageTable+" WHERE kind = 'decr' AND state = 'committed'")
+	testenv.Must(t, err, "ledger rows")
+	committed := map[string]int64{}
+	for rows.Next() {
+		var op string
+		var n int64
+		testenv.Must(t, rows.Scan(&op, &n), "scan")
+		committed[op] = n
+	}
+	testenv.Must(t, rows.Err(), "rows")
+	return committed
 }
 
 // TestChaosKill: buyer processes are killed with SIGKILL at random

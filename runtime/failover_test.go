@@ -169,16 +169,7 @@ func checkBooks(t *testing.T, f *fixture[string], m manager[string], l *buyLog, 
 			t.Errorf("%s: capacity %d, want %d", item, capacity, stock)
 		}
 	}
-	rows, err := f.pool.Query(ctx, "SELECT op_key, -delta FROM "+f.usageTable+" WHERE kind = 'decr' AND state = 'committed'")
-	testenv.Must(t, err, "ledger rows")
-	committed := map[string]int64{}
-	for rows.Next() {
-		var op string
-		var n int64
-		testenv.Must(t, rows.Scan(&op, &n), "scan")
-		committed[op] = n
-	}
-	testenv.Must(t, rows.Err(), "rows")
+	committed := f.committedPurchases(t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for op, n := range l.told {

@@ -27,8 +27,8 @@ BASE=${BASE%/}/invgen-cluster
 HOST=127.0.0.1
 NODE_TIMEOUT=2000
 
-log() { printf 'cluster: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+LOG_NAME=cluster
+. "$(dirname "$0")/lib.sh"
 
 # --- ports -----------------------------------------------------------------
 PORTS=()
@@ -49,15 +49,6 @@ done
 seeds() { local IFS=,; local a=("${PORTS[@]/#/$HOST:}"); echo "${a[*]}"; }
 
 # --- installing --------------------------------------------------------------
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-updated=
-apt_install() {
-  command -v apt-get >/dev/null || die "$* missing and apt-get not found: install $* yourself"
-  if [ -z "$updated" ]; then $SUDO apt-get update -qq; updated=1; fi
-  log "installing $* from Debian's packages"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 
 # --- one node ----------------------------------------------------------------
 cli() { local p=$1; shift; redis-cli -h "$HOST" -p "$p" "$@" 2>/dev/null; }

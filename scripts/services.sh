@@ -13,18 +13,8 @@ set -euo pipefail
 REDIS_URL=${INVGEN_REDIS_URL:-redis://127.0.0.1:6379/0}
 DATABASE_URL=${INVGEN_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}
 
-log() { printf 'services: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-updated=
-apt_install() {
-  command -v apt-get >/dev/null || die "$* missing and apt-get not found: install $* yourself"
-  if [ -z "$updated" ]; then $SUDO apt-get update -qq; updated=1; fi
-  log "installing $* from Debian's packages"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+LOG_NAME=services
+. "$(dirname "$0")/lib.sh"
 
 local_host() { case "$1" in 127.*|localhost|::1|"[::1]") return 0;; *) return 1;; esac; }
 
