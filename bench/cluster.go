@@ -455,7 +455,7 @@ func (b *bench) initSKUs(ctx context.Context, t *target, prefix string) (*drop.M
 	var (
 		next  atomic.Int64
 		wg    sync.WaitGroup
-		first atomic.Value
+		first atomic.Pointer[error]
 	)
 	start := time.Now()
 	for range buyers {
@@ -464,15 +464,15 @@ func (b *bench) initSKUs(ctx context.Context, t *target, prefix string) (*drop.M
 			defer wg.Done()
 			for i := next.Add(1) - 1; i < manySKUs; i = next.Add(1) - 1 {
 				if err := m.Init(ctx, prefix+strconv.FormatInt(i, 10), skuStock); err != nil {
-					first.CompareAndSwap(nil, err)
+					first.CompareAndSwap(nil, &err)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if err, _ := first.Load().(error); err != nil {
-		return nil, fmt.Errorf("init of the items: %w", err)
+	if err := first.Load(); err != nil {
+		return nil, fmt.Errorf("init of the items: %w", *err)
 	}
 	fmt.Fprintf(os.Stderr, "  (%d items created on the %s in %v)\n", manySKUs, t.name, time.Since(start).Round(time.Millisecond))
 	return m, nil

@@ -339,7 +339,7 @@ func (b *bench) hammerN(op func(ctx context.Context, seq int64) error) (int64, t
 	var (
 		seq, done atomic.Int64
 		wg        sync.WaitGroup
-		first     atomic.Value
+		first     atomic.Pointer[error]
 	)
 	start := time.Now()
 	for range buyers {
@@ -354,15 +354,15 @@ func (b *bench) hammerN(op func(ctx context.Context, seq int64) error) (int64, t
 				case ctx.Err() != nil:
 					return
 				default:
-					first.CompareAndSwap(nil, err)
+					first.CompareAndSwap(nil, &err)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if err, _ := first.Load().(error); err != nil {
-		return 0, time.Since(start), err
+	if err := first.Load(); err != nil {
+		return 0, time.Since(start), *err
 	}
 	return done.Load(), time.Since(start), nil
 }
