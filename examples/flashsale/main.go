@@ -108,13 +108,13 @@ func run(ctx context.Context, buyers int, stock int64) error {
 	var (
 		sold, rejected, retried, released, busy atomic.Int64
 		failures                                atomic.Int64
-		firstErr                                atomic.Value
+		firstErr                                atomic.Pointer[error] // atomic.Value panics on a second type
 		wg                                      sync.WaitGroup
 		start                                   = time.Now()
 	)
 	fail := func(err error) {
 		failures.Add(1)
-		firstErr.CompareAndSwap(nil, err)
+		firstErr.CompareAndSwap(nil, &err)
 	}
 	for b := range buyers {
 		wg.Add(1)
@@ -180,7 +180,7 @@ func run(ctx context.Context, buyers int, stock int64) error {
 		sold.Load(), rejected.Load(), retried.Load(), released.Load(), busy.Load(), remaining, elapsed.Round(time.Millisecond),
 		float64(buyers)/elapsed.Seconds())
 	if n := failures.Load(); n > 0 {
-		return fmt.Errorf("%d buyers failed; first: %v", n, firstErr.Load())
+		return fmt.Errorf("%d buyers failed; first: %w", n, *firstErr.Load())
 	}
 
 	// The checks: no oversell, and Redis == ledger for every item.
@@ -257,7 +257,7 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buye
 	fmt.Printf("\nthe same crowd on the stream ledger (prefix drop): %d buyers on %q with %d units\n", buyers, hot, stock)
 	var (
 		sold, rejected atomic.Int64
-		firstErr       atomic.Value
+		firstErr       atomic.Pointer[error]
 		wg             sync.WaitGroup
 		start          = time.Now()
 	)
@@ -272,7 +272,7 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buye
 			case errors.Is(err, drop.ErrInsufficientStock):
 				rejected.Add(1)
 			default:
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, &err)
 			}
 		}()
 	}
@@ -286,8 +286,8 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buye
 	if err := <-flushed; !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("flusher: %w", err)
 	}
-	if err, _ := firstErr.Load().(error); err != nil {
-		return err
+	if err := firstErr.Load(); err != nil {
+		return *err
 	}
 	remaining, err := inv.Get(ctx, hot)
 	if err != nil {
