@@ -384,7 +384,6 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
 		}
-
 		if err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 		}
