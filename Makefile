@@ -50,7 +50,7 @@ demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against th
 
 chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages, then 20 seeds of the model-based tester (under 15 minutes)
 	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./runtime -args -chaos.long \
-		| tee chaos.out | grep -E '^\s+chaos_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
+		| tee chaos.out | grep -E '^\s+(chaos|failover)_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
 	$(MAKE) --no-print-directory robustness
 
 robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1); a failure prints its seed and a shrunk plan
