@@ -20,9 +20,12 @@ import (
 // reloads) and tries again within WithBusyWait. The calls of a dead
 // master's slots then succeed within a reload of the promotion.
 
-// nodeDown reports whether err says that a Redis server did not answer or
-// that the cluster has no master for a slot yet, rather than that Redis
-// refused the command or the caller's context ended.
+// nodeDown reports whether err says that a Redis server did not answer,
+// that the cluster has no master for a slot yet, or that a slot moved
+// more often than go-redis follows (MOVED, ASK after its redirects), rather
+// than that Redis refused the command or the caller's context ended. The
+// command did not run, or its reply was lost; either way trying again is
+// safe for invgen's scripts, which are idempotent by op key and attempt.
 func nodeDown(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -33,7 +36,7 @@ func nodeDown(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return true
 	}
-	for _, p := range []string{"CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING"} {
+	for _, p := range []string{"CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING", "MOVED", "ASK"} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}
