@@ -240,7 +240,13 @@ func TestChaosClusterFailover(t *testing.T) {
 		// (WithReplicaAck) waits for. Traffic goes on until every affected
 		// item sold again.
 		cl.Restart(victim)
-		time.Sleep(2500 * time.Millisecond)
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			_, _, n0 := logs[0].recovery(kill, affected[0])
+			_, _, n1 := logs[1].recovery(kill, affected[1])
+			if n0 == len(affected[0]) && n1 == len(affected[1]) {
+				break
+			}
+		}
 		for i, l := range logs {
 			first, last, n := l.recovery(kill, affected[i])
 			if n == 0 {
