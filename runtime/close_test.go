@@ -100,14 +100,16 @@ func TestCloseStopsFlusherAndJanitor(t *testing.T) {
 	testenv.Must(t, err, "Decr")
 	time.Sleep(50 * time.Millisecond)
 	testenv.Must(t, m.(closer).Close(ctx), "Close")
+	// Close waited for both to return; their goroutines then hand over
+	// the error, a moment later.
 	for name, ch := range map[string]chan error{"RunFlusher": flusher, "RunJanitor": janitor} {
 		select {
 		case err := <-ch:
 			if !errors.Is(err, invrt.ErrClosed) {
 				t.Errorf("%s after Close: %v, want ErrClosed", name, err)
 			}
-		default:
-			t.Errorf("%s still runs after Close returned", name)
+		case <-time.After(time.Second):
+			t.Errorf("%s still runs a second after Close returned", name)
 		}
 	}
 	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
