@@ -214,7 +214,7 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 	// of the item's server is opened first, so that the item is loaded in
 	// the current epoch and keeps what only a fresh load gives it.
 	k := c.ks.forItem(item)
-	if _, err := c.evalGate(ctx, k, []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}, argGet); err != nil {
+	if _, err := c.evalGate(ctx, k, k.getKeys(), argGet); err != nil {
 		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
 	}
 	if err := c.refresh(ctx, id, item, false, true); err != nil {
@@ -235,7 +235,7 @@ func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
 		return 0, err
 	}
 	k := c.ks.forItem(item)
-	keys := []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}
+	keys := k.getKeys()
 	for loaded := false; ; loaded = true {
 		v, err := c.evalGate(ctx, k, keys, argGet)
 		var r reserveReply
@@ -502,20 +502,13 @@ func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind K
 		h1, h2 := filterPositions(opKey)
 		args = append(args, h1, h2, c.soldOutArg)
 	}
-	if c.opt.replicaAck > 0 {
-		v, acked, err := c.evalAcked(ctx, k, keys, args...)
-		if err != nil {
-			return reserveReply{}, err
-		}
-		r, err := parseReserve(v)
-		r.unacked = !acked
-		return r, err
-	}
-	v, err := c.evalGate(ctx, k, keys, args...)
+	v, acked, err := c.runGate(ctx, k, c.opt.replicaAck > 0, keys, args)
 	if err != nil {
 		return reserveReply{}, err
 	}
-	return parseReserve(v)
+	r, err := parseReserve(v)
+	r.unacked = !acked
+	return r, err
 }
 
 // evalGate runs the Core's reserve script for item k, opening the gate of
@@ -524,20 +517,32 @@ func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind K
 // script is idempotent by op key and attempt, so a try whose reply was lost
 // may be repeated.
 func (c *Core[K]) evalGate(ctx context.Context, k itemKeys, keys []string, args ...any) (string, error) {
+	v, _, err := c.runGate(ctx, k, false, keys, args)
+	return v, err
+}
+
+// runGate is evalGate, with WAIT for a replica pipelined when ack is set
+// (tryAcked); acked is true without it.
+func (c *Core[K]) runGate(ctx context.Context, k itemKeys, ack bool, keys []string, args []any) (v string, acked bool, err error) {
 	var wait backoff
 	for gated := 0; ; {
-		v, err := c.gate.EvalSha(ctx, c.rdb, keys, args...).Text()
+		if ack {
+			v, acked, err = c.tryAcked(ctx, k, keys, args)
+		} else {
+			v, err = c.gate.EvalSha(ctx, c.rdb, keys, args...).Text()
+			acked = true
+		}
 		switch {
 		case isNoScript(err) && gated < 3:
 			gated++
 			if err := c.openGate(ctx, k); err != nil {
-				return "", err
+				return "", false, err
 			}
 			continue
 		case reloadOnFailure(c.rdb, err) && wait.sleep(ctx, c.opt.busyWait) == nil:
 			continue
 		}
-		return v, err
+		return v, acked, err
 	}
 }
 

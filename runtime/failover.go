@@ -65,48 +65,28 @@ func waitable(rdb redis.UniversalClient) bool {
 	return false
 }
 
-// evalAcked is evalGate for WithReplicaAck: the change and a WAIT for one
-// replica go in one pipeline to the master of item k. acked reports
+// tryAcked runs the Core's reserve script and a WAIT for one replica in
+// one pipeline to the master of item k (WithReplicaAck). acked reports
 // whether a replica confirmed the change (and every earlier write of the
 // connection) in time.
-func (c *Core[K]) evalAcked(ctx context.Context, k itemKeys, keys []string, args ...any) (v string, acked bool, err error) {
-	var wait backoff
-	for gated := 0; ; {
-		node := redis.Cmdable(c.rdb)
-		cc, cluster := c.rdb.(*redis.ClusterClient)
-		if cluster {
-			n, err := cc.MasterForKey(ctx, k.item)
-			if err != nil {
-				return "", false, err
-			}
-			node = n
-		}
-		var ev, w *redis.Cmd
-		node.Pipelined(ctx, func(p redis.Pipeliner) error {
-			ev = c.gate.EvalSha(ctx, p, keys, args...)
-			w = p.Do(ctx, "wait", 1, max(c.opt.replicaAck.Milliseconds(), 1))
-			return nil
-		})
-		v, err := ev.Text()
-		moved := cluster && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK"))
-		switch {
-		case isNoScript(err) && gated < 3:
-			gated++
-			if err := c.openGate(ctx, k); err != nil {
-				return "", false, err
-			}
-			continue
-		case moved && wait.sleep(ctx, c.opt.busyWait) == nil:
-			cc.ReloadState(ctx)
-			continue
-		case reloadOnFailure(c.rdb, err) && wait.sleep(ctx, c.opt.busyWait) == nil:
-			continue
-		case err != nil:
+func (c *Core[K]) tryAcked(ctx context.Context, k itemKeys, keys []string, args []any) (v string, acked bool, err error) {
+	node := redis.Cmdable(c.rdb)
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		if node, err = cc.MasterForKey(ctx, k.item); err != nil {
 			return "", false, err
 		}
-		n, err := w.Int64()
-		return v, err == nil && n >= 1, nil
 	}
+	var ev, w *redis.Cmd
+	node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		ev = c.gate.EvalSha(ctx, p, keys, args...)
+		w = p.Do(ctx, "wait", 1, max(c.opt.replicaAck.Milliseconds(), 1))
+		return nil
+	})
+	if v, err = ev.Text(); err != nil {
+		return "", false, err
+	}
+	n, werr := w.Int64()
+	return v, werr == nil && n >= 1, nil
 }
 
 // notReplicated answers a change that no replica confirmed within

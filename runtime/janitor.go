@@ -67,7 +67,7 @@ func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
 	}
 	for s := range c.ks.tags {
 		k := itemKeys{item: c.ks.tags[s] + "item:", epoch: c.ks.epochs[s]}
-		if _, err := c.evalGate(ctx, k, []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}, argGet); err != nil {
+		if _, err := c.evalGate(ctx, k, k.getKeys(), argGet); err != nil {
 			return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
 		}
 	}

@@ -73,6 +73,12 @@ func (ks keyspace) forItem(item string) itemKeys {
 // records: its key without the tag and "o:".
 func (k itemKeys) field(opRec string) string { return opRec[len(k.tag)+2:] }
 
+// getKeys are the KEYS of reserve.lua's get: the item hash and the
+// shard's epoch (KEYS[1] and KEYS[7]; the others are not read).
+func (k itemKeys) getKeys() []string {
+	return []string{k.item, k.item, k.item, k.item, k.item, k.item, k.epoch}
+}
+
 // filter is the key of the item's filter of op keys (reserve.lua).
 func (k itemKeys) filter() string { return k.tag + "bf:" + k.id }
 
