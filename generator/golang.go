@@ -77,7 +77,12 @@ func managerMethods(p *Prefix) []method {
 		{"CreateTables", "CreateTables creates the ledger tables of " + p.Name + " if they are missing, records this\n" +
 			"Manager's layout unless one is recorded, and checks it (ErrLayoutMismatch). It is idempotent.", nil, []jen.Code{jen.Error()}},
 		{"TablesInitialized", "TablesInitialized reports whether the ledger tables of " + p.Name + " exist.", nil, []jen.Code{jen.Bool(), jen.Error()}},
-		{"Init", "Init creates item id with qty units. An item that exists gets ErrAlreadyExists.", []param{id, {"qty", jen.Int64()}}, []jen.Code{jen.Error()}},
+		{"Init", "Init creates item id with qty units, split into Buckets stock buckets. An item that\n" +
+			"exists gets ErrAlreadyExists.", []param{id, {"qty", jen.Int64()}}, []jen.Code{jen.Error()}},
+		{"InitBuckets", "InitBuckets is Init with the stock of item id split into buckets buckets (1..Shards,\n" +
+			"at most 64), on as many Redis Cluster masters: for a hot item whose purchases one\n" +
+			"master cannot serve. The count is the item's for good.",
+			[]param{id, {"qty", jen.Int64()}, {"buckets", jen.Int()}}, []jen.Code{jen.Error()}},
 		{"Adjust", "Adjust changes the capacity and stock of item id by delta (a restock or a correction),\n" +
 			"recorded under opKey. Repeating it with the same op key returns the first outcome.",
 			[]param{id, {"delta", jen.Int64()}, {"opKey", jen.String()}}, res},
@@ -193,6 +198,8 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 		jen.Id("Namespace").Op("=").Lit(m.Namespace),
 		jen.Comment("Shards is the number of Redis hash-tag shards of this prefix."),
 		jen.Id("Shards").Op("=").Lit(p.Shards),
+		jen.Comment("Buckets is the number of stock buckets Init splits an item into (see InitBuckets)."),
+		jen.Id("Buckets").Op("=").Lit(p.Buckets),
 		jen.Comment("LedgerMode is how usage reaches the ledger."),
 		jen.Id("LedgerMode").Op("=").Lit(p.Ledger),
 		jen.Comment("ModificationTable records inits and adjustments."),
@@ -270,6 +277,7 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 				jen.Id("Namespace"): jen.Id("Namespace"),
 				jen.Id("Prefix"):    jen.Id("Prefix"),
 				jen.Id("Shards"):    jen.Id("Shards"),
+				jen.Id("Buckets"):   jen.Id("Buckets"),
 				jen.Id("Codec"):     codec(p),
 				jen.Id("Ledger"):    jen.Id("l"),
 				jen.Id("Layouts"):   jen.Id("l"),
@@ -410,6 +418,7 @@ func emitLedger(f *jen.File, p *Prefix) {
 				jen.Id("Item"):      jen.Id("item"),
 				jen.Id("Capacity"):  jen.Id("r").Dot("Capacity"),
 				jen.Id("Available"): jen.Id("r").Dot("Capacity").Op("+").Id("r").Dot("Used"),
+				jen.Id("Buckets"):   jen.Int().Parens(jen.Id("r").Dot("Buckets")),
 			}),
 			jen.Id("r").Dot("Found"), jen.Err()))
 
@@ -427,6 +436,7 @@ func emitLedger(f *jen.File, p *Prefix) {
 				jen.Id("Item"):      jen.Id("r").Dot("ItemID"),
 				jen.Id("Capacity"):  jen.Id("r").Dot("Capacity"),
 				jen.Id("Available"): jen.Id("r").Dot("Capacity").Op("+").Id("r").Dot("Used"),
+				jen.Id("Buckets"):   jen.Int().Parens(jen.Id("r").Dot("Buckets")),
 			})),
 		jen.Return(jen.Id("out"), jen.Err()))
 }

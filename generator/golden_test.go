@@ -67,13 +67,13 @@ var goldenContains = map[string]map[string][]string{
 		"gift_card/db/models.go": {"ItemID    uuid.UUID", `"github.com/google/uuid"`},
 	},
 	"all_options": {
-		"sale_2026/manager.go":                         {"package sale2026", `Namespace = "shop-test_2"`, "Shards = 32", "MaxKeyLen = 200", `LedgerMode = "sync"`},
+		"sale_2026/manager.go":                         {"package sale2026", `Namespace = "shop-test_2"`, "Shards = 32", "Buckets = 2\n", "MaxKeyLen = 200", `LedgerMode = "sync"`},
 		"sale_2026/schema.sql":                         {"varchar(200)"},
-		"coupon/manager.go":                            {"Shards = 1024", `Namespace = "shop-test_2"`, `LedgerMode = "stream"`},
+		"coupon/manager.go":                            {"Shards = 1024", "Buckets = 64\n", `Namespace = "shop-test_2"`, `LedgerMode = "stream"`},
 		"coupon/query.sql":                             {"unnest(sqlc.arg(items)::text[])::bigint", "ON CONFLICT (item_id, kind, op_key) DO NOTHING"},
 		"long_prefix_name_of_33_bytes_0001/manager.go": {"package longprefixnameof33bytes0001", "MaxKeyLen = 1024"},
 		"long_prefix_name_of_33_bytes_0001/schema.sql": {"long_prefix_name_of_33_bytes_0001_inventory_modification_record (", "varchar(1024)"},
-		"a/manager.go":                                 {"package a\n", "Shards = 1\n", "MaxKeyLen = 1\n"},
+		"a/manager.go":                                 {"package a\n", "Shards = 1\n", "Buckets = 1\n", "MaxKeyLen = 1\n"},
 		"gift_card/manager.go":                         {"Shards = 32", "type Key = uuid.UUID"},
 	},
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/mod/modfile"
+
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 // Limits of the spec.
@@ -55,6 +57,8 @@ type Prefix struct {
 	MaxKeyLen                int    // string keys; 0 otherwise
 	Ledger                   string
 	Shards                   int
+	// Buckets is the number of stock buckets Init splits an item into.
+	Buckets int
 	// SQL names.
 	ModTable, UsageTable   string
 	LayoutTable            string
@@ -110,6 +114,11 @@ func NewModel(s *Spec) (*Model, error) {
 		}
 	}
 
+	buckets := 1
+	if s.Buckets.given() && checkBuckets(c, "defaults.buckets", s.Buckets) {
+		buckets = s.Buckets.Value
+	}
+
 	m.OutDir, m.ImportPath = resolveOutput(c, s)
 
 	if len(s.Prefixes) == 0 && !s.prefixesBad {
@@ -119,7 +128,7 @@ func NewModel(s *Spec) (*Model, error) {
 	byPkg := map[string]*PrefixSpec{}
 	for i := range s.Prefixes {
 		ps := &s.Prefixes[i]
-		p := &Prefix{Ledger: ledger, Shards: shards, MaxOpKeyLen: maxOpKeyLen}
+		p := &Prefix{Ledger: ledger, Shards: shards, Buckets: buckets, MaxOpKeyLen: maxOpKeyLen}
 		nameOK := checkPrefixName(c, ps)
 		p.Name = ps.Name.Value
 		if !nameOK {
@@ -210,6 +219,17 @@ func checkPrefixFields(c *errs, ps *PrefixSpec, p *Prefix) {
 	if ps.Shards.given() && checkShards(c, "shards", ps.Shards) {
 		p.Shards = ps.Shards.Value
 	}
+	if ps.Buckets.given() && checkBuckets(c, "buckets", ps.Buckets) {
+		p.Buckets = ps.Buckets.Value
+	}
+	if p.Buckets > p.Shards {
+		pos := ps.Pos
+		if ps.Buckets.given() {
+			pos = ps.Buckets.Pos
+		}
+		c.add(pos, "buckets %d exceeds the prefix's shards %d: each bucket needs a shard of its own", p.Buckets, p.Shards)
+		p.Buckets = p.Shards
+	}
 }
 
 func checkPrefixName(c *errs, ps *PrefixSpec) bool {
@@ -242,6 +262,14 @@ func checkLedger(c *errs, f Field[string]) bool {
 func checkShards(c *errs, what string, f Field[int]) bool {
 	if f.Value < 1 || f.Value > MaxShards {
 		c.add(f.Pos, "%s %d is out of range 1..%d", what, f.Value, MaxShards)
+		return false
+	}
+	return true
+}
+
+func checkBuckets(c *errs, what string, f Field[int]) bool {
+	if f.Value < 1 || f.Value > invrt.MaxBuckets {
+		c.add(f.Pos, "%s %d is out of range 1..%d", what, f.Value, invrt.MaxBuckets)
 		return false
 	}
 	return true

@@ -29,6 +29,7 @@ type Spec struct {
 	Namespace Field[string]
 	Ledger    Field[string] // defaults.ledger
 	Shards    Field[int]    // defaults.shards
+	Buckets   Field[int]    // defaults.buckets
 	Prefixes  []PrefixSpec
 	// PrefixesPos is where the prefixes list starts (or the document, when
 	// it is missing).
@@ -45,6 +46,7 @@ type PrefixSpec struct {
 	MaxKeyLen Field[int]
 	Ledger    Field[string]
 	Shards    Field[int]
+	Buckets   Field[int]
 }
 
 // Field is a spec value with its position; Set is false when the spec does
@@ -172,7 +174,8 @@ func Parse(path string, data []byte) (*Spec, error) {
 		"defaults": func(_, v *yaml.Node) {
 			c.mapping(v, "defaults", map[string]func(k, v *yaml.Node){
 				"ledger": func(_, v *yaml.Node) { c.str(v, "defaults.ledger", &s.Ledger) },
-				"shards": func(_, v *yaml.Node) { c.int(v, "defaults.shards", &s.Shards) },
+				"shards":  func(_, v *yaml.Node) { c.int(v, "defaults.shards", &s.Shards) },
+				"buckets": func(_, v *yaml.Node) { c.int(v, "defaults.buckets", &s.Buckets) },
 			})
 		},
 		"prefixes": func(k, v *yaml.Node) {
@@ -195,6 +198,7 @@ func Parse(path string, data []byte) (*Spec, error) {
 					"max_key_len": func(_, v *yaml.Node) { c.int(v, "max_key_len", &p.MaxKeyLen) },
 					"ledger":      func(_, v *yaml.Node) { c.str(v, "ledger", &p.Ledger) },
 					"shards":      func(_, v *yaml.Node) { c.int(v, "shards", &p.Shards) },
+					"buckets":     func(_, v *yaml.Node) { c.int(v, "buckets", &p.Buckets) },
 				})
 				s.Prefixes = append(s.Prefixes, p)
 			}

@@ -76,9 +76,9 @@ func TestSpecErrors(t *testing.T) {
 		{"unknown field in redis", "version: 1\noutput: out\nredis:\n  namespace: inv\n  host: localhost\nprefixes:\n  - name: a\n    key: string\n",
 			5, 3, `unknown field "host" in redis (known: namespace)`},
 		{"unknown field in defaults", "version: 1\noutput: out\ndefaults:\n  ledger: sync\n  shard: 4\nprefixes:\n  - name: a\n    key: string\n",
-			5, 3, `unknown field "shard" in defaults (known: ledger, shards)`},
+			5, 3, `unknown field "shard" in defaults (known: buckets, ledger, shards)`},
 		{"unknown field in a prefix", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    max_len: 10\n",
-			6, 5, `unknown field "max_len" in prefix (known: key, ledger, max_key_len, name, shards)`},
+			6, 5, `unknown field "max_len" in prefix (known: buckets, key, ledger, max_key_len, name, shards)`},
 		{"field given twice at top level", "version: 1\noutput: out\nversion: 1\nprefixes:\n  - name: a\n    key: string\n",
 			3, 1, `field "version" appears twice in spec`},
 		{"field given twice in a prefix", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    key: int64\n",
@@ -199,6 +199,14 @@ func TestSpecErrors(t *testing.T) {
 			6, 13, "shards 2000 is out of range 1..1024"},
 		{"prefix shards 0x800", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    shards: 0x800\n",
 			6, 13, "shards 2048 is out of range 1..1024"},
+		{"defaults.buckets 0", "version: 1\noutput: out\ndefaults:\n  buckets: 0\nprefixes:\n  - name: a\n    key: string\n",
+			4, 12, "defaults.buckets 0 is out of range 1..64"},
+		{"prefix buckets 65", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    shards: 128\n    buckets: 65\n",
+			7, 14, "buckets 65 is out of range 1..64"},
+		{"prefix buckets beyond shards", "version: 1\noutput: out\nprefixes:\n  - name: a\n    key: string\n    shards: 2\n    buckets: 4\n",
+			7, 14, "buckets 4 exceeds the prefix's shards 2: each bucket needs a shard of its own"},
+		{"default buckets beyond shards", "version: 1\noutput: out\ndefaults:\n  buckets: 8\nprefixes:\n  - name: a\n    key: string\n    shards: 4\n",
+			6, 5, "buckets 8 exceeds the prefix's shards 4: each bucket needs a shard of its own"},
 
 		// Output.
 		{"output escaping the spec directory", "version: 1\noutput: ../x\nprefixes:\n  - name: a\n    key: string\n",
@@ -431,10 +439,10 @@ prefixes:
 		t.Errorf("model = %+v", m)
 	}
 	want := []Prefix{
-		{Name: "abcdefghij_abcdefghij_abcdefghij", Package: "abcdefghijabcdefghijabcdefghij", Key: "string", MaxKeyLen: 1024, Shards: 32, ItemSQLType: "varchar(1024)"},
-		{Name: "coupon", Package: "coupon", Key: "int64", Shards: 4, ItemSQLType: "bigint"},
-		{Name: "flash_sale_2026", Package: "flashsale2026", Key: "string", MaxKeyLen: 64, Shards: 32, ItemSQLType: "varchar(64)"},
-		{Name: "gift_card", Package: "giftcard", Key: "uuid", Shards: 16, ItemSQLType: "uuid"},
+		{Name: "abcdefghij_abcdefghij_abcdefghij", Package: "abcdefghijabcdefghijabcdefghij", Key: "string", MaxKeyLen: 1024, Shards: 32, Buckets: 1, ItemSQLType: "varchar(1024)"},
+		{Name: "coupon", Package: "coupon", Key: "int64", Shards: 4, Buckets: 1, ItemSQLType: "bigint"},
+		{Name: "flash_sale_2026", Package: "flashsale2026", Key: "string", MaxKeyLen: 64, Shards: 32, Buckets: 1, ItemSQLType: "varchar(64)"},
+		{Name: "gift_card", Package: "giftcard", Key: "uuid", Shards: 16, Buckets: 1, ItemSQLType: "uuid"},
 	}
 	if len(m.Prefixes) != len(want) {
 		t.Fatalf("got %d prefixes, want %d", len(m.Prefixes), len(want))

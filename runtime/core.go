@@ -27,6 +27,9 @@ type Config[K any] struct {
 	Prefix string
 	// Shards is the number of hash-tag shards of the prefix.
 	Shards int
+	// Buckets is the number of stock buckets Init splits an item into
+	// (spec: buckets; 0 means 1): see InitBuckets.
+	Buckets int
 	// Codec checks item keys and gives their Redis form.
 	Codec Codec[K]
 	// Ledger is the prefix's SQL side.
@@ -86,6 +89,12 @@ type Core[K any] struct {
 	// genArg is the generation length of the buckets of settled op
 	// records (settled.lua): half the op TTL, in ms.
 	genArg any
+	// Stock buckets (buckets.go): initBuckets is Config.Buckets; split
+	// holds the bucket count of the items known to be split, by Redis
+	// form; rebalancing the items being rebalanced in the background.
+	initBuckets int
+	split       sync.Map
+	rebalancing sync.Map
 }
 
 // Result is the outcome of a change.
@@ -125,6 +134,8 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		return nil, argError("WithReplicaAck needs a redis.Client or a redis.ClusterClient, not a %T", cfg.Redis)
 	case cfg.Shards < 1 || cfg.Shards > 1024:
 		return nil, argError("shards %d is out of range 1..1024", cfg.Shards)
+	case cfg.Buckets < 0 || cfg.Buckets > min(cfg.Shards, MaxBuckets):
+		return nil, argError("buckets %d is out of range 1..%d (at most the shards, %d)", cfg.Buckets, MaxBuckets, cfg.Shards)
 	}
 	if err := checkName("prefix", cfg.Prefix); err != nil {
 		return nil, err
@@ -149,6 +160,8 @@ func NewCore[K any](cfg Config[K], opts ...Option) (*Core[K], error) {
 		fenceMS: ms(o.fenceTTL),
 		gate:    newGate(o.namespace, cfg.Prefix),
 		gates:   map[string]*gateCall{},
+
+		initBuckets: max(cfg.Buckets, 1),
 	}
 	c.leaseArg, c.opTTLArg = c.leaseMS, c.opTTLMS
 	c.soldOutArg = strconv.FormatInt(o.soldOut.Milliseconds(), 10)
@@ -187,10 +200,19 @@ func (c *Core[K]) TablesInitialized(ctx context.Context) (bool, error) {
 	return ok, nil
 }
 
-// Init creates an item with qty units (0 <= qty <= MaxQuantity). The ledger
-// row is written first; the item is then loaded into Redis. An item that
-// exists already gets ErrAlreadyExists and is left as it is.
+// Init creates an item with qty units (0 <= qty <= MaxQuantity), its
+// stock split into Config.Buckets buckets. The ledger row is written first;
+// the item is then loaded into Redis. An item that exists already gets
+// ErrAlreadyExists and is left as it is.
 func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
+	return c.InitBuckets(ctx, id, qty, c.initBuckets)
+}
+
+// InitBuckets is Init with the item's stock split into buckets buckets
+// (1..MaxBuckets, at most the prefix's shards), whatever Config.Buckets
+// says: for one hot item, so that its purchases spread over as many Redis
+// Cluster masters (see buckets.go). The count is the item's for good.
+func (c *Core[K]) InitBuckets(ctx context.Context, id K, qty int64, buckets int) error {
 	if err := c.enter(ctx); err != nil {
 		return err
 	}
@@ -202,7 +224,15 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 	if qty < 0 || qty > MaxQuantity {
 		return argError("quantity %d is out of range 0..%d", qty, MaxQuantity)
 	}
-	err = c.ledger.Insert(ctx, Entry[K]{Item: id, Kind: KindInit, Delta: qty, OpKey: string(KindInit)})
+	if buckets < 1 || buckets > min(len(c.ks.tags), MaxBuckets) {
+		return argError("buckets %d is out of range 1..%d (at most the shards, %d)", buckets, MaxBuckets, len(c.ks.tags))
+	}
+	// The init row's attempt holds the bucket count (0: one bucket).
+	e := Entry[K]{Item: id, Kind: KindInit, Delta: qty, OpKey: string(KindInit)}
+	if buckets > 1 {
+		e.Attempt = int64(buckets)
+	}
+	err = c.ledger.Insert(ctx, e)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("%w: item %v of %s", ErrAlreadyExists, id, c.prefix)
@@ -213,9 +243,11 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 	// first use, so a failure below leaves nothing inconsistent. The gate
 	// of the item's server is opened first, so that the item is loaded in
 	// the current epoch and keeps what only a fresh load gives it.
-	k := c.ks.forItem(item)
-	if _, err := c.evalGate(ctx, k, k.getKeys(), argGet); err != nil {
-		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
+	c.learnBuckets(item, buckets)
+	for _, k := range c.bucketKeys(item, buckets) {
+		if _, err := c.evalGate(ctx, k, k.getKeys(), argGet); err != nil {
+			return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
+		}
 	}
 	if err := c.refresh(ctx, id, item, false, true); err != nil {
 		return fmt.Errorf("invgen: init %v: recorded, not yet loaded into Redis: %w", id, err)
@@ -249,6 +281,9 @@ func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
 			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
 		}
 		switch {
+		case r.code == codeReserved && (r.buckets > 1 || c.bucketsOf(item) > 1):
+			c.learnBuckets(item, r.buckets)
+			return c.getSplit(ctx, id, item)
 		case r.code == codeReserved:
 			return r.available, nil
 		case loaded && r.code == codeCorrupt:
@@ -328,6 +363,9 @@ type reserveReply struct {
 	// soldOut: a refused purchase may be refused without asking Redis for
 	// this long (reserve.lua's sold-out period), in ms.
 	soldOut int64
+	// buckets is the item's number of stock buckets, once the script read
+	// its hash (0 before; 1 for an item that is not split).
+	buckets int
 	// unacked: WithReplicaAck is set and no replica confirmed the change.
 	unacked bool
 }
@@ -346,28 +384,54 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	if err := checkOpKey(opKey); err != nil {
 		return Result{}, err
 	}
-	k := c.ks.forItem(item)
-	opRec := k.op(kind, opKey)
-	mode, log := "sync", k.journal
-	if c.stream && !kind.Modification() {
-		mode, log = "stream", k.stream
+	nb := c.bucketsOf(item)
+	if nb > 1 && kind != KindDecr {
+		return c.changeSplit(ctx, kind, id, item, arg, opKey, nb)
 	}
-	keys := []string{k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2], k.epoch}
+	home := c.ks.forItem(item)
+	mode := "sync"
+	if c.stream && !kind.Modification() {
+		mode = "stream"
+	}
+	var (
+		k         itemKeys
+		keys      []string
+		opRec     string
+		decrField string
+		sp        *spread // a purchase of an item split into buckets
+	)
+	// target points the change at k: the item's own shard, or one of its
+	// buckets.
+	target := func(to itemKeys) {
+		k = to
+		opRec = k.op(kind, opKey)
+		log := k.journal
+		if mode == "stream" {
+			log = k.stream
+		}
+		keys = append(keys[:0], k.item, opRec, log, k.buckets[0], k.buckets[1], k.buckets[2], k.epoch)
+		switch kind {
+		case KindDecr:
+			keys = append(keys, k.filter())
+		case KindRelease:
+			decrRec := k.op(KindDecr, opKey)
+			keys = append(keys, decrRec)
+			decrField = k.field(decrRec)
+		}
+	}
+	target(home)
 	if kind == KindDecr {
-		refuse, renewal := c.soldOutLocally(ctx, k, opKey)
+		refuse, renewal := c.soldOutLocally(ctx, home, opKey)
 		if refuse {
 			return Result{}, fmt.Errorf("%w: item %v has 0 available (sold out)", ErrInsufficientStock, id)
 		}
 		if renewal != nil {
-			defer c.endRenewal(k, renewal)
+			defer c.endRenewal(home, renewal)
 		}
-		keys = append(keys, k.filter())
-	}
-	decrField := ""
-	if kind == KindRelease {
-		decrRec := k.op(KindDecr, opKey)
-		keys = append(keys, decrRec)
-		decrField = k.field(decrRec)
+		if nb > 1 {
+			sp = c.newSpread(item, nb, opKey, false)
+			target(sp.current())
+		}
 	}
 	// One attempt id for the whole call: a try whose reply was lost
 	// (evalGate tries again) finds its own reservation.
@@ -376,6 +440,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		wait      backoff
 		healed    bool
 		repaired  bool
+		gathered  bool
 		lastCheck time.Time
 	)
 	for {
@@ -391,8 +456,21 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			r.code == codeDuplicate && r.state == opPending && r.attempt == attempt) {
 			return c.notReplicated(ctx, kind, id, k, opRec, mode, attempt)
 		}
+		if r.buckets > 1 && sp == nil {
+			// Split, as this first look at the item's own shard (bucket
+			// 0) shows.
+			c.learnBuckets(item, r.buckets)
+			if kind != KindDecr {
+				return c.changeSplit(ctx, kind, id, item, arg, opKey, r.buckets)
+			}
+			sp = c.newSpread(item, r.buckets, opKey, true)
+		}
 		switch r.code {
 		case codeReserved:
+			if sp != nil && sp.fellOver() && r.available >= 2*int64(sp.n) {
+				// Its own bucket was short while this one has plenty.
+				c.rebalanceLater(id, item, sp.n)
+			}
 			if mode == "stream" {
 				// Decided and recorded in one step; the flusher writes the ledger.
 				return Result{Available: r.available, Delta: r.delta}, nil
@@ -425,6 +503,9 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
 				return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
 			}
+		case codeBuckets:
+			// Split, as learnt above: changeSplit has answered.
+			return Result{}, fmt.Errorf("invgen: %s %v: unexpected reply code %d from reserve.lua", kind, id, r.code)
 		case codeMissing, codeStale:
 			if healed {
 				return Result{}, fmt.Errorf("%w: item %v of %s vanished from Redis during its load", ErrBusy, id, c.prefix)
@@ -433,6 +514,13 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 				return Result{}, err
 			}
 			healed = true
+			if sp == nil && kind == KindDecr {
+				if n := c.bucketsOf(item); n > 1 {
+					// The load told how many buckets the item has.
+					sp = c.newSpread(item, n, opKey, false)
+					target(sp.current())
+				}
+			}
 		case codeCorrupt:
 			// The item's hash is not what invgen writes: rebuild it from
 			// the ledger, once.
@@ -458,8 +546,33 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			}
 			arg = strconv.FormatInt(taken, 10)
 		default:
+			if sp != nil && r.code == codeShort {
+				// A purchase falls over to the next bucket while one is
+				// left; the item is short only when every bucket is.
+				sp.refused(r, sent)
+				if next, ok := sp.next(); ok {
+					target(next)
+					continue
+				}
+				if units, _ := strconv.ParseInt(arg, 10, 64); !gathered && sp.soldOut == 0 && sp.sum >= units {
+					// Enough units in all, none in one bucket: gather them
+					// into this purchase's bucket and try it once more.
+					gathered = true
+					if err := c.rebalance(ctx, id, item, sp.n, sp.first); err != nil {
+						return Result{}, fmt.Errorf("invgen: %s %v: gather its buckets: %w", kind, id, err)
+					}
+					sp.restart()
+					target(sp.current())
+					continue
+				}
+				r.available, r.flag, r.soldOut, sent = sp.sum, sp.final, sp.soldOut, sp.sent
+			}
 			if r.soldOut > 0 && c.opt.soldOut > 0 {
-				c.markSoldOut(ctx, k, sent, r.soldOut)
+				if sp != nil {
+					c.markSoldOut(ctx, home, sp.all(), sent, r.soldOut)
+				} else {
+					c.markSoldOut(ctx, home, []itemKeys{k}, sent, r.soldOut)
+				}
 			}
 			if r.flag {
 				return Result{}, rejection(r.code, r.available, id, opKey)
@@ -547,11 +660,11 @@ func (c *Core[K]) runGate(ctx context.Context, k itemKeys, ack bool, keys []stri
 }
 
 // parseReserve parses reserve.lua's reply, "code:available:delta:state:
-// flag:attempt:sold out", without allocating.
+// flag:attempt:sold out:buckets", without allocating.
 func parseReserve(v string) (reserveReply, error) {
 	var (
 		r      reserveReply
-		fields [7]string
+		fields [8]string
 		rest   = v
 	)
 	for i := range fields {
@@ -561,7 +674,8 @@ func parseReserve(v string) (reserveReply, error) {
 			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)
 		}
 	}
-	var errs [5]error
+	var errs [6]error
+	var nb int64
 	r.code, errs[0] = strconv.ParseInt(fields[0], 10, 64)
 	r.available, errs[1] = strconv.ParseInt(fields[1], 10, 64)
 	r.delta, errs[2] = strconv.ParseInt(fields[2], 10, 64)
@@ -569,6 +683,8 @@ func parseReserve(v string) (reserveReply, error) {
 	r.flag = fields[4] == "1"
 	r.attempt, errs[3] = strconv.ParseInt(fields[5], 10, 64)
 	r.soldOut, errs[4] = strconv.ParseInt(fields[6], 10, 64)
+	nb, errs[5] = strconv.ParseInt(fields[7], 10, 64)
+	r.buckets = int(nb)
 	for _, err := range errs {
 		if err != nil {
 			return r, fmt.Errorf("reserve.lua: unexpected reply %q", v)

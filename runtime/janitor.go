@@ -153,25 +153,30 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	if len(items) == 0 {
 		return nil, nil
 	}
-	keys := make([]itemKeys, len(items))
+	// One look per bucket: an item that is not split has one, its own.
+	type look struct {
+		keys      itemKeys
+		stock     *redis.SliceCmd
+		epoch     *redis.StringCmd
+		unflushed *redis.MapStringStringCmd // stream mode
+	}
+	looks := make([][]look, len(items))
 	pipe := c.rdb.Pipeline()
-	stock := make([]*redis.SliceCmd, len(items))
-	epochs := make([]*redis.StringCmd, len(items))
-	unflushed := make([]*redis.MapStringStringCmd, len(items)) // stream mode
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
 		if err != nil {
 			return nil, err
 		}
-		keys[i] = c.ks.forItem(item)
-		stock[i] = pipe.HMGet(ctx, keys[i].item, "a", "c", "r", "e")
-		epochs[i] = pipe.Get(ctx, keys[i].epoch)
-		if c.stream {
-			unflushed[i] = pipe.HGetAll(ctx, keys[i].item)
-		}
-		if journals[keys[i].journal] == nil {
-			journals[keys[i].journal] = pipe.ZRange(ctx, keys[i].journal, 0, -1)
+		for _, k := range c.bucketKeys(item, t.buckets()) {
+			l := look{keys: k, stock: pipe.HMGet(ctx, k.item, "a", "c", "r", "e", "n"), epoch: pipe.Get(ctx, k.epoch)}
+			if c.stream {
+				l.unflushed = pipe.HGetAll(ctx, k.item)
+			}
+			if journals[k.journal] == nil {
+				journals[k.journal] = pipe.ZRange(ctx, k.journal, 0, -1)
+			}
+			looks[i] = append(looks[i], l)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
@@ -180,61 +185,79 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 	var drift []Drift[K]
 	for i, t := range items {
 		d := Drift[K]{Item: t.Item, Ledger: t.Available}
-		vals, err := stock[i].Result()
-		var avail, capacity, rising int64
-		switch {
-		case isWrongType(err):
-			d.Corrupt = "the item key is not a hash"
-		case err != nil:
-			return nil, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
-		case vals[0] == nil:
-			d.Missing = true
-		default:
-			var ok [3]bool
-			avail, ok[0] = intField(vals[0])
-			capacity, ok[1] = intField(vals[1])
-			rising, ok[2] = intField(vals[2])
-			if vals[2] == nil {
-				rising, ok[2] = 0, true
+		var capacity, pendingCap int64
+		corrupt := func(s string) {
+			if d.Corrupt == "" {
+				d.Corrupt = s
 			}
-			if !ok[0] || !ok[1] || !ok[2] {
-				d.Corrupt = fmt.Sprintf("fields a=%v c=%v r=%v are not numbers", vals[0], vals[1], vals[2])
+		}
+		for b, l := range looks[i] {
+			in := ""
+			if len(looks[i]) > 1 {
+				in = fmt.Sprintf("bucket %d: ", b)
 			}
-			d.Redis = avail
-			e, _ := vals[3].(string)
-			d.Stale = e != epochs[i].Val()
-		}
-		jv, jerr := journals[keys[i].journal].Result()
-		if jerr != nil && d.Corrupt == "" {
-			d.Corrupt = "its shard journal: " + jerr.Error()
-		}
-		pending, pendingCap, bad, err := c.pendingDelta(ctx, t.Item, keys[i], jv)
-		if err != nil {
-			return nil, err
-		}
-		if bad != "" && d.Corrupt == "" {
-			d.Corrupt = bad
-		}
-		if unflushed[i] != nil {
-			// Changes in the stream that the ledger lacks until flushed.
-			var b Batch
-			for f, v := range unflushed[i].Val() {
-				if !strings.HasPrefix(f, unflushedPrefix) {
-					continue
+			vals, err := l.stock.Result()
+			switch {
+			case isWrongType(err):
+				corrupt(in + "the item key is not a hash")
+			case err != nil:
+				return nil, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
+			case vals[0] == nil:
+				d.Missing = true
+			default:
+				avail, ok0 := intField(vals[0])
+				bc, ok1 := intField(vals[1])
+				rising, ok2 := intField(vals[2])
+				if vals[2] == nil {
+					rising, ok2 = 0, true
 				}
-				if err := b.addUnflushed(keys[i].id, v); err != nil && d.Corrupt == "" {
-					d.Corrupt = err.Error()
+				if !ok0 || !ok1 || !ok2 {
+					corrupt(fmt.Sprintf("%sfields a=%v c=%v r=%v are not numbers", in, vals[0], vals[1], vals[2]))
+				}
+				if nb, _ := intField(vals[4]); max(nb, 1) != int64(t.buckets()) {
+					corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], t.buckets()))
+				}
+				d.Redis += avail
+				capacity += bc + rising
+				e, _ := vals[3].(string)
+				d.Stale = d.Stale || e != l.epoch.Val()
+			}
+			jv, jerr := journals[l.keys.journal].Result()
+			if jerr != nil {
+				corrupt(in + "its shard journal: " + jerr.Error())
+			}
+			pending, pcap, bad, err := c.pendingDelta(ctx, t.Item, l.keys, jv)
+			if err != nil {
+				return nil, err
+			}
+			if bad != "" {
+				corrupt(bad)
+			}
+			if l.unflushed != nil {
+				// Changes in the stream that the ledger lacks until flushed.
+				var batch Batch
+				for f, v := range l.unflushed.Val() {
+					if !strings.HasPrefix(f, unflushedPrefix) {
+						continue
+					}
+					if err := batch.addUnflushed(l.keys.id, v); err != nil {
+						corrupt(err.Error())
+					}
+				}
+				for _, delta := range batch.Deltas {
+					pending += delta
 				}
 			}
-			for _, delta := range b.Deltas {
-				pending += delta
-			}
+			d.Pending += pending
+			pendingCap += pcap
 		}
-		d.Pending = pending
+		if d.Missing {
+			d.Redis = 0
+		}
 		// Capacity: Redis's c plus pending restocks (r) is the ledger's
 		// capacity plus the adjusts of the journal that the ledger lacks.
-		if d.Corrupt == "" && !d.Missing && capacity+rising != t.Capacity+pendingCap {
-			d.Corrupt = fmt.Sprintf("capacity %d in Redis, %d per the ledger and the journal", capacity+rising, t.Capacity+pendingCap)
+		if d.Corrupt == "" && !d.Missing && capacity != t.Capacity+pendingCap {
+			d.Corrupt = fmt.Sprintf("capacity %d in Redis, %d per the ledger and the journal", capacity, t.Capacity+pendingCap)
 		}
 		if d.Missing || d.Corrupt != "" || d.Redis != d.Ledger+d.Pending {
 			drift = append(drift, d)

@@ -3,6 +3,7 @@ package runtime
 import (
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // keyspace builds every Redis key of one prefix. All keys of an item, its op
@@ -17,13 +18,21 @@ type keyspace struct {
 	streams  []string    // per shard
 	epochs   []string    // per shard: the shard's epoch (gate.go)
 	buckets  [][3]string // per shard: the hashes of settled op records (settled.lua)
+	slots    []int       // per shard: the Redis Cluster slot of its tag
+	shardOf  map[string]int
+	// spread caches the shards of an item's stock buckets (placement).
+	spread *sync.Map
 }
 
 func newKeyspace(namespace, prefix string, shards int) keyspace {
 	ks := keyspace{tags: make([]string, shards), journals: make([]string, shards), streams: make([]string, shards),
-		epochs: make([]string, shards), buckets: make([][3]string, shards)}
+		epochs: make([]string, shards), buckets: make([][3]string, shards), slots: make([]int, shards),
+		shardOf: make(map[string]int, shards), spread: new(sync.Map)}
 	for i := range ks.tags {
-		ks.tags[i] = namespace + ":{" + prefix + ":" + strconv.Itoa(i) + "}:"
+		tag := prefix + ":" + strconv.Itoa(i)
+		ks.slots[i] = slot(tag)
+		ks.tags[i] = namespace + ":{" + tag + "}:"
+		ks.shardOf[ks.tags[i]] = i
 		ks.journals[i] = ks.tags[i] + "journal"
 		ks.streams[i] = ks.tags[i] + "stream"
 		ks.epochs[i] = ks.tags[i] + "epoch"
@@ -44,6 +53,62 @@ func (ks keyspace) shard(item string) int {
 	return int(h % uint32(len(ks.tags)))
 }
 
+// clusterSlots is the number of Redis Cluster hash slots.
+const clusterSlots = 16384
+
+// slot is the Redis Cluster hash slot of a hash tag: CRC16 (XMODEM) of
+// the tag, modulo the number of slots.
+func slot(tag string) int {
+	var crc uint16
+	for i := 0; i < len(tag); i++ {
+		crc ^= uint16(tag[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % clusterSlots
+}
+
+// placement returns the shards of the n stock buckets of an item whose
+// own shard is home (bucket 0). Bucket b goes to the free shard whose
+// slot lies closest to b/n of the way round the slot ring from home's: a
+// cluster gives each master one or a few runs of slots, so buckets spread
+// over as many masters as the shards allow. It depends on the namespace,
+// prefix and shard count alone, so every process computes the same.
+func (ks keyspace) placement(home, n int) []int {
+	if n <= 1 {
+		return []int{home}
+	}
+	key := home<<16 | n
+	if v, ok := ks.spread.Load(key); ok {
+		return v.([]int)
+	}
+	out := []int{home}
+	used := map[int]bool{home: true}
+	for b := 1; b < n; b++ {
+		target := (ks.slots[home] + b*clusterSlots/n) % clusterSlots
+		best, bestDist := -1, 0
+		for s, sl := range ks.slots {
+			if used[s] {
+				continue
+			}
+			d := (sl - target + clusterSlots) % clusterSlots
+			d = min(d, clusterSlots-d)
+			if best < 0 || d < bestDist {
+				best, bestDist = s, d
+			}
+		}
+		used[best] = true
+		out = append(out, best)
+	}
+	ks.spread.Store(key, out)
+	return out
+}
+
 // itemKeys are the keys one change of one item touches. Only the item key
 // is built up front; op record keys are built on demand.
 type itemKeys struct {
@@ -56,8 +121,12 @@ type itemKeys struct {
 	buckets *[3]string
 }
 
-func (ks keyspace) forItem(item string) itemKeys {
-	s := ks.shard(item)
+// forItem returns the keys of an item in its own shard: all of it, or
+// bucket 0 of an item whose stock is split (see bucketKeys).
+func (ks keyspace) forItem(item string) itemKeys { return ks.at(item, ks.shard(item)) }
+
+// at returns the keys of an item's stock in shard s.
+func (ks keyspace) at(item string, s int) itemKeys {
 	return itemKeys{
 		item:    ks.tags[s] + "item:" + item,
 		journal: ks.journals[s],
@@ -119,6 +188,7 @@ type opKeyParts struct {
 	item  string
 	kind  Kind
 	opKey string
+	shard int // the shard whose tag the key has: the item's, or one of its buckets'
 }
 
 // parseOpRecordKey splits an op record key of this keyspace into its item,
@@ -146,8 +216,10 @@ func (ks keyspace) parseOpRecordKey(key string) (opKeyParts, bool) {
 		}
 	}
 	p.opKey = rest[3:]
-	if p.kind == "" || p.opKey == "" || key[:end+2] != ks.tags[ks.shard(p.item)] {
+	s, ok := ks.shardOf[key[:end+2]]
+	if p.kind == "" || p.opKey == "" || !ok {
 		return p, false
 	}
+	p.shard = s
 	return p, true
 }

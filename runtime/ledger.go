@@ -53,7 +53,13 @@ type Totals[K any] struct {
 	Capacity int64
 	// Available is Capacity plus the sum of its committed usage.
 	Available int64
+	// Buckets is the item's number of stock buckets, as its init row's
+	// attempt holds it (0 for one).
+	Buckets int
 }
+
+// buckets is the item's number of stock buckets, at least 1.
+func (t Totals[K]) buckets() int { return max(t.Buckets, 1) }
 
 // Ledger is the SQL side of a prefix. Generated packages implement it with
 // their sqlc queries; the runtime never writes SQL itself. Errors are

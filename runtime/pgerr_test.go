@@ -41,11 +41,11 @@ func TestDefinitelyNotWritten(t *testing.T) {
 }
 
 func TestParseReserve(t *testing.T) {
-	r, err := parseReserve("1:99999999999999:-3:c:1:4611686018427387904:250")
-	if err != nil || r.code != 1 || r.available != 99999999999999 || r.delta != -3 || r.state != "c" || !r.flag || r.attempt != 1<<62 || r.soldOut != 250 {
+	r, err := parseReserve("1:99999999999999:-3:c:1:4611686018427387904:250:64")
+	if err != nil || r.code != 1 || r.available != 99999999999999 || r.delta != -3 || r.state != "c" || !r.flag || r.attempt != 1<<62 || r.soldOut != 250 || r.buckets != 64 {
 		t.Fatalf("parseReserve = %+v, %v", r, err)
 	}
-	for _, bad := range []string{"", "1:2", "1:2e+14:0:c:0:1:0", "x:0:0::0:0:0", "1:0:0:c:0:1", "1:0:0:c:0:1:x"} {
+	for _, bad := range []string{"", "1:2", "1:2e+14:0:c:0:1:0", "x:0:0::0:0:0", "1:0:0:c:0:1", "1:0:0:c:0:1:x", "1:0:0:c:0:1:0", "1:0:0:c:0:1:0:x"} {
 		if _, err := parseReserve(bad); err == nil {
 			t.Errorf("parseReserve(%q) accepted it", bad)
 		}

@@ -55,6 +55,22 @@ var maxFenceArg any = strconv.FormatInt(maxFenceTTL.Milliseconds(), 10)
 // soon as the item is loaded, by itself or by another caller. fresh is set
 // by Init, whose item has no op key Redis could have forgotten.
 func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, fresh bool) error {
+	n := c.bucketsOf(item)
+	if n == 0 && !fresh {
+		// Whether the item is split is for its init row to say.
+		row, found, err := c.ledger.Lookup(ctx, id, KindInit, string(KindInit))
+		switch {
+		case err != nil:
+			return fmt.Errorf("invgen: refresh %v: %w", id, err)
+		case !found || row.State != StateCommitted:
+			return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
+		}
+		n = max(int(row.Attempt), 1)
+		c.learnBuckets(item, n)
+	}
+	if n > 1 {
+		return c.refreshSplit(ctx, id, item, n, onlyMissing, fresh)
+	}
 	k := c.ks.forItem(item)
 	loaded := func() bool { return onlyMissing && c.current(ctx, k) }
 	if c.stream && !onlyMissing {
@@ -160,7 +176,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
-			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0]).Int()
+			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0], "1", "0").Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
@@ -296,9 +312,6 @@ func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
 // after and first) under their fences, and returns how many it loaded and
 // the items left for a Refresh of their own.
 func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []Totals[K]) (int, []K, error) {
-	if len(items) == 0 {
-		return 0, nil, nil
-	}
 	token := newToken()
 	type entry struct {
 		id   K
@@ -311,7 +324,16 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		if err != nil {
 			return 0, nil, err
 		}
+		if n := t.buckets(); n > 1 {
+			// A split item is refreshed on its own (buckets.go).
+			c.learnBuckets(item, n)
+			rest = append(rest, t.Item)
+			continue
+		}
 		all = append(all, entry{t.Item, c.ks.forItem(item)})
+	}
+	if len(all) == 0 {
+		return 0, rest, nil
 	}
 
 	unfence := func(es []entry) {
@@ -417,7 +439,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch, e.keys.filter()},
-			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false])
+			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false], "1", "0")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		unfence(ready)
@@ -530,7 +552,7 @@ var errRepaired = fmt.Errorf("%w: repaired", ErrCorrupt)
 // item itself.
 func (c *Core[K]) settleMember(ctx context.Context, journal, member string, inRefresh bool) (settledEntry, bool, error) {
 	parts, ok := c.ks.parseOpRecordKey(member)
-	if !ok || c.ks.journals[c.ks.shard(parts.item)] != journal {
+	if !ok || c.ks.journals[parts.shard] != journal {
 		// Not an op record of this prefix: no change of ours is behind it.
 		if err := c.rdb.ZRem(ctx, journal, member).Err(); err != nil {
 			return settledEntry{}, false, err
@@ -544,7 +566,7 @@ func (c *Core[K]) settleMember(ctx context.Context, journal, member string, inRe
 		}
 		return settledEntry{}, false, errRepaired
 	}
-	k := c.ks.forItem(parts.item)
+	k := c.ks.at(parts.item, parts.shard) // the item's own shard, or one of its buckets'
 	rec, err := c.rdb.Get(ctx, member).Result()
 	switch {
 	case errors.Is(err, redis.Nil):

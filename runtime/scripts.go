@@ -74,6 +74,7 @@ const (
 	codeCorrupt   = 8
 	codeBadOp     = 9
 	codeStale     = 10
+	codeBuckets   = 11
 )
 
 // Op record states, as reserve.lua stores them.

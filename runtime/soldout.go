@@ -20,10 +20,15 @@ import (
 // of the process wait for its answer, a round trip at most.
 type soldOutMark struct {
 	until    time.Time // by the monotonic clock
-	bits     uint64    // the filter's size
-	fill     string    // the filter (SETBIT order: bit 0 is the top bit of byte 0)
+	filters  []filter  // the item's, or one per bucket of a split item
 	renewing atomic.Bool
 	renewed  chan struct{} // closed when the renewal has its answer
+}
+
+// filter is a copy of an item's filter of op keys.
+type filter struct {
+	bits uint64 // the filter's size
+	fill string // the filter (SETBIT order: bit 0 is the top bit of byte 0)
 }
 
 // filterPositions are an op key's two positions in an item's filter,
@@ -40,15 +45,20 @@ func positions(opKey string) (uint64, uint64) {
 	return s & 0xffffffff, s >> 32
 }
 
-// mayHold reports whether the filter may hold opKey.
+// mayHold reports whether one of the filters may hold opKey.
 func (m *soldOutMark) mayHold(opKey string) bool {
 	a, b := positions(opKey)
-	return m.bit(a%m.bits) && m.bit(b%m.bits)
+	for _, f := range m.filters {
+		if f.bit(a%f.bits) && f.bit(b%f.bits) {
+			return true
+		}
+	}
+	return false
 }
 
-func (m *soldOutMark) bit(p uint64) bool {
+func (f filter) bit(p uint64) bool {
 	i := p >> 3
-	return i < uint64(len(m.fill)) && m.fill[i]&(0x80>>(p&7)) != 0
+	return i < uint64(len(f.fill)) && f.fill[i]&(0x80>>(p&7)) != 0
 }
 
 // soldOutLocally reports whether a purchase of item k with opKey may be
@@ -87,27 +97,35 @@ func (c *Core[K]) endRenewal(k itemKeys, m *soldOutMark) {
 	close(m.renewed)
 }
 
-// markSoldOut records that item k is in a sold-out period for leftMS more
-// ms by Redis's clock, as a reply to a call sent at sent told: the mark
-// ends that long after the call was sent, so never after the period. It
-// reads the item's filter, which cannot change during the period.
-func (c *Core[K]) markSoldOut(ctx context.Context, k itemKeys, sent time.Time, leftMS int64) {
+// markSoldOut records that item home is in a sold-out period for leftMS
+// more ms by Redis's clock, as a reply to a call sent at sent told: the
+// mark ends that long after the call was sent, so never after the period.
+// It reads the filters of buckets (the item itself, or each of its
+// buckets, each in its own period), which cannot change during the
+// period.
+func (c *Core[K]) markSoldOut(ctx context.Context, home itemKeys, buckets []itemKeys, sent time.Time, leftMS int64) {
 	until := sent.Add(time.Duration(leftMS) * time.Millisecond)
-	var bits *redis.StringCmd
-	var fill *redis.StringCmd
+	bits := make([]*redis.StringCmd, len(buckets))
+	fills := make([]*redis.StringCmd, len(buckets))
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		bits = p.HGet(ctx, k.item, "m")
-		fill = p.Get(ctx, k.filter())
+		for i, k := range buckets {
+			bits[i] = p.HGet(ctx, k.item, "m")
+			fills[i] = p.Get(ctx, k.filter())
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return
 	}
-	n, err := bits.Uint64()
-	if err != nil || n == 0 {
-		return
+	m := &soldOutMark{until: until, renewed: make(chan struct{})}
+	for i := range buckets {
+		n, err := bits[i].Uint64()
+		if err != nil || n == 0 {
+			return
+		}
+		m.filters = append(m.filters, filter{bits: n, fill: fills[i].Val()})
 	}
 	if time.Now().Before(until) {
-		c.marks.Store(k.item, &soldOutMark{until: until, bits: n, fill: fill.Val(), renewed: make(chan struct{})})
+		c.marks.Store(home.item, m)
 	}
 }

@@ -14,10 +14,16 @@
 -- ARGV[3]  capacity per ledger
 -- ARGV[4]  prefix shared by the op record keys of this item
 -- ARGV[5]  1 when Init created the item just now: it has no op key Redis
---          could have forgotten (reserve.lua's h). Any other load clears h.
+--          could have forgotten (reserve.lua's h); 2 when the load only
+--          moves stock between the buckets of an item (buckets.go): an item
+--          loaded in the current epoch keeps h and its filter. Any other
+--          load clears h.
 -- ARGV[6]  the caller's generation length of settled records (settled.lua)
 -- ARGV[7]  1 when Init creates the item for a caller with the sold-out fast
 --          path: it gets a filter of op keys
+-- ARGV[8]  the item's number of stock buckets (reserve.lua's n)
+-- ARGV[9]  1 to keep the fence: the caller lifts it (unfence.lua) once
+--          the ledger holds the change the load made room for
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
 
@@ -35,7 +41,19 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
 end
 local epoch = redis.call('GET', KEYS[3]) or ''
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', epoch)
-redis.call('HDEL', KEYS[1], 'f', 't', 'q', 'r', 'p')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+if ARGV[8] ~= '1' then
+  redis.call('HSET', KEYS[1], 'n', ARGV[8])
+else
+  redis.call('HDEL', KEYS[1], 'n')
+end
+redis.call('HDEL', KEYS[1], 'q', 'r', 'p')
+if ARGV[9] ~= '1' then
+  redis.call('HDEL', KEYS[1], 'f', 't')
+end
+if ARGV[5] == '2' and f[3] and (f[4] or '') == epoch then
+  return 1
+end
 if ARGV[5] == '1' and not f[3] then
   redis.call('DEL', KEYS[4])
   if ARGV[7] == '1' then

@@ -25,6 +25,9 @@
 --                         m = size in bits of the item's filter (KEYS[8]), present while
 --                             the filter holds the op key of every purchase that succeeded
 --                         z = "<ms>:<period ms>": a sold-out period (below) started then
+--                         n = the number of stock buckets of an item whose stock is split
+--                             (buckets.go); the same in each bucket, absent for one
+--                         v = how many times the item was loaded (load.lua)
 --                         u:<stream id> = stream mode: one of the item's unflushed entries
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
@@ -39,7 +42,8 @@
 --          decr: the item's filter of op keys (a Bloom filter, two bits per
 --          op key, a string of m bits)
 -- ARGV[1]  kind: decr | incr | release | adjust, or get: read the stock
---          (KEYS[1] and KEYS[7] only; reply code 0 with the stock)
+--          (KEYS[1] and KEYS[7] only; reply code 0 with the stock, and
+--          in the delta field the item's load count v)
 -- ARGV[2]  decr, incr: units n > 0; adjust: signed delta; release: units per
 --          the ledger, or "" to read them from KEYS[8]
 -- ARGV[3]  lease (ms)
@@ -66,10 +70,11 @@
 -- refusal is the answer Redis would give. Units that come back become
 -- sellable when the period ends.
 --
--- Reply: "code:available:delta:state:flag:attempt id:sold out", one string
--- so the client parses it without allocating; sold out is, for a refused
--- purchase, the ms left of the sold-out period when the caller may refuse
--- locally until then (the filter is complete), else 0
+-- Reply: "code:available:delta:state:flag:attempt id:sold out:buckets",
+-- one string so the client parses it without allocating; sold out is, for
+-- a refused purchase, the ms left of the sold-out period when the caller
+-- may refuse locally until then (the filter is complete), else 0; buckets
+-- is the item's n once its hash was read, else 0
 --   code 0 reserved, 1 duplicate (fields describe the first outcome; flag 1:
 --   pending and its lease has passed), 2 insufficient stock, 5 over the
 --   limit, 7 nothing to release (flag 1: the refusal is final, 0: ask the
@@ -77,22 +82,27 @@
 --   fenced or in progress, 6 purchase unknown to Redis (release: ask the
 --   ledger), 8 the item's hash holds values invgen did not write, 9 the op
 --   record does, 10 the item was loaded in another epoch of its shard:
---   refresh it from the ledger first
+--   refresh it from the ledger first, 11 the item's stock is split into
+--   buckets and the change is not a purchase: it is made under the fence
+--   of all buckets instead (buckets.go), nothing was written
 
-local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE, BUCKETS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 
+-- nb is the item's bucket count once its hash is read.
+local nb = 0
 local function reply(code, avail, delta, state, flag, attempt, soldout)
-  return string.format('%d:%d:%d:%s:%d:%s:%d', code, avail, delta, state, flag, attempt, soldout or 0)
+  return string.format('%d:%d:%d:%s:%d:%s:%d:%d', code, avail, delta, state, flag, attempt, soldout or 0, nb)
 end
 
 -- get: the item's stock, if it is loaded in its shard's epoch.
 if ARGV[1] == 'get' then
-  local v = redis.call('HMGET', KEYS[1], 'a', 'e')
+  local v = redis.call('HMGET', KEYS[1], 'a', 'e', 'n', 'v')
   if not v[1] then return reply(MISSING, 0, 0, '', 0, '0') end
+  nb = tonumber(v[3] or '1') or 0
   if (v[2] or '') ~= (redis.call('GET', KEYS[7]) or '') then return reply(STALE, 0, 0, '', 0, '0') end
   local a = tonumber(v[1])
   if not a or a < 0 then return reply(CORRUPT, 0, 0, '', 0, '0') end
-  return reply(RESERVED, a, 0, '', 0, '0')
+  return reply(RESERVED, a, tonumber(v[4] or '0') or 0, '', 0, '0')
 end
 
 local now = now_ms()
@@ -110,7 +120,8 @@ if rec then
   return reply(DUPLICATE, tonumber(a), tonumber(d), 'p', expired, n)
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z', 'n')
+nb = tonumber(item[11] or '1') or 0
 if not item[1] then
   if item[3] and tonumber(item[3]) and tonumber(item[3]) > now then
     return reply(BUSY, 0, 0, '', 0, '0')
@@ -119,8 +130,11 @@ if not item[1] then
 end
 local avail, cap, fence = tonumber(item[1]), tonumber(item[2]), tonumber(item[3] or '0')
 local rising, pcap, held = tonumber(item[4] or '0'), tonumber(item[5] or '0'), tonumber(item[7] or '0')
-if not (avail and cap and fence and rising and pcap and held) or avail < 0 or cap < 0 then
+if not (avail and cap and fence and rising and pcap and held) or avail < 0 or cap < 0 or nb < 1 then
   return reply(CORRUPT, 0, 0, '', 0, '0')
+end
+if nb > 1 and ARGV[1] ~= 'decr' then
+  return reply(BUCKETS, avail, 0, '', 0, '0')
 end
 if fence > now then
   return reply(BUSY, 0, 0, '', 0, '0')

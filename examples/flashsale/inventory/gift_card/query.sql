@@ -38,15 +38,20 @@ SELECT
     COALESCE((SELECT SUM(m.delta) FROM gift_card_inventory_modification_record m
               WHERE m.item_id = $1 AND m.state = 'committed'), 0)::bigint AS capacity,
     COALESCE((SELECT SUM(u.delta) FROM gift_card_inventory_usage_record u
-              WHERE u.item_id = $1 AND u.state = 'committed'), 0)::bigint AS used;
+              WHERE u.item_id = $1 AND u.state = 'committed'), 0)::bigint AS used,
+    -- The init row's attempt holds the item's number of stock buckets.
+    COALESCE((SELECT MAX(m.attempt) FROM gift_card_inventory_modification_record m
+              WHERE m.item_id = $1 AND m.kind = 'init' AND m.state = 'committed'), 0)::bigint AS buckets;
 
 -- name: ItemTotalsPage :many
 -- One page of items in key order, with their totals.
 SELECT m.item_id,
        m.capacity::bigint AS capacity,
-       COALESCE(SUM(u.delta), 0)::bigint AS used
+       COALESCE(SUM(u.delta), 0)::bigint AS used,
+       m.buckets::bigint AS buckets
 FROM (
-    SELECT r.item_id, SUM(r.delta) AS capacity
+    SELECT r.item_id, SUM(r.delta) AS capacity,
+           COALESCE(MAX(r.attempt) FILTER (WHERE r.kind = 'init'), 0) AS buckets
     FROM gift_card_inventory_modification_record r
     WHERE r.state = 'committed' AND (sqlc.arg(first)::boolean OR r.item_id > sqlc.arg(after))
     GROUP BY r.item_id
@@ -54,7 +59,7 @@ FROM (
     LIMIT sqlc.arg(page_size)::int
 ) m
 LEFT JOIN gift_card_inventory_usage_record u ON u.item_id = m.item_id AND u.state = 'committed'
-GROUP BY m.item_id, m.capacity
+GROUP BY m.item_id, m.capacity, m.buckets
 ORDER BY m.item_id;
 
 -- name: FlushUsage :many

@@ -130,28 +130,39 @@ SELECT
     COALESCE((SELECT SUM(m.delta) FROM drop_inventory_modification_record m
               WHERE m.item_id = $1 AND m.state = 'committed'), 0)::bigint AS capacity,
     COALESCE((SELECT SUM(u.delta) FROM drop_inventory_usage_record u
-              WHERE u.item_id = $1 AND u.state = 'committed'), 0)::bigint AS used
+              WHERE u.item_id = $1 AND u.state = 'committed'), 0)::bigint AS used,
+    -- The init row's attempt holds the item's number of stock buckets.
+    COALESCE((SELECT MAX(m.attempt) FROM drop_inventory_modification_record m
+              WHERE m.item_id = $1 AND m.kind = 'init' AND m.state = 'committed'), 0)::bigint AS buckets
 `
 
 type ItemTotalsRow struct {
 	Found    bool
 	Capacity int64
 	Used     int64
+	Buckets  int64
 }
 
 func (q *Queries) ItemTotals(ctx context.Context, itemID string) (ItemTotalsRow, error) {
 	row := q.db.QueryRow(ctx, itemTotals, itemID)
 	var i ItemTotalsRow
-	err := row.Scan(&i.Found, &i.Capacity, &i.Used)
+	err := row.Scan(
+		&i.Found,
+		&i.Capacity,
+		&i.Used,
+		&i.Buckets,
+	)
 	return i, err
 }
 
 const itemTotalsPage = `-- name: ItemTotalsPage :many
 SELECT m.item_id,
        m.capacity::bigint AS capacity,
-       COALESCE(SUM(u.delta), 0)::bigint AS used
+       COALESCE(SUM(u.delta), 0)::bigint AS used,
+       m.buckets::bigint AS buckets
 FROM (
-    SELECT r.item_id, SUM(r.delta) AS capacity
+    SELECT r.item_id, SUM(r.delta) AS capacity,
+           COALESCE(MAX(r.attempt) FILTER (WHERE r.kind = 'init'), 0) AS buckets
     FROM drop_inventory_modification_record r
     WHERE r.state = 'committed' AND ($1::boolean OR r.item_id > $2)
     GROUP BY r.item_id
@@ -159,7 +170,7 @@ FROM (
     LIMIT $3::int
 ) m
 LEFT JOIN drop_inventory_usage_record u ON u.item_id = m.item_id AND u.state = 'committed'
-GROUP BY m.item_id, m.capacity
+GROUP BY m.item_id, m.capacity, m.buckets
 ORDER BY m.item_id
 `
 
@@ -173,6 +184,7 @@ type ItemTotalsPageRow struct {
 	ItemID   string
 	Capacity int64
 	Used     int64
+	Buckets  int64
 }
 
 // One page of items in key order, with their totals.
@@ -185,7 +197,12 @@ func (q *Queries) ItemTotalsPage(ctx context.Context, arg ItemTotalsPageParams) 
 	var items []ItemTotalsPageRow
 	for rows.Next() {
 		var i ItemTotalsPageRow
-		if err := rows.Scan(&i.ItemID, &i.Capacity, &i.Used); err != nil {
+		if err := rows.Scan(
+			&i.ItemID,
+			&i.Capacity,
+			&i.Used,
+			&i.Buckets,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

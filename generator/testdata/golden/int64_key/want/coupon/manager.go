@@ -30,6 +30,8 @@ const (
 	Namespace = "inv"
 	// Shards is the number of Redis hash-tag shards of this prefix.
 	Shards = 4
+	// Buckets is the number of stock buckets Init splits an item into (see InitBuckets).
+	Buckets = 1
 	// LedgerMode is how usage reaches the ledger.
 	LedgerMode = "sync"
 	// ModificationTable records inits and adjustments.
@@ -159,6 +161,7 @@ func New(pool db.DBTX, rdb redis.UniversalClient, opts ...Option) (*Manager, err
 		q:  db.New(pool),
 	}
 	core, err := invrt.NewCore(invrt.Config[Key]{
+		Buckets:   Buckets,
 		Codec:     invrt.Int64Codec{},
 		DB:        pool,
 		KeyType:   KeyType,
@@ -194,9 +197,17 @@ func (m *Manager) TablesInitialized(ctx context.Context) (bool, error) {
 	return m.core.TablesInitialized(ctx)
 }
 
-// Init creates item id with qty units. An item that exists gets ErrAlreadyExists.
+// Init creates item id with qty units, split into Buckets stock buckets. An item that
+// exists gets ErrAlreadyExists.
 func (m *Manager) Init(ctx context.Context, id Key, qty int64) error {
 	return m.core.Init(ctx, id, qty)
+}
+
+// InitBuckets is Init with the stock of item id split into buckets buckets (1..Shards,
+// at most 64), on as many Redis Cluster masters: for a hot item whose purchases one
+// master cannot serve. The count is the item's for good.
+func (m *Manager) InitBuckets(ctx context.Context, id Key, qty int64, buckets int) error {
+	return m.core.InitBuckets(ctx, id, qty, buckets)
 }
 
 // Adjust changes the capacity and stock of item id by delta (a restock or a correction),
@@ -455,6 +466,7 @@ func (l ledger) Totals(ctx context.Context, item Key) (invrt.Totals[Key], bool, 
 	r, err := l.q.ItemTotals(ctx, item)
 	return invrt.Totals[Key]{
 		Available: r.Capacity + r.Used,
+		Buckets:   int(r.Buckets),
 		Capacity:  r.Capacity,
 		Item:      item,
 	}, r.Found, err
@@ -470,6 +482,7 @@ func (l ledger) Items(ctx context.Context, after Key, first bool, limit int) ([]
 	for i, r := range rows {
 		out[i] = invrt.Totals[Key]{
 			Available: r.Capacity + r.Used,
+			Buckets:   int(r.Buckets),
 			Capacity:  r.Capacity,
 			Item:      r.ItemID,
 		}

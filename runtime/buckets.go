@@ -1,0 +1,659 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Stock buckets: one hot item beyond one Redis server.
+//
+// Every key of an item lives under one hash tag, so one Redis Cluster
+// master serves all its purchases. An item created with InitBuckets (or
+// under a spec's buckets) has its stock split into n buckets instead: the
+// same item hash under the tags of n different shards, picked so that their
+// slots lie spread round the slot ring (placement), hence on as many
+// masters as the cluster has, up to n. Each bucket is a whole item to the
+// scripts: its own stock, capacity, op records and journal entries, so a
+// purchase is still one atomic step on one server.
+//
+// A purchase goes to the bucket its op key hashes to, and falls over to
+// the next ones while they are short: the item refuses only when no bucket
+// can serve it. When the buckets hold enough in all but none enough alone,
+// they are gathered into the purchase's bucket (a rebalance) and it is
+// tried once more. A purchase that had to fall over from its own bucket
+// while another holds plenty starts a rebalance in the background, which
+// evens the buckets out again. A retry of a purchase that fell over may be
+// reserved in its own bucket a second time: the ledger's unique op key
+// refuses the second row (sync), or the flusher finds it and refreshes the
+// item (stream), and the retry answers the first outcome.
+//
+// The ledger knows nothing of buckets: one row per change, with the item,
+// and the bucket count in the attempt column of the item's init row. Its
+// totals are the item's; a refresh (and a rebalance, which is one) fences
+// every bucket, waits until none has a change pending, reads the totals
+// and loads a split of them, lowering buckets before raising others, so
+// that a process dying halfway leaves fewer units on sale, never more.
+//
+// Changes other than purchases (Incr, Release, Adjust) are rare in a sale
+// and need the item's capacity, which no bucket holds alone: they are made
+// under the fence of all buckets, against the ledger's totals (changeSplit).
+
+// MaxBuckets is the most stock buckets an item may have.
+const MaxBuckets = 64
+
+// bucketsOf returns the bucket count of an item as far as this Core
+// knows: n for an item known to be split, else 0.
+func (c *Core[K]) bucketsOf(item string) int {
+	if v, ok := c.split.Load(item); ok {
+		return v.(int)
+	}
+	return 0
+}
+
+// learnBuckets records that item has n buckets. Only split items are
+// kept: a Core that never sees one holds nothing.
+func (c *Core[K]) learnBuckets(item string, n int) {
+	if n > 1 {
+		c.split.Store(item, n)
+	}
+}
+
+// bucketKeys returns the keys of an item's n buckets, bucket 0 (its own
+// shard) first.
+func (c *Core[K]) bucketKeys(item string, n int) []itemKeys {
+	shards := c.ks.placement(c.ks.shard(item), n)
+	out := make([]itemKeys, len(shards))
+	for i, s := range shards {
+		out[i] = c.ks.at(item, s)
+	}
+	return out
+}
+
+// bucketOf is the bucket of an op key among n.
+func bucketOf(opKey string, n int) int {
+	a, _ := positions(opKey)
+	return int(a % uint64(n))
+}
+
+// spread is the way of one purchase through the buckets of a split item.
+type spread struct {
+	n       int
+	keys    []itemKeys
+	first   int // the op key's own bucket
+	tried   int // buckets tried since the start
+	skip0   bool
+	sum     int64     // stock of the buckets that refused
+	final   bool      // every refusal was final (reserve.lua's flag)
+	soldOut int64     // the shortest sold-out period left, 0 if one bucket had none
+	sent    time.Time // when the first refused try was sent
+}
+
+// newSpread starts the way of a purchase; tried0 is set when bucket 0
+// refused it already (the first look, before the count was known).
+func (c *Core[K]) newSpread(item string, n int, opKey string, tried0 bool) *spread {
+	sp := &spread{n: n, keys: c.bucketKeys(item, n), first: bucketOf(opKey, n)}
+	sp.restart()
+	if tried0 {
+		sp.skip0 = true
+		if sp.first == 0 {
+			sp.tried = 1
+		}
+	}
+	return sp
+}
+
+// restart starts the way again, from the op key's own bucket.
+func (sp *spread) restart() {
+	sp.tried, sp.sum, sp.final, sp.soldOut, sp.sent, sp.skip0 = 0, 0, true, -1, time.Time{}, false
+}
+
+func (sp *spread) current() itemKeys { return sp.keys[(sp.first+sp.tried)%sp.n] }
+
+// refused counts the refusal of the current bucket.
+func (sp *spread) refused(r reserveReply, sent time.Time) {
+	if sp.sent.IsZero() {
+		sp.sent = sent
+	}
+	sp.sum += r.available
+	sp.final = sp.final && r.flag
+	switch {
+	case r.soldOut <= 0:
+		sp.soldOut = 0
+	case sp.soldOut < 0 || r.soldOut < sp.soldOut:
+		sp.soldOut = r.soldOut
+	}
+}
+
+// next moves to the next bucket not tried yet.
+func (sp *spread) next() (itemKeys, bool) {
+	for sp.tried+1 < sp.n {
+		sp.tried++
+		if sp.skip0 && (sp.first+sp.tried)%sp.n == 0 {
+			continue
+		}
+		return sp.current(), true
+	}
+	if sp.soldOut < 0 {
+		sp.soldOut = 0
+	}
+	return itemKeys{}, false
+}
+
+// fellOver reports whether the purchase left its own bucket.
+func (sp *spread) fellOver() bool { return sp.tried > 0 }
+
+func (sp *spread) all() []itemKeys { return sp.keys }
+
+// rebalanceEvery is how long a Core waits between two background
+// rebalances of one item.
+const rebalanceEvery = 250 * time.Millisecond
+
+// rebalanceLater evens out the buckets of an item in the background,
+// unless this Core did so lately or does so now. Its error is logged.
+func (c *Core[K]) rebalanceLater(id K, item string, n int) {
+	now := time.Now()
+	if v, ok := c.rebalancing.Load(item); ok && now.Sub(v.(time.Time)) < rebalanceEvery {
+		return
+	}
+	if v, loaded := c.rebalancing.Swap(item, now); loaded && now.Sub(v.(time.Time)) < rebalanceEvery {
+		return
+	}
+	c.wg.Add(1) // within a counted call: see enter
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), c.opt.fenceTTL+c.opt.busyWait)
+		defer cancel()
+		if err := c.rebalance(ctx, id, item, n, -1); err != nil && !errors.Is(err, ErrBusy) {
+			c.opt.logger.Error("invgen: rebalancing the buckets of an item failed; the next fall-over tries again",
+				"prefix", c.prefix, "item", item, "err", err)
+		}
+	}()
+}
+
+// rebalance loads the ledger's stock of a split item into its buckets
+// again: evenly, or all into bucket gather (>= 0).
+func (c *Core[K]) rebalance(ctx context.Context, id K, item string, n, gather int) error {
+	h, err := c.holdSplit(ctx, id, item, n, false, false)
+	if err != nil || h == nil {
+		return err
+	}
+	err = c.loadSplit(ctx, h, h.t, loadMove, false, gather)
+	if err != nil {
+		c.unfenceSplit(ctx, h)
+	}
+	return err
+}
+
+// Load modes of load.lua's ARGV[5].
+const (
+	loadRefresh = "0"
+	loadFresh   = "1"
+	loadMove    = "2"
+)
+
+// refreshSplit is refresh for an item split into n buckets.
+func (c *Core[K]) refreshSplit(ctx context.Context, id K, item string, n int, onlyMissing, fresh bool) error {
+	h, err := c.holdSplit(ctx, id, item, n, onlyMissing, onlyMissing)
+	if err != nil || h == nil {
+		return err
+	}
+	mode := loadRefresh
+	if fresh {
+		mode = loadFresh
+	}
+	if err := c.loadSplit(ctx, h, h.t, mode, false, -1); err != nil {
+		c.unfenceSplit(ctx, h)
+		return err
+	}
+	return nil
+}
+
+// splitHold is a split item whose buckets are fenced, with no change
+// pending, and the ledger's totals of it.
+type splitHold[K any] struct {
+	id    K
+	keys  []itemKeys
+	token string
+	t     Totals[K]
+	avail []int64 // each bucket's stock now
+	muted []bool  // buckets in a sold-out period: they sell nothing until it ends
+}
+
+// holdSplit fences every bucket of a split item (in bucket order, so that
+// two holders cannot each wait for the other), waits until none has a
+// change pending (settling those that outlive half the fence), makes the
+// ledger hold every change of it and reads the totals. With onlyMissing it
+// returns nil once every bucket is loaded, by itself or by another caller.
+// heal settles first the pending changes the ledger has decided (see
+// loadFenced).
+func (c *Core[K]) holdSplit(ctx context.Context, id K, item string, n int, onlyMissing, heal bool) (*splitHold[K], error) {
+	h := &splitHold[K]{id: id, keys: c.bucketKeys(item, n), token: newToken()}
+	loaded := func() bool {
+		if !onlyMissing {
+			return false
+		}
+		for _, k := range h.keys {
+			if !c.current(ctx, k) {
+				return false
+			}
+		}
+		return true
+	}
+	if c.stream && !onlyMissing {
+		if err := c.writeUnflushedBeforeFence(ctx, h.keys...); err != nil {
+			return nil, fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
+		}
+	}
+	for i, k := range h.keys {
+		var wait backoff
+		for {
+			ok, err := fenceScript.Run(ctx, c.rdb, []string{k.item}, h.token, c.fenceMS, maxFenceArg).Int()
+			if err != nil {
+				c.unfenceSplit(ctx, &splitHold[K]{keys: h.keys[:i], token: h.token})
+				return nil, fmt.Errorf("invgen: refresh %v: fence: %w", id, err)
+			}
+			if ok == 1 {
+				break
+			}
+			if loaded() {
+				c.unfenceSplit(ctx, &splitHold[K]{keys: h.keys[:i], token: h.token})
+				return nil, nil
+			}
+			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+				c.unfenceSplit(ctx, &splitHold[K]{keys: h.keys[:i], token: h.token})
+				return nil, fmt.Errorf("%w: item %v of %s is being refreshed", ErrBusy, id, c.prefix)
+			}
+		}
+	}
+	if loaded() {
+		c.unfenceSplit(ctx, h)
+		return nil, nil
+	}
+	if err := c.settleSplit(ctx, h, heal); err != nil {
+		c.unfenceSplit(ctx, h)
+		return nil, err
+	}
+	return h, nil
+}
+
+// settleSplit waits, under the fences of h, until no bucket has a change
+// pending, then reads the ledger's totals and the buckets' stock.
+func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) error {
+	id := h.id
+	settleAfter := time.Now().Add(c.opt.fenceTTL / 2)
+	var wait backoff
+	for {
+		var pending []string
+		var pendingKeys []itemKeys
+		for _, k := range h.keys {
+			p, err := c.pendingOf(ctx, k)
+			if err != nil {
+				return fmt.Errorf("invgen: refresh %v: %w", id, err)
+			}
+			if heal && len(p) > 0 {
+				if _, err := c.settleDecided(ctx, k, p); err != nil {
+					return fmt.Errorf("invgen: refresh %v: %w", id, err)
+				}
+				if p, err = c.pendingOf(ctx, k); err != nil {
+					return fmt.Errorf("invgen: refresh %v: %w", id, err)
+				}
+			}
+			for _, m := range p {
+				pending = append(pending, m)
+				pendingKeys = append(pendingKeys, k)
+			}
+		}
+		heal = false
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(settleAfter) {
+			for i, member := range pending {
+				if _, _, err := c.settleMember(ctx, pendingKeys[i].journal, member, true); err != nil && !errors.Is(err, errRepaired) {
+					return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
+				}
+			}
+			continue
+		}
+		if err := wait.sleep(ctx, c.opt.fenceTTL); err != nil {
+			return fmt.Errorf("%w: refresh %v: changes still pending", ErrBusy, id)
+		}
+	}
+	if c.stream {
+		if err := c.writeUnflushed(ctx, h.keys...); err != nil {
+			return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
+		}
+	}
+	t, found, err := c.ledger.Totals(ctx, id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("invgen: refresh %v: %w", id, err)
+	case !found:
+		return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
+	}
+	h.t = t
+	var now *redis.TimeCmd
+	states := make([]*redis.SliceCmd, len(h.keys))
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		now = p.Time(ctx)
+		for i, k := range h.keys {
+			states[i] = p.HMGet(ctx, k.item, "a", "z")
+		}
+		return nil
+	})
+	if err != nil && !isCommandError(err) {
+		return fmt.Errorf("invgen: refresh %v: %w", id, err)
+	}
+	ms := now.Val().UnixMilli()
+	h.avail, h.muted = make([]int64, len(h.keys)), make([]bool, len(h.keys))
+	for i, st := range states {
+		v := st.Val()
+		if len(v) != 2 {
+			continue // a garbled bucket: the load replaces it
+		}
+		h.avail[i], _ = intField(v[0])
+		if z, ok := v[1].(string); ok {
+			start, period, _ := cutInts(z)
+			h.muted[i] = start+period > ms
+		}
+	}
+	return nil
+}
+
+// cutInts parses "a:b".
+func cutInts(s string) (a, b int64, ok bool) {
+	x, y, found := splitOnce(s)
+	a, err1 := strconv.ParseInt(x, 10, 64)
+	b, err2 := strconv.ParseInt(y, 10, 64)
+	return a, b, found && err1 == nil && err2 == nil
+}
+
+func splitOnce(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// splitStock divides an item's totals over its buckets: the stock evenly
+// over the buckets that can sell (those not in a sold-out period, unless
+// all are), or all of it into bucket gather (>= 0) if it can sell; the
+// sold units evenly over all, so that each bucket's capacity is its stock
+// plus its share of them and the capacities add up to the item's.
+func splitStock(t Totals[int], muted []bool, gather int) (avail, capacity []int64) {
+	n := len(muted)
+	avail, capacity = make([]int64, n), make([]int64, n)
+	var open []int
+	for b, m := range muted {
+		if !m {
+			open = append(open, b)
+		}
+	}
+	switch {
+	case gather >= 0 && gather < n && !muted[gather]:
+		open = []int{gather}
+	case len(open) == 0:
+		open = open[:0]
+		for b := range n {
+			open = append(open, b)
+		}
+	}
+	share(max(t.Available, 0), open, avail)
+	all := make([]int, n)
+	for b := range all {
+		all[b] = b
+	}
+	sold := make([]int64, n)
+	share(max(t.Capacity-max(t.Available, 0), 0), all, sold)
+	for b := range capacity {
+		capacity[b] = avail[b] + sold[b]
+	}
+	return avail, capacity
+}
+
+// share adds total to out, evenly over the indexes in to.
+func share(total int64, to []int, out []int64) {
+	m := int64(len(to))
+	for i, b := range to {
+		out[b] += total / m
+		if int64(i) < total%m {
+			out[b]++
+		}
+	}
+}
+
+// loadSplit loads totals t into the buckets of h: the buckets that lose
+// stock first, then those that gain, so that at no moment do the buckets
+// hold more than before or after. With keep the fences stay (unfenceSplit
+// lifts them).
+func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], mode string, keep bool, gather int) error {
+	avail, capacity := splitStock(Totals[int]{Available: t.Available, Capacity: t.Capacity}, h.muted, gather)
+	order := make([]int, 0, len(h.keys))
+	for pass := range 2 {
+		for b := range h.keys {
+			if (avail[b] < h.avail[b]) == (pass == 0) {
+				order = append(order, b)
+			}
+		}
+	}
+	nb := strconv.Itoa(len(h.keys))
+	for _, b := range order {
+		k := h.keys[b]
+		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
+			h.token, avail[b], capacity[b], k.opPrefix(), mode, c.genArg, adjustFlag[mode == loadFresh && c.opt.soldOut > 0], nb, adjustFlag[keep]).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("invgen: refresh %v: load: %w", h.id, err)
+		case res != 1:
+			return fmt.Errorf("%w: refresh %v: a bucket's fence was lost", ErrBusy, h.id)
+		}
+	}
+	return nil
+}
+
+// unfenceSplit lifts the fences of h that are still held.
+func (c *Core[K]) unfenceSplit(ctx context.Context, h *splitHold[K]) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	for _, k := range h.keys {
+		_ = unfenceScript.Run(uctx, c.rdb, []string{k.item}, h.token).Err()
+	}
+}
+
+// changeSplit makes a change other than a purchase of an item split into
+// n buckets: under the fence of every bucket, decided by the ledger's
+// totals and recorded there before the buckets are loaded again (after,
+// for a decrease, with the fences kept until the row is in). The ledger's
+// unique op key makes a repeat replay.
+func (c *Core[K]) changeSplit(ctx context.Context, kind Kind, id K, item, arg, opKey string, n int) (Result, error) {
+	if res, done, err := c.replaySplit(ctx, kind, id, item, opKey); done {
+		return res, err
+	}
+	h, err := c.holdSplit(ctx, id, item, n, false, false)
+	if err != nil {
+		return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+	}
+	res, err := c.changeHeld(ctx, kind, h, item, arg, opKey)
+	if err != nil {
+		c.unfenceSplit(ctx, h)
+	}
+	return res, err
+}
+
+func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], item, arg, opKey string) (Result, error) {
+	id := h.id
+	if res, done, err := c.replaySplit(ctx, kind, id, item, opKey); done {
+		return res, err
+	}
+	t := h.t
+	var delta, dcap int64
+	switch kind {
+	case KindIncr, KindAdjust:
+		delta, _ = strconv.ParseInt(arg, 10, 64)
+	case KindRelease:
+		row, found, err := c.ledger.Lookup(ctx, id, KindDecr, opKey)
+		switch {
+		case err != nil:
+			return Result{}, fmt.Errorf("invgen: release %v: %w", id, err)
+		case !found || row.State != StateCommitted || row.Delta >= 0:
+			return Result{}, fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
+		}
+		delta = -row.Delta
+	}
+	if kind == KindAdjust {
+		dcap = delta
+	}
+	switch {
+	case t.Available+delta < 0:
+		return Result{}, rejection(codeShort, t.Available, id, opKey)
+	case t.Available+delta > t.Capacity+dcap || t.Capacity+dcap > MaxQuantity:
+		return Result{}, rejection(codeLimit, t.Available, id, opKey)
+	}
+	after := t
+	after.Available += delta
+	after.Capacity += dcap
+	e := Entry[K]{Item: id, Kind: kind, Delta: delta, OpKey: opKey, Attempt: mrand.Int64N(1<<62) + 1}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	if delta < 0 {
+		// Off Redis first, fences kept: a crash from here on leaves
+		// fewer units on sale than the ledger says, never more.
+		if err := c.loadSplit(lctx, h, after, loadMove, true, -1); err != nil {
+			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+		}
+		h.avail, _ = splitStock(Totals[int]{Available: after.Available, Capacity: after.Capacity}, h.muted, -1)
+	}
+	written, err := c.insertSettled(lctx, e)
+	if !written {
+		if delta < 0 {
+			// Put the units back.
+			if lerr := c.loadSplit(lctx, h, t, loadMove, false, -1); lerr != nil {
+				err = errors.Join(err, lerr)
+			}
+		}
+		return Result{}, err
+	}
+	if delta < 0 {
+		c.unfenceSplit(ctx, h)
+	} else if err := c.loadSplit(lctx, h, after, loadMove, false, -1); err != nil {
+		// The change is recorded: its units reach Redis by a refresh.
+		c.unfenceSplit(ctx, h)
+		c.wg.Add(1) // within a counted call: see enter
+		go func() { defer c.wg.Done(); c.refreshLost(item) }()
+	}
+	return Result{Available: after.Available, Delta: delta}, nil
+}
+
+// insertSettled writes e as a committed row and reports whether it is in
+// the ledger. When the insert's fate is unknown a void row decides it.
+func (c *Core[K]) insertSettled(ctx context.Context, e Entry[K]) (bool, error) {
+	err := c.ledger.Insert(ctx, e)
+	if err == nil {
+		return true, nil
+	}
+	if isUniqueViolation(err) || definitelyNotWritten(err) {
+		return false, fmt.Errorf("invgen: %s %v: %w", e.Kind, e.Item, err)
+	}
+	row, verr := c.ledger.Void(ctx, e)
+	switch {
+	case verr != nil:
+		return false, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, verr))
+	case row.State == StateCommitted && row.Attempt == e.Attempt:
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s %v: %w", ErrVoided, e.Kind, e.Item, err)
+}
+
+// replaySplit answers a change of a split item whose op key the ledger
+// holds. done is false when it holds none.
+func (c *Core[K]) replaySplit(ctx context.Context, kind Kind, id K, item, opKey string) (Result, bool, error) {
+	row, found, err := c.ledger.Lookup(ctx, id, kind, opKey)
+	switch {
+	case err != nil:
+		return Result{}, true, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+	case !found:
+		return Result{}, false, nil
+	case row.State != StateCommitted:
+		return Result{}, true, fmt.Errorf("%w: %s %v", ErrVoided, kind, id)
+	}
+	avail, err := c.getSplit(ctx, id, item)
+	if err != nil {
+		return Result{}, true, err
+	}
+	return Result{Available: avail, Delta: row.Delta, Replayed: true}, true, nil
+}
+
+// getSplit returns the stock of a split item: the sum of its buckets,
+// read twice; when a load moved stock between the two looks (a bucket's
+// load count changed) it reads again, so that no unit moved during the
+// read is counted twice.
+func (c *Core[K]) getSplit(ctx context.Context, id K, item string) (int64, error) {
+	n := c.bucketsOf(item)
+	keys := c.bucketKeys(item, n)
+	look := func() (sum int64, loads []int64, err error) {
+		loads = make([]int64, len(keys))
+		for b, k := range keys {
+			v, err := c.evalGate(ctx, k, k.getKeys(), argGet)
+			if err != nil {
+				return 0, nil, err
+			}
+			r, err := parseReserve(v)
+			if err != nil {
+				return 0, nil, err
+			}
+			if r.code != codeReserved || r.buckets != n {
+				return 0, nil, errMoved
+			}
+			sum += r.available
+			loads[b] = r.delta
+		}
+		return sum, loads, nil
+	}
+	var wait backoff
+	healed := false
+	for {
+		sum, first, err := look()
+		var second []int64
+		if err == nil {
+			_, second, err = look()
+		}
+		switch {
+		case err == nil && equalInts(first, second):
+			return sum, nil
+		case errors.Is(err, errMoved) && !healed:
+			healed = true
+			if err := c.heal(ctx, id, item); err != nil {
+				return 0, err
+			}
+			continue
+		case err != nil && !errors.Is(err, errMoved):
+			return 0, fmt.Errorf("invgen: get %v: %w", id, err)
+		}
+		if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+			return 0, fmt.Errorf("%w: get %v: its buckets keep changing", ErrBusy, id)
+		}
+	}
+}
+
+// errMoved: a bucket is missing, stale or not what invgen writes.
+var errMoved = errors.New("a bucket is not loaded")
+
+func equalInts(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
