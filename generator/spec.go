@@ -173,7 +173,7 @@ func Parse(path string, data []byte) (*Spec, error) {
 		},
 		"defaults": func(_, v *yaml.Node) {
 			c.mapping(v, "defaults", map[string]func(k, v *yaml.Node){
-				"ledger": func(_, v *yaml.Node) { c.str(v, "defaults.ledger", &s.Ledger) },
+				"ledger":  func(_, v *yaml.Node) { c.str(v, "defaults.ledger", &s.Ledger) },
 				"shards":  func(_, v *yaml.Node) { c.int(v, "defaults.shards", &s.Shards) },
 				"buckets": func(_, v *yaml.Node) { c.int(v, "defaults.buckets", &s.Buckets) },
 			})
