@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -38,7 +39,12 @@ import (
 // totals are the item's; a refresh (and a rebalance, which is one) fences
 // every bucket, waits until none has a change pending, reads the totals
 // and loads a split of them, lowering buckets before raising others, so
-// that a process dying halfway leaves fewer units on sale, never more.
+// that a process dying halfway leaves fewer units on sale, never more, and
+// lifts the fences only once every bucket is loaded: no purchase sees a
+// half-moved item. Each load counts itself in the bucket (v); a purchase
+// refused by every bucket, each read at its own moment, checks that none
+// was loaded again since its look, else looks again, so that a unit moved
+// during the sweep never makes the item refuse.
 //
 // Changes other than purchases (Incr, Release, Adjust) are rare in a sale
 // and need the item's capacity, which no bucket holds alone: they are made
@@ -85,38 +91,51 @@ func bucketOf(opKey string, n int) int {
 type spread struct {
 	n       int
 	keys    []itemKeys
-	first   int // the op key's own bucket
-	tried   int // buckets tried since the start
-	skip0   bool
+	first   int   // the op key's own bucket
+	order   []int // the buckets to try, in turn
+	at      int   // the bucket tried now: order[at], or bucket 0 when at < 0
+	loads   []int64
 	sum     int64     // stock of the buckets that refused
 	final   bool      // every refusal was final (reserve.lua's flag)
 	soldOut int64     // the shortest sold-out period left, 0 if one bucket had none
 	sent    time.Time // when the first refused try was sent
 }
 
-// newSpread starts the way of a purchase; tried0 is set when bucket 0
-// refused it already (the first look, before the count was known).
-func (c *Core[K]) newSpread(item string, n int, opKey string, tried0 bool) *spread {
-	sp := &spread{n: n, keys: c.bucketKeys(item, n), first: bucketOf(opKey, n)}
+// newSpread starts the way of a purchase from its own bucket.
+func (c *Core[K]) newSpread(item string, n int, opKey string) *spread {
+	sp := &spread{n: n, keys: c.bucketKeys(item, n), first: bucketOf(opKey, n), loads: make([]int64, n)}
 	sp.restart()
-	if tried0 {
-		sp.skip0 = true
-		if sp.first == 0 {
-			sp.tried = 1
-		}
-	}
 	return sp
 }
 
+// goTo makes bucket b the one tried now.
+func (sp *spread) goTo(b int) { sp.at = slices.Index(sp.order, b) }
+
+// own is the purchase's own bucket, where its pointer lives.
+func (sp *spread) own() itemKeys { return sp.keys[sp.first] }
+
+// over reports whether the bucket tried now is not the purchase's own.
+func (sp *spread) over() bool { return sp.bucket() != sp.first }
+
 // restart starts the way again, from the op key's own bucket.
 func (sp *spread) restart() {
-	sp.tried, sp.sum, sp.final, sp.soldOut, sp.sent, sp.skip0 = 0, 0, true, -1, time.Time{}, false
+	sp.order = sp.order[:0]
+	for i := range sp.n {
+		sp.order = append(sp.order, (sp.first+i)%sp.n)
+	}
+	sp.at, sp.sum, sp.final, sp.soldOut, sp.sent = 0, 0, true, -1, time.Time{}
+	for b := range sp.loads {
+		sp.loads[b] = -1
+	}
 }
 
-func (sp *spread) current() itemKeys { return sp.keys[(sp.first+sp.tried)%sp.n] }
+func (sp *spread) bucket() int { return sp.order[sp.at] }
 
-// refused counts the refusal of the current bucket.
+func (sp *spread) current() itemKeys { return sp.keys[sp.bucket()] }
+
+// refused counts the refusal of the bucket tried now.
 func (sp *spread) refused(r reserveReply, sent time.Time) {
+	sp.loads[sp.bucket()] = r.delta // a refusal's delta is the load count
 	if sp.sent.IsZero() {
 		sp.sent = sent
 	}
@@ -130,13 +149,10 @@ func (sp *spread) refused(r reserveReply, sent time.Time) {
 	}
 }
 
-// next moves to the next bucket not tried yet.
+// next moves to the next bucket to try.
 func (sp *spread) next() (itemKeys, bool) {
-	for sp.tried+1 < sp.n {
-		sp.tried++
-		if sp.skip0 && (sp.first+sp.tried)%sp.n == 0 {
-			continue
-		}
+	if sp.at+1 < len(sp.order) {
+		sp.at++
 		return sp.current(), true
 	}
 	if sp.soldOut < 0 {
@@ -145,10 +161,68 @@ func (sp *spread) next() (itemKeys, bool) {
 	return itemKeys{}, false
 }
 
-// fellOver reports whether the purchase left its own bucket.
-func (sp *spread) fellOver() bool { return sp.tried > 0 }
-
 func (sp *spread) all() []itemKeys { return sp.keys }
+
+// pointer runs forward.lua on the pointer of attempt in the own bucket of
+// sp (mode settle, drop or take; see the script).
+func (c *Core[K]) pointer(ctx context.Context, sp *spread, opKey, mode string, attempt int64, value string) (bool, error) {
+	own := sp.own()
+	n, err := forwardScript.Run(ctx, c.rdb, []string{own.op(KindDecr, opKey)}, mode, attempt, value,
+		2*c.opt.opTTL.Milliseconds(), c.leaseMS).Int()
+	return n == 1, err
+}
+
+// settlePointer points the purchase's own bucket at the bucket that
+// reserved it, so that a repeat goes there. Should it fail, a repeat
+// finds the reservation once the pointer's lease has passed.
+func (c *Core[K]) settlePointer(ctx context.Context, sp *spread, opKey string, attempt int64) {
+	_, _ = c.pointer(ctx, sp, opKey, "settle", attempt, "f:"+strconv.Itoa(sp.bucket()))
+}
+
+// dropPointer deletes the purchase's pointer: it was refused everywhere,
+// and a refusal binds nothing.
+func (c *Core[K]) dropPointer(ctx context.Context, sp *spread, opKey string, attempt int64) {
+	_, _ = c.pointer(ctx, sp, opKey, "drop", attempt, "")
+}
+
+// findPurchase looks for an op record of the purchase opKey in every
+// bucket but its own, and returns the first bucket that has one.
+func (c *Core[K]) findPurchase(ctx context.Context, sp *spread, opKey string) (int, bool, error) {
+	type look struct {
+		rec     *redis.StringCmd
+		settled [3]*redis.StringCmd
+	}
+	looks := make([]look, sp.n)
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for b, k := range sp.keys {
+			if b == sp.first {
+				continue
+			}
+			rec := k.op(KindDecr, opKey)
+			looks[b].rec = p.Get(ctx, rec)
+			for i := range looks[b].settled {
+				looks[b].settled[i] = p.HGet(ctx, k.buckets[i], k.field(rec))
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, false, err
+	}
+	for b, l := range looks {
+		if l.rec == nil {
+			continue
+		}
+		found := l.rec.Err() == nil
+		for _, s := range l.settled {
+			found = found || s.Err() == nil
+		}
+		if found {
+			return b, true, nil
+		}
+	}
+	return 0, false, nil
+}
 
 // rebalanceEvery is how long a Core waits between two background
 // rebalances of one item.
@@ -183,11 +257,32 @@ func (c *Core[K]) rebalance(ctx context.Context, id K, item string, n, gather in
 	if err != nil || h == nil {
 		return err
 	}
-	err = c.loadSplit(ctx, h, h.t, loadMove, false, gather)
-	if err != nil {
-		c.unfenceSplit(ctx, h)
-	}
+	err = c.loadSplit(ctx, h, h.t, loadMove, gather)
+	c.unfenceSplit(ctx, h)
 	return err
+}
+
+// reloaded reports whether a bucket that refused the purchase of sp was
+// loaded again since (a rebalance moved stock): the refusals then do not
+// describe one moment, and the purchase looks again.
+func (c *Core[K]) reloaded(ctx context.Context, sp *spread) (bool, error) {
+	for b, k := range sp.keys {
+		if sp.loads[b] < 0 {
+			continue
+		}
+		v, err := c.evalGate(ctx, k, k.getKeys(), argGet)
+		if err != nil {
+			return false, err
+		}
+		r, err := parseReserve(v)
+		if err != nil {
+			return false, err
+		}
+		if r.code != codeReserved || r.delta != sp.loads[b] {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Load modes of load.lua's ARGV[5].
@@ -207,11 +302,9 @@ func (c *Core[K]) refreshSplit(ctx context.Context, id K, item string, n int, on
 	if fresh {
 		mode = loadFresh
 	}
-	if err := c.loadSplit(ctx, h, h.t, mode, false, -1); err != nil {
-		c.unfenceSplit(ctx, h)
-		return err
-	}
-	return nil
+	err = c.loadSplit(ctx, h, h.t, mode, -1)
+	c.unfenceSplit(ctx, h)
+	return err
 }
 
 // splitHold is a split item whose buckets are fenced, with no change
@@ -432,9 +525,9 @@ func share(total int64, to []int, out []int64) {
 
 // loadSplit loads totals t into the buckets of h: the buckets that lose
 // stock first, then those that gain, so that at no moment do the buckets
-// hold more than before or after. With keep the fences stay (unfenceSplit
-// lifts them).
-func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], mode string, keep bool, gather int) error {
+// hold more than before or after. The fences stay: unfenceSplit lifts
+// them once every bucket is loaded.
+func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], mode string, gather int) error {
 	avail, capacity := splitStock(Totals[int]{Available: t.Available, Capacity: t.Capacity}, h.muted, gather)
 	order := make([]int, 0, len(h.keys))
 	for pass := range 2 {
@@ -448,13 +541,14 @@ func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], m
 	for _, b := range order {
 		k := h.keys[b]
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
-			h.token, avail[b], capacity[b], k.opPrefix(), mode, c.genArg, adjustFlag[mode == loadFresh && c.opt.soldOut > 0], nb, adjustFlag[keep]).Int()
+			h.token, avail[b], capacity[b], k.opPrefix(), mode, c.genArg, adjustFlag[mode == loadFresh && c.opt.soldOut > 0], nb, adjustFlag[true], b).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", h.id, err)
 		case res != 1:
 			return fmt.Errorf("%w: refresh %v: a bucket's fence was lost", ErrBusy, h.id)
 		}
+		h.avail[b] = avail[b]
 	}
 	return nil
 }
@@ -524,31 +618,32 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
 	if delta < 0 {
-		// Off Redis first, fences kept: a crash from here on leaves
-		// fewer units on sale than the ledger says, never more.
-		if err := c.loadSplit(lctx, h, after, loadMove, true, -1); err != nil {
+		// Off Redis first: a crash from here on leaves fewer units on
+		// sale than the ledger says, never more.
+		if err := c.loadSplit(lctx, h, after, loadMove, -1); err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 		}
-		h.avail, _ = splitStock(Totals[int]{Available: after.Available, Capacity: after.Capacity}, h.muted, -1)
 	}
 	written, err := c.insertSettled(lctx, e)
 	if !written {
 		if delta < 0 {
 			// Put the units back.
-			if lerr := c.loadSplit(lctx, h, t, loadMove, false, -1); lerr != nil {
+			if lerr := c.loadSplit(lctx, h, t, loadMove, -1); lerr != nil {
 				err = errors.Join(err, lerr)
 			}
 		}
 		return Result{}, err
 	}
-	if delta < 0 {
-		c.unfenceSplit(ctx, h)
-	} else if err := c.loadSplit(lctx, h, after, loadMove, false, -1); err != nil {
-		// The change is recorded: its units reach Redis by a refresh.
-		c.unfenceSplit(ctx, h)
-		c.wg.Add(1) // within a counted call: see enter
-		go func() { defer c.wg.Done(); c.refreshLost(item) }()
+	if delta > 0 {
+		if err := c.loadSplit(lctx, h, after, loadMove, -1); err != nil {
+			// The change is recorded: its units reach Redis by a refresh.
+			c.unfenceSplit(ctx, h)
+			c.wg.Add(1) // within a counted call: see enter
+			go func() { defer c.wg.Done(); c.refreshLost(item) }()
+			return Result{Available: after.Available, Delta: delta}, nil
+		}
 	}
+	c.unfenceSplit(ctx, h)
 	return Result{Available: after.Available, Delta: delta}, nil
 }
 

@@ -429,7 +429,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			defer c.endRenewal(home, renewal)
 		}
 		if nb > 1 {
-			sp = c.newSpread(item, nb, opKey, false)
+			sp = c.newSpread(item, nb, opKey)
 			target(sp.current())
 		}
 	}
@@ -441,11 +441,12 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		healed    bool
 		repaired  bool
 		gathered  bool
+		relooks   int
 		lastCheck time.Time
 	)
 	for {
 		sent := time.Now()
-		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt)
+		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt, sp != nil && sp.over())
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
 		}
@@ -463,13 +464,21 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if kind != KindDecr {
 				return c.changeSplit(ctx, kind, id, item, arg, opKey, r.buckets)
 			}
-			sp = c.newSpread(item, r.buckets, opKey, true)
+			sp = c.newSpread(item, r.buckets, opKey)
+			if r.code == codeBuckets || sp.first != 0 {
+				// The item's own shard is not this purchase's bucket.
+				target(sp.current())
+				continue
+			}
 		}
 		switch r.code {
 		case codeReserved:
-			if sp != nil && sp.fellOver() && r.available >= 2*int64(sp.n) {
-				// Its own bucket was short while this one has plenty.
-				c.rebalanceLater(id, item, sp.n)
+			if sp != nil && sp.over() {
+				c.settlePointer(ctx, sp, opKey, attempt)
+				if r.available >= 2*int64(sp.n) {
+					// Its own bucket was short while this one has plenty.
+					c.rebalanceLater(id, item, sp.n)
+				}
 			}
 			if mode == "stream" {
 				// Decided and recorded in one step; the flusher writes the ledger.
@@ -503,6 +512,60 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
 				return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
 			}
+		case codeForward:
+			// The own bucket holds the pointer of a purchase of this op
+			// key that fell over to the other buckets.
+			switch {
+			case sp == nil:
+				return Result{}, fmt.Errorf("invgen: %s %v: unexpected reply code %d from reserve.lua", kind, id, r.code)
+			case r.state == "f":
+				// A bucket reserved it: its record there answers.
+				if to := int(r.available); to >= 0 && to < sp.n && to != sp.first {
+					sp.goTo(to)
+					target(sp.current())
+					continue
+				}
+				return Result{}, fmt.Errorf("%w: the pointer of %s %q of item %v of %s", ErrCorrupt, kind, opKey, id, c.prefix)
+			case r.attempt == attempt:
+				// Ours: the reply of the own bucket's refusal was lost.
+				if next, ok := sp.next(); ok {
+					target(next)
+					continue
+				}
+			case !r.flag:
+				// Another attempt is trying the other buckets now.
+				if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+					return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
+				}
+				continue
+			default:
+				// Its lease passed: its process may have died anywhere
+				// on its way. If no bucket has its record, this attempt
+				// takes its place.
+				to, found, err := c.findPurchase(ctx, sp, opKey)
+				if err != nil {
+					return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+				}
+				if found {
+					sp.goTo(to)
+					target(sp.current())
+					continue
+				}
+				took, err := c.pointer(ctx, sp, opKey, "take", r.attempt, strconv.FormatInt(attempt, 10))
+				if err != nil {
+					return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+				}
+				if !took {
+					continue // it changed meanwhile: look again
+				}
+				if next, ok := sp.next(); ok {
+					target(next)
+					continue
+				}
+			}
+			// No other bucket: nothing else can serve it.
+			c.dropPointer(ctx, sp, opKey, attempt)
+			return Result{}, rejection(codeShort, 0, id, opKey)
 		case codeBuckets:
 			// Split, as learnt above: changeSplit has answered.
 			return Result{}, fmt.Errorf("invgen: %s %v: unexpected reply code %d from reserve.lua", kind, id, r.code)
@@ -517,7 +580,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			if sp == nil && kind == KindDecr {
 				if n := c.bucketsOf(item); n > 1 {
 					// The load told how many buckets the item has.
-					sp = c.newSpread(item, n, opKey, false)
+					sp = c.newSpread(item, n, opKey)
 					target(sp.current())
 				}
 			}
@@ -558,6 +621,7 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 					// Enough units in all, none in one bucket: gather them
 					// into this purchase's bucket and try it once more.
 					gathered = true
+					c.dropPointer(ctx, sp, opKey, attempt)
 					if err := c.rebalance(ctx, id, item, sp.n, sp.first); err != nil {
 						return Result{}, fmt.Errorf("invgen: %s %v: gather its buckets: %w", kind, id, err)
 					}
@@ -565,7 +629,19 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 					target(sp.current())
 					continue
 				}
+				if moved, err := c.reloaded(ctx, sp); err != nil {
+					return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+				} else if moved && relooks < 3 {
+					relooks++
+					c.dropPointer(ctx, sp, opKey, attempt)
+					sp.restart()
+					target(sp.current())
+					continue
+				}
 				r.available, r.flag, r.soldOut, sent = sp.sum, sp.final, sp.soldOut, sp.sent
+				c.dropPointer(ctx, sp, opKey, attempt)
+				// A record the ledger brings back goes to the own bucket.
+				target(sp.own())
 			}
 			if r.soldOut > 0 && c.opt.soldOut > 0 {
 				if sp != nil {
@@ -606,14 +682,14 @@ func isWrongType(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
-func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string, attempt int64) (reserveReply, error) {
+func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string, attempt int64, over bool) (reserveReply, error) {
 	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, k.id, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
 	switch {
 	case decrField != "":
 		args = append(args, decrField)
 	case kind == KindDecr:
 		h1, h2 := filterPositions(opKey)
-		args = append(args, h1, h2, c.soldOutArg)
+		args = append(args, h1, h2, c.soldOutArg, sweepArg[over])
 	}
 	v, acked, err := c.runGate(ctx, k, c.opt.replicaAck > 0, keys, args)
 	if err != nil {
@@ -701,6 +777,7 @@ var (
 	modeSync       any = "sync"
 	modeStream     any = "stream"
 	adjustFlag         = map[bool]any{true: "1", false: "0"}
+	sweepArg           = map[bool]any{true: "over", false: "own"}
 )
 
 func boxedKind(k Kind) any { return kindArgs[k] }

@@ -56,6 +56,10 @@ var (
 	expireSrc    string
 	expireScript = redis.NewScript(expireSrc)
 
+	//go:embed scripts/forward.lua
+	forwardSrc    string
+	forwardScript = redis.NewScript(forwardSrc)
+
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string
 	unfenceScript = redis.NewScript(unfenceSrc)
@@ -75,6 +79,7 @@ const (
 	codeBadOp     = 9
 	codeStale     = 10
 	codeBuckets   = 11
+	codeForward   = 12
 )
 
 // Op record states, as reserve.lua stores them.

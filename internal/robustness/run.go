@@ -269,7 +269,11 @@ func (r *Run) Start(ctx context.Context) error {
 			return fmt.Errorf("create tables of %s: %w", Prefixes[p].Name, err)
 		}
 		for i := range cfg.Items {
-			if err := t.Init(ctx, i, cfg.Capacity[p][i]); err != nil {
+			init := t.Init
+			if n := cfg.Buckets[p][i]; n > 1 {
+				init = func(ctx context.Context, i int, qty int64) error { return t.InitBuckets(ctx, i, qty, n) }
+			}
+			if err := init(ctx, i, cfg.Capacity[p][i]); err != nil {
 				return fmt.Errorf("init %s/%d: %w", Prefixes[p].Name, i, err)
 			}
 		}

@@ -21,6 +21,7 @@ import (
 // manager is what every generated Manager offers, for key type K.
 type manager[K any] interface {
 	Init(ctx context.Context, id K, qty int64) error
+	InitBuckets(ctx context.Context, id K, qty int64, buckets int) error
 	Adjust(ctx context.Context, id K, delta int64, opKey string) (invrt.Result, error)
 	Get(ctx context.Context, id K) (int64, error)
 	Decr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
@@ -81,19 +82,84 @@ func ItemKey(ns string, p, i int) string {
 
 // Tag is the hash tag prefix of the shard an item belongs to.
 func Tag(ns string, p int, id string) string {
+	return shardTag(ns, p, homeShard(p, id))
+}
+
+func shardTag(ns string, p, shard int) string {
+	return ns + ":{" + Prefixes[p].Name + ":" + strconv.Itoa(shard) + "}:"
+}
+
+func homeShard(p int, id string) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(id); i++ {
 		h ^= uint32(id[i])
 		h *= 16777619
 	}
-	shard := int(h % uint32(Prefixes[p].Shards))
-	return ns + ":{" + Prefixes[p].Name + ":" + strconv.Itoa(shard) + "}:"
+	return int(h % uint32(Prefixes[p].Shards))
 }
+
+// BucketKeys are the Redis keys of the item hashes of the n stock buckets
+// of item i of prefix p, bucket 0 first, placed as the README documents:
+// bucket 0 in the item's own shard, bucket b in the free shard whose
+// cluster slot lies closest round the ring to b/n of the way from bucket
+// 0's, the lower shard on a tie.
+func BucketKeys(ns string, p, i, n int) []string {
+	id := ItemID(p, i)
+	home := homeShard(p, id)
+	shards := Prefixes[p].Shards
+	slotOf := func(s int) int { return int(crc16([]byte(Prefixes[p].Name+":"+strconv.Itoa(s))) % 16384) }
+	taken := map[int]bool{home: true}
+	keys := []string{shardTag(ns, p, home) + "item:" + id}
+	for b := 1; b < n; b++ {
+		want := (slotOf(home) + b*16384/n) % 16384
+		best, dist := -1, 1<<30
+		for s := range shards {
+			d := slotOf(s) - want
+			if d < 0 {
+				d = -d
+			}
+			if d > 8192 {
+				d = 16384 - d
+			}
+			if !taken[s] && d < dist {
+				best, dist = s, d
+			}
+		}
+		taken[best] = true
+		keys = append(keys, shardTag(ns, p, best)+"item:"+id)
+	}
+	return keys
+}
+
+// crc16 is CRC-16/XMODEM, Redis Cluster's key hash, table-driven.
+func crc16(b []byte) uint16 {
+	var crc uint16
+	for _, c := range b {
+		crc = crc<<8 ^ crcTable[byte(crc>>8)^c]
+	}
+	return crc
+}
+
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		c := uint16(i) << 8
+		for range 8 {
+			if c&0x8000 != 0 {
+				c = c<<1 ^ 0x1021
+			} else {
+				c <<= 1
+			}
+		}
+		t[i] = c
+	}
+	return t
+}()
 
 // Target is one manager with its key type erased: items are named by their
 // index.
 type Target interface {
 	Init(ctx context.Context, i int, qty int64) error
+	InitBuckets(ctx context.Context, i int, qty int64, buckets int) error
 	Adjust(ctx context.Context, i int, delta int64, op string) (invrt.Result, error)
 	Get(ctx context.Context, i int) (int64, error)
 	Decr(ctx context.Context, i int, n int64, op string) (invrt.Result, error)
@@ -127,6 +193,9 @@ type adapter[K comparable] struct {
 
 func (a adapter[K]) Init(ctx context.Context, i int, qty int64) error {
 	return a.m.Init(ctx, a.key(i), qty)
+}
+func (a adapter[K]) InitBuckets(ctx context.Context, i int, qty int64, buckets int) error {
+	return a.m.InitBuckets(ctx, a.key(i), qty, buckets)
 }
 func (a adapter[K]) Adjust(ctx context.Context, i int, d int64, op string) (invrt.Result, error) {
 	return a.m.Adjust(ctx, a.key(i), d, op)

@@ -126,6 +126,7 @@ type Config struct {
 	Options       Options       `json:"options"`
 	Items         int           `json:"items"`
 	Capacity      [][]int64     `json:"capacity"`
+	Buckets       [][]int       `json:"buckets"` // stock buckets per item (InitBuckets when > 1)
 	ParentClients int           `json:"parent_clients"`
 	Children      int           `json:"children"`
 	ChildClients  int           `json:"child_clients"`
@@ -203,6 +204,19 @@ func NewPlan(seed uint64, long bool) *Plan {
 	for p := range Prefixes {
 		for range cfg.Items {
 			cfg.Capacity[p] = append(cfg.Capacity[p], int64(5+rng.IntN(30)))
+		}
+	}
+	// Half the items split into 2 to 4 buckets, from a stream of their own
+	// so that the plans of older seeds stay what they were.
+	brng := rand.New(rand.NewPCG(seed, 0xb0c7))
+	cfg.Buckets = make([][]int, len(Prefixes))
+	for p := range Prefixes {
+		for range cfg.Items {
+			n := 1
+			if brng.IntN(2) == 0 {
+				n = min(2+brng.IntN(3), Prefixes[p].Shards)
+			}
+			cfg.Buckets[p] = append(cfg.Buckets[p], n)
 		}
 	}
 	plan := &Plan{Config: cfg}

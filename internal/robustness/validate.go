@@ -105,23 +105,64 @@ func (r *Run) sampleI1(ctx context.Context) {
 	}
 }
 
-// onSale reads the stock of item i of prefix p in Redis, and whether the
-// item is loaded in its shard's current epoch: only then can it be sold.
+// onSale reads the stock of item i of prefix p in Redis, the sum of its
+// buckets in one MULTI (one instant), and whether every bucket is loaded
+// in its shard's current epoch: only then can the item be sold.
 func (r *Run) onSale(ctx context.Context, p, i int) (int64, bool, error) {
-	pipe := r.rdb.Pipeline()
-	v := pipe.HMGet(ctx, ItemKey(r.Setup.Namespace, p, i), "a", "e")
-	epoch := pipe.Get(ctx, Tag(r.Setup.Namespace, p, ItemID(p, i))+"epoch")
+	keys := r.bucketKeys(p, i)
+	pipe := r.rdb.TxPipeline()
+	vs := make([]*redis.SliceCmd, len(keys))
+	epochs := make([]*redis.StringCmd, len(keys))
+	for b, k := range keys {
+		vs[b] = pipe.HMGet(ctx, k, "a", "e")
+		epochs[b] = pipe.Get(ctx, strings.TrimSuffix(k, "item:"+ItemID(p, i))+"epoch")
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return 0, false, err
 	}
-	vals := v.Val()
-	s, _ := vals[0].(string)
-	a, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, false, err
+	var sum int64
+	current := true
+	for b := range keys {
+		vals := vs[b].Val()
+		s, _ := vals[0].(string)
+		a, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, false, err
+		}
+		e, _ := vals[1].(string)
+		sum += a
+		current = current && e == epochs[b].Val()
 	}
-	e, _ := vals[1].(string)
-	return a, e == epoch.Val(), nil
+	return sum, current, nil
+}
+
+// bucketKeys are the item hashes of item i of prefix p: one per bucket.
+func (r *Run) bucketKeys(p, i int) []string {
+	n := 1
+	if b := r.Plan.Config.Buckets; len(b) > p && len(b[p]) > i {
+		n = b[p][i]
+	}
+	return BucketKeys(r.Setup.Namespace, p, i, n)
+}
+
+// stockOf is the sum of the stock fields of keys in one MULTI; redis.Nil
+// when one is missing.
+func (r *Run) stockOf(ctx context.Context, keys []string) (int64, error) {
+	pipe := r.rdb.TxPipeline()
+	cmds := make([]*redis.StringCmd, len(keys))
+	for b, k := range keys {
+		cmds[b] = pipe.HGet(ctx, k, "a")
+	}
+	pipe.Exec(ctx)
+	var sum int64
+	for _, c := range cmds {
+		a, err := c.Int64()
+		if err != nil {
+			return 0, err
+		}
+		sum += a
+	}
+	return sum, nil
 }
 
 func (r *Run) violate(v Violation) {
@@ -253,12 +294,12 @@ func (r *Run) CheckI2(ctx context.Context) []Violation {
 	}
 	for p, t := range r.env.Targets {
 		for i := range r.Plan.Config.Items {
-			key := ItemKey(r.Setup.Namespace, p, i)
-			a, err := r.rdb.HGet(ctx, key, "a").Int64()
+			keys := r.bucketKeys(p, i)
+			a, err := r.stockOf(ctx, keys)
 			if errors.Is(err, redis.Nil) {
 				// Not loaded (Redis restarted): load it the documented way.
 				t.Get(ctx, i)
-				a, err = r.rdb.HGet(ctx, key, "a").Int64()
+				a, err = r.stockOf(ctx, keys)
 			}
 			s, serr := r.sums(ctx, p, ItemID(p, i))
 			if err != nil || serr != nil {

@@ -22,8 +22,9 @@
 -- ARGV[7]  1 when Init creates the item for a caller with the sold-out fast
 --          path: it gets a filter of op keys
 -- ARGV[8]  the item's number of stock buckets (reserve.lua's n)
+-- ARGV[10] this bucket's index among them (reserve.lua's b)
 -- ARGV[9]  1 to keep the fence: the caller lifts it (unfence.lua) once
---          the ledger holds the change the load made room for
+--          every bucket of a split item is loaded (buckets.go)
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
 
@@ -43,9 +44,9 @@ local epoch = redis.call('GET', KEYS[3]) or ''
 redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', epoch)
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[8] ~= '1' then
-  redis.call('HSET', KEYS[1], 'n', ARGV[8])
+  redis.call('HSET', KEYS[1], 'n', ARGV[8], 'b', ARGV[10])
 else
-  redis.call('HDEL', KEYS[1], 'n')
+  redis.call('HDEL', KEYS[1], 'n', 'b')
 end
 redis.call('HDEL', KEYS[1], 'q', 'r', 'p')
 if ARGV[9] ~= '1' then

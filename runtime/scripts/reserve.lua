@@ -26,12 +26,16 @@
 --                             the filter holds the op key of every purchase that succeeded
 --                         z = "<ms>:<period ms>": a sold-out period (below) started then
 --                         n = the number of stock buckets of an item whose stock is split
---                             (buckets.go); the same in each bucket, absent for one
+--                             (buckets.go); the same in each bucket, absent for one;
+--                         b = this bucket's index among them
 --                         v = how many times the item was loaded (load.lua)
 --                         u:<stream id> = stream mode: one of the item's unflushed entries
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
---          record is a field of a bucket (settled.lua)
+--          record is a field of a bucket (settled.lua). In the own bucket of
+--          a purchase of a split item that falls over to other buckets it
+--          is a pointer instead: "g:attempt:lease deadline" while that
+--          attempt tries the others, "f:bucket" once one reserved it
 -- KEYS[3]  sync: shard journal (zset: pending op record key -> lease deadline, ms,
 --          Redis clock); stream: shard stream of usage for the flusher
 -- KEYS[4..6] the shard's buckets of settled op records
@@ -58,7 +62,9 @@
 -- ARGV[12] release: the field of the purchase being released;
 --          decr: the op key's two positions in the filter (ARGV[12],
 --          ARGV[13], before modulo m), and ARGV[14] the sold-out period
---          (ms) the caller asks for, "0" for none
+--          (ms) the caller asks for, "0" for none; ARGV[15] "over" when
+--          the purchase falls over to a bucket of a split item that is not
+--          its own (its own is ARGV[12] modulo n), else "own"
 --
 -- The sold-out fast path (WithSoldOutCache). A purchase refused because
 -- the stock is 0, by a caller that asks for it, starts a sold-out period
@@ -83,10 +89,13 @@
 --   ledger), 8 the item's hash holds values invgen did not write, 9 the op
 --   record does, 10 the item was loaded in another epoch of its shard:
 --   refresh it from the ledger first, 11 the item's stock is split into
---   buckets and the change is not a purchase: it is made under the fence
---   of all buckets instead (buckets.go), nothing was written
+--   buckets and the change is not a purchase, or a purchase in a bucket
+--   that is not its own, nothing was written (buckets.go), 12 a pointer
+--   of a purchase that fell over (KEYS[2]): state "f" with the bucket in
+--   the available field, or "g" with its attempt id and flag 1 when its
+--   lease has passed
 
-local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE, BUCKETS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE, BUCKETS, FORWARD = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 
 -- nb is the item's bucket count once its hash is read.
 local nb = 0
@@ -110,6 +119,14 @@ local now = now_ms()
 local rec = redis.call('GET', KEYS[2]) or settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[10])
 if rec then
   if rec == 'v' then return reply(DUPLICATE, 0, 0, 'v', 0, '0') end
+  local fb = string.match(rec, '^f:(%d+)$')
+  if fb then return reply(FORWARD, tonumber(fb), 0, 'f', 0, '0') end
+  local ga, gl = string.match(rec, '^g:(%d+):(%d+)$')
+  if ga then
+    local passed = 0
+    if tonumber(gl) <= now then passed = 1 end
+    return reply(FORWARD, 0, 0, 'g', passed, ga)
+  end
   local d, a = string.match(rec, '^c:(-?%d+):(-?%d+)$')
   if d then return reply(DUPLICATE, tonumber(a), tonumber(d), 'c', 0, '0') end
   local n, l
@@ -120,7 +137,7 @@ if rec then
   return reply(DUPLICATE, tonumber(a), tonumber(d), 'p', expired, n)
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z', 'n')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z', 'n', 'v', 'b')
 nb = tonumber(item[11] or '1') or 0
 if not item[1] then
   if item[3] and tonumber(item[3]) and tonumber(item[3]) > now then
@@ -133,7 +150,9 @@ local rising, pcap, held = tonumber(item[4] or '0'), tonumber(item[5] or '0'), t
 if not (avail and cap and fence and rising and pcap and held) or avail < 0 or cap < 0 or nb < 1 then
   return reply(CORRUPT, 0, 0, '', 0, '0')
 end
-if nb > 1 and ARGV[1] ~= 'decr' then
+-- A split item takes purchases only: each in its own bucket first, and
+-- in the others when the caller says it falls over.
+if nb > 1 and (ARGV[1] ~= 'decr' or ARGV[15] ~= 'over' and tonumber(ARGV[12]) % nb ~= tonumber(item[13] or '0')) then
   return reply(BUCKETS, avail, 0, '', 0, '0')
 end
 if fence > now then
@@ -153,8 +172,21 @@ local ht, hg = string.match(item[6] or '', '^(%d+):(%d+)$')
 local final = 0
 if ht and now < tonumber(ht) + math.min(2 * tonumber(hg), tonumber(ARGV[4])) then final = 1 end
 
+-- A refusal carries the item's load count v in its delta field: a caller
+-- that sums the refusals of several buckets checks that none was loaded
+-- again meanwhile (buckets.go).
+local loads = tonumber(item[12] or '0') or 0
 local function refuse(code)
-  return reply(code, avail, 0, '', final, '0')
+  return reply(code, avail, loads, '', final, '0')
+end
+
+-- short refuses a purchase; in the own bucket of a split item it leaves
+-- the pointer of the attempt, which now tries the other buckets.
+local function short(a, soldout)
+  if nb > 1 and ARGV[15] ~= 'over' then
+    redis.call('SET', KEYS[2], 'g:' .. ARGV[8] .. ':' .. (now + tonumber(ARGV[3])), 'PX', tonumber(ARGV[3]) + tonumber(ARGV[4]))
+  end
+  return reply(SHORT, a, loads, '', final, '0', soldout)
 end
 
 local delta, dcap = 0, 0
@@ -166,15 +198,15 @@ if kind == 'decr' then
   if zt then left = tonumber(zt) + tonumber(zp) - now end
   if left > 0 then
     if not bits then left = 0 end
-    return reply(SHORT, 0, 0, '', final, '0', left)
+    return short(0, left)
   end
   if avail + delta < 0 then
     local period = tonumber(ARGV[14])
     if avail == 0 and period > 0 and bits then
       redis.call('HSET', KEYS[1], 'z', string.format('%d:%d', now, period))
-      return reply(SHORT, 0, 0, '', final, '0', period)
+      return short(0, period)
     end
-    return refuse(SHORT)
+    return short(avail, 0)
   end
 elseif kind == 'incr' then
   delta = tonumber(ARGV[2])
