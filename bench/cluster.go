@@ -55,13 +55,9 @@ type comparison struct {
 
 // comparisons lists the comparison scenarios in the order they run. A
 // new one is one function returning its comparison (its variants made
-// steps by b.step, and its report), added to this list. The next one
-// planned is "hot SKU, 1 bucket vs 4 buckets on 3 masters": one item
-// bought by 64 buyers on the 3-master cluster (target b.cluster), stored
-// as one bucket against four, once the bucket feature exists; manySKUs is
-// its model.
+// steps by b.step, and its report), added to this list.
 func (b *bench) comparisons() []comparison {
-	return []comparison{b.manySKUs(), b.soldOut()}
+	return []comparison{b.manySKUs(), b.soldOut(), b.hotSKU()}
 }
 
 // step is one scenario of the rounds.
@@ -695,4 +691,124 @@ func clearTarget(ctx context.Context, t *target, ns string) error {
 		}
 	}
 	return nil
+}
+
+// --- 7. one hot SKU: one bucket against four, on the cluster ----------------
+
+const (
+	nHotOne  = "7. hot SKU: stream Decr, 1 bucket, Redis Cluster"
+	nHotFour = "7. hot SKU: stream Decr, 4 buckets, Redis Cluster"
+	hotSKUs  = 4 // the split item's buckets
+)
+
+// hotSKU: 64 buyers on one item of the stream prefix (drop) on the
+// cluster, stored in one bucket (one master serves it all) against four
+// (InitBuckets: its purchases spread over the masters). The flusher is off,
+// as in scenario 5.
+func (b *bench) hotSKU() comparison {
+	on := func(name, item string, buckets int) step {
+		var m *drop.Manager
+		return b.step(variant{name: name, cluster: true, target: func() *target { return b.cluster },
+			prepare: func(ctx context.Context, run int) (func(ctx context.Context, seq int64) error, error) {
+				if m == nil {
+					var err error
+					if m, err = drop.New(b.scalePool, b.cluster.rdb, drop.WithNamespace(scaleNamespace)); err != nil {
+						return nil, err
+					}
+					b.closers = append(b.closers, m.Close)
+					if err := m.CreateTables(ctx); err != nil {
+						return nil, err
+					}
+					if err := m.InitBuckets(ctx, item, bigStock, buckets); err != nil {
+						return nil, err
+					}
+				}
+				prefix := "r" + strconv.Itoa(run) + "-"
+				return func(ctx context.Context, seq int64) error {
+					_, err := m.Decr(ctx, item, 1, prefix+strconv.FormatInt(seq, 10))
+					return err
+				}, nil
+			},
+			note: func(st *runStats) string {
+				return fmt.Sprintf("%.2f script calls per purchase; no flusher", st.scriptsPerOp())
+			},
+		})
+	}
+	return comparison{
+		steps: []step{
+			on(nHotOne, "hot-1", 1),
+			on(nHotFour, "hot-4", hotSKUs),
+		},
+		report: b.reportHot,
+	}
+}
+
+func (b *bench) reportHot(by map[string]result) {
+	one, four := by[nHotOne], by[nHotFour]
+	if one.stats == nil || four.stats == nil {
+		return
+	}
+	fmt.Println()
+	fmt.Printf("7. one hot SKU, %d buyers, stream ledger without its flusher, on %s:\n", buyers, b.cluster.name)
+	fmt.Printf("  %d buckets / 1 bucket   %.2fx purchases/s  (one client process; the cluster's %d nodes and the client share this machine's %d CPUs)\n",
+		hotSKUs, four.ops/one.ops, len(b.cluster.nodes), b.cpus)
+	b.printBuckets("hot-4", hotSKUs)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	printNodes(tw, "1 bucket", one.stats)
+	printNodes(tw, fmt.Sprintf("%d buckets", hotSKUs), four.stats)
+	tw.Flush()
+	// On paper: a master alone on a machine serves 10^6 / (µs per
+	// purchase) purchases a second; one bucket puts every purchase on one
+	// master, four put on the busiest master its share of the buckets.
+	var cost float64
+	var most int64
+	for i, n := range one.stats.nodes {
+		if one.stats.t.nodes[i].master && n.scripts > most {
+			most, cost = n.scripts, float64(n.scriptUsec)/float64(n.scripts)
+		}
+	}
+	if cost > 0 {
+		busiest := b.busiestShare("hot-4", hotSKUs)
+		fmt.Printf("  on paper, each master alone on a machine: 1 bucket %.0f purchases/s (its master at %.1f µs of script per purchase); %d buckets %.0f/s (the busiest master takes %.0f%% of them)\n",
+			1e6/cost, cost, hotSKUs, 1e6/cost/busiest, 100*busiest)
+	}
+}
+
+// bucketMasters returns the address of the master of each Redis hash of
+// item (one per bucket), found by scanning the masters.
+func (b *bench) bucketMasters(item string) []string {
+	var out []string
+	for i, n := range b.cluster.nodes {
+		if !n.master {
+			continue
+		}
+		keys, _, err := n.rdb.Scan(context.Background(), 0, scaleNamespace+":*}:item:"+item, 1_000_000).Result()
+		if err != nil {
+			return nil
+		}
+		for range keys {
+			out = append(out, b.cluster.addr(i))
+		}
+	}
+	return out
+}
+
+// busiestShare is the share of the buckets that the busiest master serves.
+func (b *bench) busiestShare(item string, n int) float64 {
+	per := map[string]int{}
+	busiest := 0
+	for _, a := range b.bucketMasters(item) {
+		per[a]++
+		busiest = max(busiest, per[a])
+	}
+	if busiest == 0 {
+		return 1
+	}
+	return float64(busiest) / float64(n)
+}
+
+func (b *bench) printBuckets(item string, n int) {
+	if m := b.bucketMasters(item); m != nil {
+		fmt.Printf("  the %d buckets' masters: %s\n", n, strings.Join(m, ", "))
+	}
 }

@@ -65,10 +65,15 @@ func (c *Core[K]) bucketsOf(item string) int {
 // learnBuckets records that item has n buckets. Only split items are
 // kept: a Core that never sees one holds nothing.
 func (c *Core[K]) learnBuckets(item string, n int) {
-	if n > 1 {
+	if n = c.bucketCount(n); n > 1 {
 		c.split.Store(item, n)
 	}
 }
+
+// bucketCount is the number of buckets an item recorded with n has under
+// this Core's layout: at most one per shard (a layout switch may have cut
+// the shards below an item's count).
+func (c *Core[K]) bucketCount(n int) int { return max(min(n, len(c.ks.tags)), 1) }
 
 // bucketKeys returns the keys of an item's n buckets, bucket 0 (its own
 // shard) first.

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -89,8 +91,25 @@ func TestBucketsSellOutExactly(t *testing.T) {
 		seed := uint64(time.Now().UnixNano())
 		t.Logf("seed %d", seed)
 		initBuckets(t, f, "hot", stock, 4)
-		if b := bucketStock(t, f, "hot"); len(b) != 4 {
+		b := bucketStock(t, f, "hot")
+		if len(b) != 4 {
 			t.Fatalf("the item has %d Redis hashes %v, want 4 buckets", len(b), b)
+		}
+		if cc, ok := f.rdb.(*redis.ClusterClient); ok {
+			// On a cluster whose masters split the slots evenly (three
+			// of them in the cluster pass), four buckets of a 16-shard
+			// prefix reach every master.
+			masters, err := cc.ClusterShards(ctx0).Result()
+			testenv.Must(t, err, "CLUSTER SHARDS")
+			seen := map[string]bool{}
+			for k := range b {
+				m, err := cc.MasterForKey(ctx0, k)
+				testenv.Must(t, err, "master of %s", k)
+				seen[m.Options().Addr] = true
+			}
+			if len(seen) != len(masters) {
+				t.Fatalf("the 4 buckets are on %d of the %d masters: %v", len(seen), len(masters), seen)
+			}
 		}
 		var sold, refused atomic.Int64
 		var wg sync.WaitGroup

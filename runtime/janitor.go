@@ -168,7 +168,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		if err != nil {
 			return nil, err
 		}
-		for _, k := range c.bucketKeys(item, t.buckets()) {
+		for _, k := range c.bucketKeys(item, c.bucketCount(t.Buckets)) {
 			l := look{keys: k, stock: pipe.HMGet(ctx, k.item, "a", "c", "r", "e", "n"), epoch: pipe.Get(ctx, k.epoch)}
 			if c.stream {
 				l.unflushed = pipe.HGetAll(ctx, k.item)
@@ -214,8 +214,8 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 				if !ok0 || !ok1 || !ok2 {
 					corrupt(fmt.Sprintf("%sfields a=%v c=%v r=%v are not numbers", in, vals[0], vals[1], vals[2]))
 				}
-				if nb, _ := intField(vals[4]); max(nb, 1) != int64(t.buckets()) {
-					corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], t.buckets()))
+				if nb, _ := intField(vals[4]); max(nb, 1) != int64(len(looks[i])) {
+					corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], len(looks[i])))
 				}
 				d.Redis += avail
 				capacity += bc + rising

@@ -80,6 +80,7 @@ func slot(tag string) int {
 // over as many masters as the shards allow. It depends on the namespace,
 // prefix and shard count alone, so every process computes the same.
 func (ks keyspace) placement(home, n int) []int {
+	n = min(n, len(ks.slots))
 	if n <= 1 {
 		return []int{home}
 	}

@@ -58,9 +58,6 @@ type Totals[K any] struct {
 	Buckets int
 }
 
-// buckets is the item's number of stock buckets, at least 1.
-func (t Totals[K]) buckets() int { return max(t.Buckets, 1) }
-
 // Ledger is the SQL side of a prefix. Generated packages implement it with
 // their sqlc queries; the runtime never writes SQL itself. Errors are
 // returned as the driver gives them: the runtime classifies them.

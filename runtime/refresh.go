@@ -65,7 +65,7 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, f
 		case !found || row.State != StateCommitted:
 			return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
 		}
-		n = max(int(row.Attempt), 1)
+		n = c.bucketCount(int(row.Attempt))
 		c.learnBuckets(item, n)
 	}
 	if n > 1 {
@@ -324,7 +324,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		if err != nil {
 			return 0, nil, err
 		}
-		if n := t.buckets(); n > 1 {
+		if n := c.bucketCount(t.Buckets); n > 1 {
 			// A split item is refreshed on its own (buckets.go).
 			c.learnBuckets(item, n)
 			rest = append(rest, t.Item)
