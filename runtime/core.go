@@ -689,7 +689,11 @@ func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind K
 		args = append(args, decrField)
 	case kind == KindDecr:
 		h1, h2 := filterPositions(opKey)
-		args = append(args, h1, h2, c.soldOutArg, sweepArg[over])
+		sweep := ownArg
+		if over {
+			sweep = overArg
+		}
+		args = append(args, h1, h2, c.soldOutArg, sweep)
 	}
 	v, acked, err := c.runGate(ctx, k, c.opt.replicaAck > 0, keys, args)
 	if err != nil {
@@ -777,7 +781,8 @@ var (
 	modeSync       any = "sync"
 	modeStream     any = "stream"
 	adjustFlag         = map[bool]any{true: "1", false: "0"}
-	sweepArg           = map[bool]any{true: "over", false: "own"}
+	overArg        any = "over"
+	ownArg         any = "own"
 )
 
 func boxedKind(k Kind) any { return kindArgs[k] }

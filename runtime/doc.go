@@ -36,4 +36,12 @@
 // again (failover.go); [WithReplicaAck] makes each change wait for a
 // replica. [WithSoldOutCache] answers purchases of a sold-out item in the
 // process (soldout.go).
+//
+// # One hot item on several servers
+//
+// [Core.InitBuckets] splits an item's stock into buckets under the tags of
+// several shards, which a cluster serves from different masters. A
+// purchase goes to its op key's bucket and falls over to the others; the
+// changes that need the item's capacity run under the fence of every
+// bucket (buckets.go).
 package runtime

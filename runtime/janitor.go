@@ -15,7 +15,8 @@ import (
 // journal account for.
 type Drift[K any] struct {
 	Item K
-	// Redis is the stock Redis holds; Missing is true when Redis has none.
+	// Redis is the stock Redis holds (the sum of its buckets for an item
+	// split into buckets); Missing is true when Redis lacks some of it.
 	Redis   int64
 	Missing bool
 	// Ledger is the stock per the ledger's committed rows; Pending is the
