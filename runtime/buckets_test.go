@@ -419,3 +419,74 @@ func TestBucketsSoldOutFastPath(t *testing.T) {
 		t.Fatalf("repeat of a purchase during the period = %+v, %v; want its replay", r, err)
 	}
 }
+
+// watchBuckets checks, after every command the manager's client sends,
+// that the buckets of one item hold no more than limit in all.
+type watchBuckets struct {
+	reader  redis.UniversalClient
+	keys    atomic.Pointer[[]string]
+	limit   atomic.Int64
+	worst   atomic.Int64
+	checked atomic.Int64
+}
+
+func (w *watchBuckets) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (w *watchBuckets) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (w *watchBuckets) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if keys := w.keys.Load(); keys != nil && strings.HasPrefix(cmd.Name(), "eval") {
+			// The refresh holds every bucket's fence: nothing else
+			// changes them while it waits for this hook.
+			var sum int64
+			for _, k := range *keys {
+				a, _ := w.reader.HGet(ctx, k, "a").Int64()
+				sum += a
+			}
+			w.checked.Add(1)
+			if over := sum - w.limit.Load(); over > w.worst.Load() {
+				w.worst.Store(over)
+			}
+		}
+		return err
+	}
+}
+
+// TestBucketsRebalanceNeverShowsMore: a refresh that moves stock between
+// buckets lowers before it raises, so at no moment do the buckets offer
+// more than the item has.
+func TestBucketsRebalanceNeverShowsMore(t *testing.T) {
+	rdb := testenv.Redis(t)
+	w := &watchBuckets{reader: testenv.Redis(t)}
+	rdb.AddHook(w)
+	f := fixtureOn(t, rdb, false)
+	initBuckets(t, f, "skew", 40, 4) // 10 a bucket
+	for _, op := range opKeysIn("s", 0, 4, 8) {
+		if _, err := f.m.Decr(ctx0, "skew", 1, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.quiesce(t)
+	stock := bucketStock(t, f, "skew")
+	keys := make([]string, 0, len(stock))
+	for k := range stock {
+		keys = append(keys, k)
+	}
+	w.limit.Store(32)
+	w.keys.Store(&keys)
+	testenv.Must(t, f.m.Refresh(ctx0, "skew"), "Refresh") // 2,10,10,10 -> 8 each
+	w.keys.Store(nil)
+	if w.checked.Load() < 4 {
+		t.Fatalf("only %d script calls watched", w.checked.Load())
+	}
+	if over := w.worst.Load(); over > 0 {
+		t.Fatalf("during the rebalance the buckets offered %d units more than the item's 32", over)
+	}
+	for k, a := range bucketStock(t, f, "skew") {
+		if a != 8 {
+			t.Fatalf("bucket %s holds %d after the refresh, want 8", k, a)
+		}
+	}
+}

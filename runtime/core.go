@@ -455,6 +455,9 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		}
 		if r.unacked && (r.code == codeReserved || mode == "stream" && r.code == codeDuplicate && r.state == opCommitted ||
 			r.code == codeDuplicate && r.state == opPending && r.attempt == attempt) {
+			if r.code == codeReserved && sp != nil && sp.over() {
+				c.settlePointer(ctx, sp, opKey, attempt)
+			}
 			return c.notReplicated(ctx, kind, id, k, opRec, mode, attempt)
 		}
 		if r.buckets > 1 && sp == nil {
@@ -641,7 +644,8 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 				r.available, r.flag, r.soldOut, sent = sp.sum, sp.final, sp.soldOut, sp.sent
 				c.dropPointer(ctx, sp, opKey, attempt)
 				// A record the ledger brings back goes to the own bucket.
-				target(sp.own())
+				sp.goTo(sp.first)
+				target(sp.current())
 			}
 			if r.soldOut > 0 && c.opt.soldOut > 0 {
 				if sp != nil {
