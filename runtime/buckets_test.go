@@ -490,3 +490,61 @@ func TestBucketsRebalanceNeverShowsMore(t *testing.T) {
 		}
 	}
 }
+
+// onRefusal runs do once, inside the call, when a script on key refuses
+// a purchase (reply code 2).
+type onRefusal struct {
+	key  string
+	do   func()
+	done atomic.Bool
+}
+
+func (o *onRefusal) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (o *onRefusal) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (o *onRefusal) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if len(args) > 3 && args[3] == o.key {
+			if v, ok := cmd.(*redis.Cmd); ok && strings.HasPrefix(fmt.Sprint(v.Val()), "2:") && o.done.CompareAndSwap(false, true) {
+				o.do()
+			}
+		}
+		return err
+	}
+}
+
+// TestBucketsSweepSeesARebalance: the last unit of a split item sits in
+// bucket 3; a purchase whose own bucket is 0 is refused there, and before
+// it looks at buckets 1 to 3 a rebalance moves the unit into bucket 0.
+// Each bucket it looked at was empty when it looked, yet the item always
+// had the unit: it must look again, not refuse.
+func TestBucketsSweepSeesARebalance(t *testing.T) {
+	rdb := testenv.Redis(t)
+	hook := &onRefusal{}
+	rdb.AddHook(hook)
+	f := fixtureOn(t, rdb, false)
+	other := f.reopen()
+	initBuckets(t, f, "last", 4, 4) // one unit a bucket
+	for b := range 3 {
+		if _, err := f.m.Decr(ctx0, "last", 1, opKeysIn("x", b, 4, 1)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.quiesce(t)
+	hook.key = fmt.Sprintf("%s:{%s:%d}:item:last", f.ns, "flash_sale", shardOf("last", 16))
+	hook.do = func() { testenv.Must(t, other.Refresh(ctx0, "last"), "Refresh") } // 0,0,0,1 -> 1,0,0,0
+	r, err := f.m.Decr(ctx0, "last", 1, opKeysIn("y", 0, 4, 1)[0])
+	if !hook.done.Load() {
+		t.Fatal("the purchase was not refused in its own bucket first")
+	}
+	if err != nil || r.Delta != -1 {
+		t.Fatalf("purchase of the last unit, moved during its sweep = %+v, %v; want it served", r, err)
+	}
+	f.quiesce(t)
+	if got := f.assertConserved(t, "last"); got != 0 {
+		t.Fatalf("stock %d, want 0", got)
+	}
+}
