@@ -169,11 +169,11 @@ func (sp *spread) next() (itemKeys, bool) {
 func (sp *spread) all() []itemKeys { return sp.keys }
 
 // pointer runs forward.lua on the pointer of attempt in the own bucket of
-// sp (mode settle, drop or take; see the script).
+// sp (mode settle or drop; see the script).
 func (c *Core[K]) pointer(ctx context.Context, sp *spread, opKey, mode string, attempt int64, value string) (bool, error) {
 	own := sp.own()
 	n, err := forwardScript.Run(ctx, c.rdb, []string{own.op(KindDecr, opKey)}, mode, attempt, value,
-		2*c.opt.opTTL.Milliseconds(), c.leaseMS).Int()
+		2*c.opt.opTTL.Milliseconds()).Int()
 	return n == 1, err
 }
 
@@ -188,6 +188,52 @@ func (c *Core[K]) settlePointer(ctx context.Context, sp *spread, opKey string, a
 // and a refusal binds nothing.
 func (c *Core[K]) dropPointer(ctx context.Context, sp *spread, opKey string, attempt int64) {
 	_, _ = c.pointer(ctx, sp, opKey, "drop", attempt, "")
+}
+
+// followPointer answers the pointer r that a purchase of opKey found in
+// its own bucket (reserve.lua's code 12): it moves sp to the bucket to try
+// next and reports true, or reports false when the own bucket is to be
+// tried again after a wait.
+func (c *Core[K]) followPointer(ctx context.Context, sp *spread, r reserveReply, id any, opKey string, attempt int64, wait *backoff) (bool, error) {
+	switch {
+	case r.state == "f":
+		// A bucket reserved it: its record there answers.
+		if to := int(r.available); to >= 0 && to < sp.n && to != sp.first {
+			sp.goTo(to)
+			return true, nil
+		}
+		return false, fmt.Errorf("%w: the pointer of purchase %q of item %v of %s", ErrCorrupt, opKey, id, c.prefix)
+	case r.attempt == attempt:
+		// Ours: the reply of the own bucket's refusal was lost.
+	case !r.flag:
+		// Another attempt is trying the other buckets now.
+		if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
+			return false, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
+		}
+		return false, nil
+	default:
+		// Its lease passed: its process may have died anywhere on its
+		// way. If no bucket has its record, it reserved nothing: its
+		// pointer goes, and the own bucket is tried again.
+		to, found, err := c.findPurchase(ctx, sp, opKey)
+		if err != nil {
+			return false, fmt.Errorf("invgen: decr %v: %w", id, err)
+		}
+		if found {
+			sp.goTo(to)
+			return true, nil
+		}
+		if _, err := c.pointer(ctx, sp, opKey, "drop", r.attempt, ""); err != nil {
+			return false, fmt.Errorf("invgen: decr %v: %w", id, err)
+		}
+		return false, nil
+	}
+	if _, ok := sp.next(); ok {
+		return true, nil
+	}
+	// No other bucket: nothing else can serve it.
+	c.dropPointer(ctx, sp, opKey, attempt)
+	return false, rejection(codeShort, 0, id, opKey)
 }
 
 // findPurchase looks for an op record of the purchase opKey in every

@@ -548,3 +548,50 @@ func TestBucketsSweepSeesARebalance(t *testing.T) {
 		t.Fatalf("stock %d, want 0", got)
 	}
 }
+
+// TestBucketsPointerOfADeadAttempt: a purchase whose process died while
+// it fell over leaves its pointer behind, its lease passed. A repeat finds
+// the bucket that reserved it, if one did, and replays; if none did, the
+// op key is free and the repeat is served like a new purchase.
+func TestBucketsPointerOfADeadAttempt(t *testing.T) {
+	eachLedger(t, testPointerOfADeadAttempt)
+}
+
+func testPointerOfADeadAttempt(t *testing.T, f *fixture[string], stream bool) {
+	initBuckets(t, f, "dead", 4, 4) // one unit a bucket
+	prefix := "flash_sale"
+	if stream {
+		prefix = "drop"
+	}
+	ownKey := func(op string) string {
+		// The op record key of a purchase in its own bucket 0, the item's
+		// shard: tag, "o:", the item's length and the item, "d", the op key.
+		return fmt.Sprintf("%s:{%s:%d}:o:4:dead:d:%s", f.ns, prefix, shardOf("dead", 16), op)
+	}
+	ops := opKeysIn("z", 0, 4, 3)
+	// Nothing reserved: the dead attempt's pointer is dropped, and the
+	// purchase is served by its own bucket.
+	testenv.Must(t, f.rdb.Set(ctx0, ownKey(ops[0]), "g:77:1", time.Minute).Err(), "plant a pointer")
+	if r, err := f.m.Decr(ctx0, "dead", 1, ops[0]); err != nil || r.Replayed || r.Delta != -1 {
+		t.Fatalf("purchase behind a dead attempt's pointer = %+v, %v; want it served", r, err)
+	}
+	// A purchase that fell over (its own bucket is empty now), whose
+	// process died before it pointed its own bucket at the one that
+	// served it: the repeat finds that bucket and replays.
+	if _, err := f.m.Decr(ctx0, "dead", 1, ops[1]); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Must(t, f.rdb.Set(ctx0, ownKey(ops[1]), "g:78:1", time.Minute).Err(), "unsettle its pointer")
+	// A restock puts a unit in every bucket, its own too.
+	if _, err := f.m.Adjust(ctx0, "dead", 2, "restock"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := f.m.Decr(ctx0, "dead", 1, ops[1]); err != nil || !r.Replayed || r.Delta != -1 {
+		t.Fatalf("repeat of a fallen-over purchase behind a dead pointer = %+v, %v; want its replay", r, err)
+	}
+	flushIfStream(t, f, stream)
+	f.quiesce(t)
+	if got := f.assertConserved(t, "dead"); got != 4 {
+		t.Fatalf("stock %d, want 4", got)
+	}
+}

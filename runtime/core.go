@@ -518,57 +518,16 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		case codeForward:
 			// The own bucket holds the pointer of a purchase of this op
 			// key that fell over to the other buckets.
-			switch {
-			case sp == nil:
+			if sp == nil {
 				return Result{}, fmt.Errorf("invgen: %s %v: unexpected reply code %d from reserve.lua", kind, id, r.code)
-			case r.state == "f":
-				// A bucket reserved it: its record there answers.
-				if to := int(r.available); to >= 0 && to < sp.n && to != sp.first {
-					sp.goTo(to)
-					target(sp.current())
-					continue
-				}
-				return Result{}, fmt.Errorf("%w: the pointer of %s %q of item %v of %s", ErrCorrupt, kind, opKey, id, c.prefix)
-			case r.attempt == attempt:
-				// Ours: the reply of the own bucket's refusal was lost.
-				if next, ok := sp.next(); ok {
-					target(next)
-					continue
-				}
-			case !r.flag:
-				// Another attempt is trying the other buckets now.
-				if err := wait.sleep(ctx, c.opt.busyWait); err != nil {
-					return Result{}, fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, opKey, id)
-				}
-				continue
-			default:
-				// Its lease passed: its process may have died anywhere
-				// on its way. If no bucket has its record, this attempt
-				// takes its place.
-				to, found, err := c.findPurchase(ctx, sp, opKey)
-				if err != nil {
-					return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
-				}
-				if found {
-					sp.goTo(to)
-					target(sp.current())
-					continue
-				}
-				took, err := c.pointer(ctx, sp, opKey, "take", r.attempt, strconv.FormatInt(attempt, 10))
-				if err != nil {
-					return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
-				}
-				if !took {
-					continue // it changed meanwhile: look again
-				}
-				if next, ok := sp.next(); ok {
-					target(next)
-					continue
-				}
 			}
-			// No other bucket: nothing else can serve it.
-			c.dropPointer(ctx, sp, opKey, attempt)
-			return Result{}, rejection(codeShort, 0, id, opKey)
+			moved, err := c.followPointer(ctx, sp, r, id, opKey, attempt, &wait)
+			if err != nil {
+				return Result{}, err
+			}
+			if moved {
+				target(sp.current())
+			}
 		case codeBuckets:
 			// Split, as learnt above: changeSplit has answered.
 			return Result{}, fmt.Errorf("invgen: %s %v: unexpected reply code %d from reserve.lua", kind, id, r.code)
