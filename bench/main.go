@@ -9,7 +9,9 @@
 // node's Redis time and CPU per purchase and a projection, labelled as
 // such, of N masters on N machines; and refusals of a sold-out item
 // without and with the sold-out fast path, with Redis commands per
-// refusal. Ratios compare scenarios of the same run only.
+// refusal. Scenario 7 buys one hot SKU on the cluster, its stock in one
+// bucket against four (InitBuckets), with each master's share. Ratios
+// compare scenarios of the same run only.
 //
 //	make bench            # or: go run ./bench -d 5s
 //	go run ./bench -only 5. -d 2s -rounds 1
@@ -58,7 +60,7 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "how long each scenario runs, per round")
 	flag.IntVar(&rounds, "rounds", 3, "rounds over all scenarios; the table shows each one's median")
 	items := flag.Int("items", 100_000, "items for the RefreshAll scenario")
-	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this (e.g. \"5.\", \"6.\", \"cluster\"), without RefreshAll")
+	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this (e.g. \"5.\", \"6.\", \"7.\", \"cluster\"), without RefreshAll")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
 	if *cpuprofile != "" {
