@@ -416,15 +416,9 @@ func (b *bench) manySKUs() comparison {
 						return nil, err
 					}
 				}
-				prefix := "r" + strconv.Itoa(run) + "-" // op keys new in every round
-				return func(ctx context.Context, seq int64) error {
-					_, err := m.Decr(ctx, item+strconv.Itoa(rand.IntN(manySKUs)), 1, prefix+strconv.FormatInt(seq, 10))
-					return err
-				}, nil
+				return purchases(m, run, func() string { return item + strconv.Itoa(rand.IntN(manySKUs)) }), nil
 			},
-			note: func(st *runStats) string {
-				return fmt.Sprintf("%.2f script calls per purchase; no flusher", st.scriptsPerOp())
-			},
+			note: scriptsNote,
 		})
 	}
 	return comparison{
@@ -434,6 +428,20 @@ func (b *bench) manySKUs() comparison {
 		},
 		report: b.reportSKUs,
 	}
+}
+
+// purchases is the op of a round of purchases of one unit each, of the
+// item that pick names, with op keys new in every round.
+func purchases(m *drop.Manager, run int, pick func() string) func(ctx context.Context, seq int64) error {
+	prefix := "r" + strconv.Itoa(run) + "-"
+	return func(ctx context.Context, seq int64) error {
+		_, err := m.Decr(ctx, pick(), 1, prefix+strconv.FormatInt(seq, 10))
+		return err
+	}
+}
+
+func scriptsNote(st *runStats) string {
+	return fmt.Sprintf("%.2f script calls per purchase; no flusher", st.scriptsPerOp())
 }
 
 // initSKUs creates the drop manager of the comparisons on t and its
@@ -723,15 +731,9 @@ func (b *bench) hotSKU() comparison {
 						return nil, err
 					}
 				}
-				prefix := "r" + strconv.Itoa(run) + "-"
-				return func(ctx context.Context, seq int64) error {
-					_, err := m.Decr(ctx, item, 1, prefix+strconv.FormatInt(seq, 10))
-					return err
-				}, nil
+				return purchases(m, run, func() string { return item }), nil
 			},
-			note: func(st *runStats) string {
-				return fmt.Sprintf("%.2f script calls per purchase; no flusher", st.scriptsPerOp())
-			},
+			note: scriptsNote,
 		})
 	}
 	return comparison{

@@ -323,52 +323,8 @@ func TestBucketsUnderChurn(t *testing.T) {
 		f.m = f.reopen(invrt.WithSoldOutCache(period))
 		other := f.reopen(invrt.WithSoldOutCache(period))
 		initBuckets(t, f, "churn", 30, 4)
-		ms := []manager[string]{f.m, other}
-		var (
-			mu       sync.Mutex
-			bought   = map[string]bool{}
-			wrong    []string
-			seq      atomic.Int64
-			wg       sync.WaitGroup
-			deadline = time.Now().Add(scale(2*time.Second, 15*time.Second))
-		)
-		for w := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(seed, uint64(w)))
-				var mine []string
-				for time.Now().Before(deadline) {
-					m := ms[rng.IntN(2)]
-					switch x := rng.IntN(100); {
-					case x < 75:
-						op := fmt.Sprintf("w%d-%x", w, rng.Uint64())
-						if len(mine) > 0 && rng.IntN(4) == 0 {
-							op = mine[rng.IntN(len(mine))]
-						}
-						_, err := m.Decr(ctx0, "churn", int64(1+rng.IntN(3)), op)
-						mu.Lock()
-						switch {
-						case err == nil:
-							bought[op] = true
-							mine = append(mine, op)
-						case errors.Is(err, invrt.ErrInsufficientStock) && bought[op]:
-							wrong = append(wrong, op)
-						}
-						mu.Unlock()
-					case x < 85 && len(mine) > 0:
-						m.Release(ctx0, "churn", mine[rng.IntN(len(mine))])
-					case x < 92:
-						m.Incr(ctx0, "churn", 1, fmt.Sprintf("i%d-%d", w, seq.Add(1)))
-					case x < 96:
-						m.Adjust(ctx0, "churn", int64(rng.IntN(5)-1), fmt.Sprintf("a%d-%d", w, seq.Add(1)))
-					default:
-						m.Refresh(ctx0, "churn")
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		bought, wrong := churn(t, []manager[string]{f.m, other}, "churn", seed, scale(2*time.Second, 15*time.Second),
+			churnMix{units: 3, randomKeys: true, refresh: true, adjustDown: true})
 		if len(wrong) > 0 {
 			t.Fatalf("seed %d: %d repeats of successful purchases were refused, e.g. %s", seed, len(wrong), wrong[0])
 		}
@@ -383,7 +339,7 @@ func TestBucketsUnderChurn(t *testing.T) {
 		if rep, err := f.m.Audit(ctx0); err != nil || len(rep.Drift) > 0 {
 			t.Fatalf("seed %d: Audit = %+v, %v", seed, rep, err)
 		}
-		t.Logf("%d purchases succeeded; capacity %d, available %d", len(bought), capacity, available)
+		t.Logf("%d purchases succeeded; capacity %d, available %d", bought, capacity, available)
 	})
 }
 

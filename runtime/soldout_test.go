@@ -126,50 +126,7 @@ func TestSoldOutFastPathIsExact(t *testing.T) {
 	other := f.reopen(invrt.WithSoldOutCache(period))
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "hot", 5), "Init")
-	ms := []manager[string]{f.m, other}
-	var (
-		mu       sync.Mutex
-		bought   = map[string]bool{} // op keys whose purchase succeeded
-		wrong    []string
-		seq      atomic.Int64
-		wg       sync.WaitGroup
-		deadline = time.Now().Add(scale(2*time.Second, 20*time.Second))
-	)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			var mine []string
-			for time.Now().Before(deadline) {
-				m := ms[rng.IntN(2)]
-				switch x := rng.IntN(100); {
-				case x < 70:
-					op := fmt.Sprintf("w%d-%d", w, seq.Add(1))
-					if len(mine) > 0 && rng.IntN(3) == 0 {
-						op = mine[rng.IntN(len(mine))] // a repeat
-					}
-					_, err := m.Decr(ctx, "hot", 1, op)
-					mu.Lock()
-					switch {
-					case err == nil:
-						bought[op] = true
-						mine = append(mine, op)
-					case errors.Is(err, invrt.ErrInsufficientStock) && bought[op]:
-						wrong = append(wrong, op)
-					}
-					mu.Unlock()
-				case x < 85 && len(mine) > 0:
-					m.Release(ctx, "hot", mine[rng.IntN(len(mine))])
-				case x < 95:
-					m.Incr(ctx, "hot", 1, fmt.Sprintf("i%d-%d", w, seq.Add(1)))
-				default:
-					m.Adjust(ctx, "hot", 1, fmt.Sprintf("a%d-%d", w, seq.Add(1)))
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	bought, wrong := churn(t, []manager[string]{f.m, other}, "hot", seed, scale(2*time.Second, 20*time.Second), churnMix{})
 	if len(wrong) > 0 {
 		t.Fatalf("seed %d: %d repeats of successful purchases were refused, e.g. %s", seed, len(wrong), wrong[0])
 	}
@@ -180,5 +137,77 @@ func TestSoldOutFastPathIsExact(t *testing.T) {
 	if available < 0 || available > capacity {
 		t.Fatalf("seed %d: ledger available %d of capacity %d", seed, available, capacity)
 	}
-	t.Logf("%d purchases succeeded; capacity %d, available %d", len(bought), capacity, available)
+	t.Logf("%d purchases succeeded; capacity %d, available %d", bought, capacity, available)
+}
+
+// churnMix says what churn does besides purchases of one unit with
+// sequential op keys, returns of them, Incr and Adjust +1.
+type churnMix struct {
+	units      int  // purchases of 1..units (default 1)
+	randomKeys bool // random op keys instead of sequential ones
+	refresh    bool // some steps Refresh the item
+	adjustDown bool // Adjust by -1..3 instead of +1
+}
+
+// churn runs 8 workers for d on item over the managers (processes): 70-75%
+// purchases, a third of them repeats of a purchase that succeeded, sent to
+// either manager as a client whose reply was lost does; returns of
+// purchases, Incr and Adjust. It returns how many purchases succeeded and
+// the repeats of successful purchases that were refused.
+func churn(t *testing.T, ms []manager[string], item string, seed uint64, d time.Duration, mix churnMix) (int, []string) {
+	t.Helper()
+	ctx := ctxT(t)
+	var (
+		mu       sync.Mutex
+		bought   = map[string]bool{} // op keys whose purchase succeeded
+		wrong    []string
+		seq      atomic.Int64
+		wg       sync.WaitGroup
+		deadline = time.Now().Add(d)
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			var mine []string
+			for time.Now().Before(deadline) {
+				m := ms[rng.IntN(len(ms))]
+				switch x := rng.IntN(100); {
+				case x < 72:
+					op := fmt.Sprintf("w%d-%d", w, seq.Add(1))
+					if mix.randomKeys {
+						op = fmt.Sprintf("w%d-%x", w, rng.Uint64())
+					}
+					if len(mine) > 0 && rng.IntN(3) == 0 {
+						op = mine[rng.IntN(len(mine))] // a repeat
+					}
+					_, err := m.Decr(ctx, item, int64(1+rng.IntN(max(mix.units, 1))), op)
+					mu.Lock()
+					switch {
+					case err == nil:
+						bought[op] = true
+						mine = append(mine, op)
+					case errors.Is(err, invrt.ErrInsufficientStock) && bought[op]:
+						wrong = append(wrong, op)
+					}
+					mu.Unlock()
+				case x < 85 && len(mine) > 0:
+					m.Release(ctx, item, mine[rng.IntN(len(mine))])
+				case x < 93:
+					m.Incr(ctx, item, 1, fmt.Sprintf("i%d-%d", w, seq.Add(1)))
+				case x < 97 || !mix.refresh:
+					delta := int64(1)
+					if mix.adjustDown {
+						delta = int64(rng.IntN(5) - 1) // 0 is refused as a bad argument
+					}
+					m.Adjust(ctx, item, delta, fmt.Sprintf("a%d-%d", w, seq.Add(1)))
+				default:
+					m.Refresh(ctx, item)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return len(bought), wrong
 }
