@@ -23,7 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
-	flashsale "github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 )
 
 // The comparisons have a schema and a namespace of their own, so that the

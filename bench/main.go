@@ -40,7 +40,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	invrt "github.com/invgen/invgen/runtime"
 )
 

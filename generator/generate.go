@@ -67,6 +67,7 @@ func Generate(m *Model) (Files, error) {
 	if err := runSQLC(files); err != nil {
 		return nil, err
 	}
+	files[ManifestName] = manifest(m, files)
 	return files, nil
 }
 
@@ -93,7 +94,7 @@ func render(engine, name string, data any) ([]byte, error) {
 // renderWith executes template file of engine (with the engine's shared
 // definitions), rendering query parameters with arg.
 func renderWith(engine, file string, data any, arg func(string, int) string) ([]byte, error) {
-	t, err := template.New(file).Funcs(template.FuncMap{"arg": arg}).
+	t, err := template.New(file).Funcs(template.FuncMap{"arg": arg, "header": func() string { return Header }}).
 		ParseFS(templates.FS, engine+"/"+file, engine+"/flush.sql.tmpl", engine+"/layout.sql.tmpl")
 	if err != nil {
 		return nil, err
@@ -205,8 +206,12 @@ func Write(dir string, files Files) ([]string, error) {
 
 // Drift is one difference between generated files and the disk.
 type Drift struct {
-	Path   string // relative to the output directory
-	Reason string // "missing" or "stale"
+	Path string // relative to the output directory
+	// Reason is "missing", "stale" (Diff is then a unified diff from the
+	// disk to what the spec generates) or "orphaned" (generated once, no
+	// longer: generate deletes it).
+	Reason string
+	Diff   string
 }
 
 // Diff compares files with what is below dir and writes nothing.
@@ -216,12 +221,19 @@ func Diff(dir string, files Files) ([]Drift, error) {
 		old, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(p)))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			out = append(out, Drift{p, "missing"})
+			out = append(out, Drift{Path: p, Reason: "missing"})
 		case err != nil:
 			return nil, err
 		case !bytes.Equal(old, files[p]):
-			out = append(out, Drift{p, "stale"})
+			out = append(out, Drift{Path: p, Reason: "stale", Diff: unified(p, old, files[p])})
 		}
+	}
+	orphans, err := Orphans(dir, files)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range orphans {
+		out = append(out, Drift{Path: p, Reason: "orphaned"})
 	}
 	return out, nil
 }

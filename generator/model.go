@@ -49,7 +49,7 @@ type Model struct {
 type Prefix struct {
 	Name    string // as in the spec: flash_sale
 	Package string // Go package name: flashsale
-	Dir     string // directory below OutDir, slash-separated: flash_sale
+	Dir     string // directory below OutDir, slash-separated: the package's name
 	// ImportPath and DBImportPath are the Go import paths of the prefix's
 	// package and of its sqlc package.
 	ImportPath, DBImportPath string
@@ -150,7 +150,11 @@ func NewModel(s *Spec) (*Model, error) {
 		if goReserved[p.Package] {
 			c.add(ps.Name.Pos, "prefix %q would be Go package %q, which is reserved in Go", p.Name, p.Package)
 		}
-		p.Dir = p.Name
+		// The directory is the package's name: Go names a package after the
+		// last element of its import path, and tools and readers expect the
+		// two to agree (a flash_sale/ holding package flashsale needs an
+		// alias everywhere it is imported to read right).
+		p.Dir = p.Package
 		p.ImportPath = path.Join(m.ImportPath, p.Dir)
 		p.DBImportPath = path.Join(p.ImportPath, "db")
 		p.ModTable = p.Name + "_inventory_modification_record"

@@ -448,8 +448,8 @@ prefixes:
 		t.Fatalf("got %d prefixes, want %d", len(m.Prefixes), len(want))
 	}
 	for i, w := range want {
-		w.Dir = w.Name
-		w.ImportPath = "example.com/x/internal/inv/" + w.Name
+		w.Dir = w.Package
+		w.ImportPath = "example.com/x/internal/inv/" + w.Package
 		w.DBImportPath = w.ImportPath + "/db"
 		w.Ledger = "sync"
 		w.ModTable = w.Name + "_inventory_modification_record"

@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )

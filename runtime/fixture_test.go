@@ -15,8 +15,8 @@ import (
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
-	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )

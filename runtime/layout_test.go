@@ -16,8 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
-	flashdb "github.com/invgen/invgen/examples/flashsale/inventory/flash_sale/db"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
+	flashdb "github.com/invgen/invgen/examples/flashsale/inventory/flashsale/db"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -31,7 +31,7 @@ type flashLedger struct {
 }
 
 func (l flashLedger) CreateTables(ctx context.Context) error {
-	schema, err := os.ReadFile("../examples/flashsale/inventory/flash_sale/schema.sql")
+	schema, err := os.ReadFile("../examples/flashsale/inventory/flashsale/schema.sql")
 	if err != nil {
 		return err
 	}

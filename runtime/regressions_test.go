@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	dropdb "github.com/invgen/invgen/examples/flashsale/inventory/drop/db"
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )

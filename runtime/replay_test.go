@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )

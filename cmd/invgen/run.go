@@ -78,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	switch cmd {
 	case "version":
-		fmt.Fprintf(stdout, "invgen %s (generated code version %d)\n", moduleVersion(), invrt.GenVersion)
+		fmt.Fprintf(stdout, "invgen %s (module %s, generated code version %d)\n", generator.Version, moduleVersion(), invrt.GenVersion)
 		return exitOK
 	case "init":
 		return runInit(*file, stdout, stderr)
@@ -161,6 +161,15 @@ func runGenerate(file string, stdout, stderr io.Writer) int {
 	for _, p := range wrote {
 		fmt.Fprintf(stdout, "wrote %s\n", display(m, p))
 	}
+	if err == nil {
+		// What the spec no longer generates goes: a package left on disk
+		// would still build, and be imported, with no spec behind it.
+		var deleted []string
+		deleted, err = generator.Prune(m.OutDir, files)
+		for _, p := range deleted {
+			fmt.Fprintf(stdout, "deleted %s\n", display(m, p))
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen generate: %v\n", err)
 		return exitFail
@@ -179,7 +188,13 @@ func runCheck(file string, stdout, stderr io.Writer) int {
 		return exitFail
 	}
 	for _, d := range drift {
-		fmt.Fprintf(stderr, "%s: %s\n", d.Reason, display(m, d.Path))
+		switch d.Reason {
+		case "orphaned":
+			fmt.Fprintf(stderr, "orphaned: %s (the spec no longer generates it; invgen generate deletes it)\n", display(m, d.Path))
+		default:
+			fmt.Fprintf(stderr, "%s: %s\n", d.Reason, display(m, d.Path))
+		}
+		fmt.Fprint(stderr, d.Diff)
 	}
 	if len(drift) > 0 {
 		fmt.Fprintf(stderr, "invgen check: %d of %d generated files differ from %s; run: invgen generate -f %s\n",

@@ -141,9 +141,9 @@ prefixes:
 var generated = []string{
 	"coupon/db/db.go", "coupon/db/models.go", "coupon/db/query.sql.go",
 	"coupon/manager.go", "coupon/query.sql", "coupon/schema.sql",
-	"flash_sale/db/db.go", "flash_sale/db/models.go", "flash_sale/db/query.sql.go",
-	"flash_sale/manager.go", "flash_sale/query.sql", "flash_sale/schema.sql",
-	"sqlc.yaml",
+	"flashsale/db/db.go", "flashsale/db/models.go", "flashsale/db/query.sql.go",
+	"flashsale/manager.go", "flashsale/query.sql", "flashsale/schema.sql",
+	"invgen.manifest", "sqlc.yaml",
 }
 
 // wroteLines returns the paths of the "wrote PATH" lines of out.
@@ -170,7 +170,7 @@ func TestInit(t *testing.T) {
 	// The starter spec generates and checks cleanly.
 	r = invgen(t, "generate").want(t, exitOK)
 	for _, p := range []string{"manager.go", "schema.sql", "query.sql", "db/db.go", "db/models.go", "db/query.sql.go"} {
-		name := filepath.Join("internal", "inventory", "flash_sale", filepath.FromSlash(p))
+		name := filepath.Join("internal", "inventory", "flashsale", filepath.FromSlash(p))
 		if _, err := os.Stat(name); err != nil {
 			t.Errorf("generate from the starter spec: %v", err)
 		}
@@ -301,7 +301,7 @@ func TestGenerateSpecElsewhere(t *testing.T) {
 	if got := wroteLines(r.stdout); len(got) != len(generated) || got[0] != filepath.Join("sub", "gen", "coupon", "db", "db.go") {
 		t.Errorf("generate -f sub/inventory.yaml wrote\n%s", r.stdout)
 	}
-	if _, err := os.Stat(filepath.Join("sub", "gen", "flash_sale", "manager.go")); err != nil {
+	if _, err := os.Stat(filepath.Join("sub", "gen", "flashsale", "manager.go")); err != nil {
 		t.Error(err)
 	}
 	if _, err := os.Stat("gen"); !os.IsNotExist(err) {
@@ -316,12 +316,12 @@ func TestCheck(t *testing.T) {
 	invgen(t, "generate").want(t, exitOK)
 
 	r := invgen(t, "check").want(t, exitOK)
-	if !strings.Contains(r.stdout, "13 generated files match inventory.yaml") || r.stderr != "" {
+	if !strings.Contains(r.stdout, "14 generated files match inventory.yaml") || r.stderr != "" {
 		t.Errorf("check of a fresh generation printed\nstdout: %q\nstderr: %q", r.stdout, r.stderr)
 	}
 
 	// A hand edit is stale.
-	manager := filepath.Join("gen", "flash_sale", "manager.go")
+	manager := filepath.Join("gen", "flashsale", "manager.go")
 	writeFile(t, manager, readFile(t, manager)+"\n// hand edit\n")
 	ageFiles(t, dir)
 	before := snapshot(t, dir)
@@ -329,7 +329,10 @@ func TestCheck(t *testing.T) {
 	if !strings.Contains(r.stderr, "stale: "+manager+"\n") {
 		t.Errorf("check does not name the edited file:\n%s", r.stderr)
 	}
-	if !strings.Contains(r.stderr, "1 of 13 generated files differ from inventory.yaml") {
+	if !strings.Contains(r.stderr, "--- a/flashsale/manager.go\n+++ b/flashsale/manager.go\n") || !strings.Contains(r.stderr, "\n-// hand edit\n") {
+		t.Errorf("check does not show the edit as a unified diff:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "1 of 14 generated files differ from inventory.yaml") {
 		t.Errorf("check does not count the drift:\n%s", r.stderr)
 	}
 	if r.stdout != "" {
@@ -344,7 +347,7 @@ func TestCheck(t *testing.T) {
 	}
 	before = snapshot(t, dir)
 	r = invgen(t, "check").want(t, exitFail)
-	for _, want := range []string{"missing: " + models + "\n", "stale: " + manager + "\n", "2 of 13 generated files differ"} {
+	for _, want := range []string{"missing: " + models + "\n", "stale: " + manager + "\n", "2 of 14 generated files differ"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("check stderr does not contain %q:\n%s", want, r.stderr)
 		}
@@ -354,13 +357,36 @@ func TestCheck(t *testing.T) {
 	// A changed spec is drift too: every file of a new prefix is missing.
 	writeFile(t, "inventory.yaml", spec+"  - name: gift_card\n    key: uuid\n")
 	r = invgen(t, "check").want(t, exitFail)
-	if !strings.Contains(r.stderr, "missing: "+filepath.Join("gen", "gift_card", "manager.go")+"\n") ||
+	if !strings.Contains(r.stderr, "missing: "+filepath.Join("gen", "giftcard", "manager.go")+"\n") ||
 		!strings.Contains(r.stderr, "stale: "+filepath.Join("gen", "sqlc.yaml")+"\n") {
 		t.Errorf("check after adding a prefix:\n%s", r.stderr)
 	}
 
 	// generate repairs all of it.
 	invgen(t, "generate").want(t, exitOK)
+	invgen(t, "check").want(t, exitOK)
+
+	// A prefix removed from the spec: check fails on its files, generate
+	// deletes them and its emptied directories, and nothing else.
+	mine := filepath.Join("gen", "flashsale", "mine.go")
+	writeFile(t, mine, "package flashsale\n")
+	writeFile(t, "inventory.yaml", strings.Replace(spec, "  - name: flash_sale\n    key: string\n", "", 1))
+	r = invgen(t, "check").want(t, exitFail)
+	if !strings.Contains(r.stderr, "orphaned: "+manager+" (the spec no longer generates it") ||
+		!strings.Contains(r.stderr, "orphaned: "+filepath.Join("gen", "flashsale", "db", "query.sql.go")) ||
+		strings.Contains(r.stderr, "mine.go") {
+		t.Errorf("check after removing a prefix:\n%s", r.stderr)
+	}
+	r = invgen(t, "generate").want(t, exitOK)
+	if !strings.Contains(r.stdout, "deleted "+manager+"\n") {
+		t.Errorf("generate after removing a prefix printed:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(filepath.Join("gen", "flashsale", "db")); !os.IsNotExist(err) {
+		t.Errorf("the removed prefix's db/ is still there (stat: %v)", err)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("generate deleted a file it did not write: %v", err)
+	}
 	invgen(t, "check").want(t, exitOK)
 }
 

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 )
 
 // Example is the README's quick start: a generated manager, one item, a

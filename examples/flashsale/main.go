@@ -30,8 +30,8 @@ import (
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
-	"github.com/invgen/invgen/examples/flashsale/inventory/flash_sale"
-	"github.com/invgen/invgen/examples/flashsale/inventory/gift_card"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
 	invrt "github.com/invgen/invgen/runtime"
 )
 
