@@ -70,7 +70,7 @@ type param struct {
 func managerMethods(p *Prefix) []method {
 	id := param{"id", jen.Id("Key")}
 	res := []jen.Code{jen.Id("Result"), jen.Error()}
-	return []method{
+	methods := []method{
 		{"Ping", "Ping checks that Redis and the ledger's database answer, and that the database records\n" +
 			"this Manager's layout or none yet (ErrLayoutMismatch).", nil, []jen.Code{jen.Error()}},
 		{"CreateTables", "CreateTables creates the ledger tables of " + p.Name + " if they are missing, records this\n" +
@@ -105,19 +105,12 @@ func managerMethods(p *Prefix) []method {
 			"ledger commit, once its lease has passed.", nil, []jen.Code{jen.Id("ReconcileReport"), jen.Error()}},
 		{"Audit", "Audit compares every item's Redis stock with the ledger and the journal and reports\n" +
 			"what differs, changing nothing (a dry run of repair).", nil, []jen.Code{jen.Id("AuditReport"), jen.Error()}},
-		{"RunFlusher", "RunFlusher writes the usage streams of " + p.Name + " to the ledger in batches until ctx\n" +
-			"is done, then drains them (stream ledger mode only). Several may run at once.",
-			[]param{{"cfg", rt("FlusherConfig")}}, []jen.Code{jen.Error()}},
-		{"Flush", "Flush writes everything the usage streams hold to the ledger now (stream mode only).",
-			nil, []jen.Code{jen.Int(), jen.Error()}},
-		{"FlushLag", "FlushLag reports how far the ledger is behind Redis: entries not yet written and the\n" +
-			"age of the oldest (zero in the sync mode).", nil, []jen.Code{rt("FlushLag"), jen.Error()}},
 		{"SwitchLayout", "SwitchLayout makes this Manager's layout (namespace, shards, ledger mode, max key\n" +
 			"length) the one the ledger database records for " + p.Name + ": it refuses while the recorded\n" +
 			"layout has unsettled changes, retires it (its processes stop within LayoutRecheck),\n" +
 			"waits, drains it, rebuilds Redis under the new layout from the ledger and records it.\n" +
 			"Call it from one process of the new layout (see SwitchLayout of the runtime).",
-			nil, []jen.Code{rt("LayoutSwitch"), jen.Error()}},
+			nil, []jen.Code{jen.Id("LayoutSwitch"), jen.Error()}},
 		{"RunJanitor", "RunJanitor reconciles, and if configured audits and repairs, on a schedule until ctx\n" +
 			"is done. Run it in a goroutine of its own.", []param{{"cfg", jen.Id("JanitorConfig")}}, []jen.Code{jen.Error()}},
 		{"Close", "Close stops the Manager: later calls get ErrClosed. It waits, until ctx is done, for the\n" +
@@ -125,6 +118,19 @@ func managerMethods(p *Prefix) []method {
 			"complete after their caller's context ended). Call it before the process exits.",
 			nil, []jen.Code{jen.Error()}},
 	}
+	if p.Ledger != "stream" {
+		return methods
+	}
+	// Only a stream prefix has streams to flush.
+	return append(methods,
+		method{"RunFlusher", "RunFlusher writes the usage streams of " + p.Name + " to the ledger in batches until ctx\n" +
+			"is done, then drains them. Several may run at once.",
+			[]param{{"cfg", jen.Id("FlusherConfig")}}, []jen.Code{jen.Error()}},
+		method{"Flush", "Flush writes everything the usage streams hold to the ledger now.",
+			nil, []jen.Code{jen.Int(), jen.Error()}},
+		method{"FlushLag", "FlushLag reports how far the ledger is behind Redis: entries not yet written and the\n" +
+			"age of the oldest.", nil, []jen.Code{jen.Id("FlushLag"), jen.Error()}},
+	)
 }
 
 // option is a re-exported runtime option.
@@ -239,6 +245,19 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 			t = t.Types(jen.Id("Key"))
 		}
 		f.Type().Id(a.name).Op("=").Add(t)
+	}
+	aliases := []struct{ name, doc string }{
+		{"LayoutSwitch", "LayoutSwitch is what SwitchLayout did."},
+	}
+	if p.Ledger == "stream" {
+		aliases = append(aliases,
+			struct{ name, doc string }{"FlusherConfig", "FlusherConfig configures RunFlusher."},
+			struct{ name, doc string }{"FlushReport", "FlushReport is what one round of a flusher wrote (FlusherConfig.OnFlush)."},
+			struct{ name, doc string }{"FlushLag", "FlushLag is how far the ledger is behind Redis."})
+	}
+	for _, a := range aliases {
+		f.Comment(a.doc)
+		f.Type().Id(a.name).Op("=").Add(rt(a.name))
 	}
 
 	var errDefs []jen.Code

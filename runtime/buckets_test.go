@@ -72,7 +72,7 @@ func bucketStock(t *testing.T, f *fixture[string], id string) map[string]int64 {
 func flushIfStream(t *testing.T, f *fixture[string], stream bool) {
 	t.Helper()
 	if stream {
-		_, err := f.m.Flush(ctx0)
+		_, err := f.flusher().Flush(ctx0)
 		testenv.Must(t, err, "Flush")
 	}
 }

@@ -246,9 +246,9 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 	if mode == "stream" {
 		// A flusher of the survivors takes over what the dead ones read.
 		fctx, stop := context.WithTimeout(ctx, 2*time.Second)
-		f.m.RunFlusher(fctx, invrt.FlusherConfig{ClaimAfter: 100 * time.Millisecond})
+		f.flusher().RunFlusher(fctx, invrt.FlusherConfig{ClaimAfter: 100 * time.Millisecond})
 		stop()
-		if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+		if lag, err := f.flusher().FlushLag(ctx); err != nil || lag.Entries != 0 {
 			t.Fatalf("flush lag after the drain = %+v, %v", lag, err)
 		}
 		if dup := sumSQL(t, f, "SELECT count(*) FROM (SELECT 1 FROM "+f.usageTable+" GROUP BY item_id, kind, op_key HAVING count(*) > 1) d"); dup != 0 {

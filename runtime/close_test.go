@@ -92,7 +92,7 @@ func TestCloseStopsFlusherAndJanitor(t *testing.T) {
 	m := f.reopen()
 	flusher := make(chan error, 1)
 	janitor := make(chan error, 1)
-	go func() { flusher <- m.RunFlusher(ctx, invrt.FlusherConfig{}) }()
+	go func() { flusher <- m.(streamer).RunFlusher(ctx, invrt.FlusherConfig{}) }()
 	go func() {
 		janitor <- m.RunJanitor(ctx, invrt.JanitorConfig[string]{ReconcileEvery: 10 * time.Millisecond})
 	}()
@@ -112,7 +112,7 @@ func TestCloseStopsFlusherAndJanitor(t *testing.T) {
 			t.Errorf("%s still runs a second after Close returned", name)
 		}
 	}
-	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+	if lag, err := f.flusher().FlushLag(ctx); err != nil || lag.Entries != 0 {
 		t.Fatalf("FlushLag after Close = %+v, %v; want the stream drained", lag, err)
 	}
 	f.assertConserved(t, "a")

@@ -181,10 +181,10 @@ func TestStreamCorruptItemIsRepaired(t *testing.T) {
 		testenv.Must(t, err, "Decr")
 	}
 	testenv.Must(t, f.rdb.Set(ctx, f.itemKey(t, "a"), "oops", 0).Err(), "garble")
-	if n, err := f.m.Flush(ctx); err != nil || n != 2 {
+	if n, err := f.flusher().Flush(ctx); err != nil || n != 2 {
 		t.Fatalf("Flush = %d, %v; want both entries written", n, err)
 	}
-	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+	if lag, err := f.flusher().FlushLag(ctx); err != nil || lag.Entries != 0 {
 		t.Fatalf("FlushLag after Flush = %+v, %v; want nothing left", lag, err)
 	}
 	testenv.Must(t, f.m.Refresh(ctx, "a"), "Refresh of the garbled item")

@@ -214,7 +214,7 @@ func TestChaosClusterFailover(t *testing.T) {
 	flctx, stopFlusher := context.WithCancel(ctx)
 	flushed := make(chan error, 1)
 	go func() {
-		flushed <- fs[1].m.RunFlusher(flctx, invrt.FlusherConfig{ClaimAfter: 500 * time.Millisecond})
+		flushed <- fs[1].flusher().RunFlusher(flctx, invrt.FlusherConfig{ClaimAfter: 500 * time.Millisecond})
 	}()
 	logs := []*buyLog{newBuyLog(), newBuyLog()}
 	stop := make(chan struct{})
@@ -283,7 +283,7 @@ func TestChaosClusterFailover(t *testing.T) {
 		_, err := f.m.Reconcile(ctx)
 		testenv.Must(t, err, "Reconcile")
 		if i == 1 {
-			_, err := f.m.Flush(ctx)
+			_, err := f.flusher().Flush(ctx)
 			testenv.Must(t, err, "Flush")
 		}
 		lost, oversold := checkBooks(t, f, f.m, logs[i], items, stock)
@@ -433,7 +433,7 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 				}
 			}
 			if tc.stream {
-				_, err := f.m.Flush(ctx)
+				_, err := f.flusher().Flush(ctx)
 				testenv.Must(t, err, "Flush")
 			}
 			time.Sleep(chaosLease + 100*time.Millisecond)

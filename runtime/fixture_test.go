@@ -37,10 +37,19 @@ type manager[K any] interface {
 	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
 	Audit(ctx context.Context) (invrt.AuditReport[K], error)
 	RunJanitor(ctx context.Context, cfg invrt.JanitorConfig[K]) error
+}
+
+// streamer is what the Manager of a stream prefix offers besides.
+type streamer interface {
 	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
 	Flush(ctx context.Context) (int, error)
 	FlushLag(ctx context.Context) (invrt.FlushLag, error)
 }
+
+var _ streamer = (*drop.Manager)(nil)
+
+// flusher is the fixture's manager as a stream prefix's.
+func (f *fixture[K]) flusher() streamer { return f.m.(streamer) }
 
 var (
 	_ manager[string]    = (*flashsale.Manager)(nil)

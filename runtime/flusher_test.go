@@ -79,12 +79,12 @@ func TestStreamFlushReturnsUnderTraffic(t *testing.T) {
 	stop := buyers(t, f, "hot", 16)
 	defer stop()
 	time.Sleep(300 * time.Millisecond)
-	before, err := f.m.FlushLag(ctx)
+	before, err := f.flusher().FlushLag(ctx)
 	testenv.Must(t, err, "FlushLag")
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	start := time.Now()
-	n, err := f.m.Flush(fctx)
+	n, err := f.flusher().Flush(fctx)
 	if err != nil {
 		t.Fatalf("Flush under traffic = %d, %v after %v (%d entries when called)", n, err, time.Since(start), before.Entries)
 	}
@@ -111,7 +111,7 @@ func TestFlusherStopsOnPermanentError(t *testing.T) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	err = f.m.RunFlusher(rctx, invrt.FlusherConfig{OnError: func(error) { reported.Add(1) }})
+	err = f.flusher().RunFlusher(rctx, invrt.FlusherConfig{OnError: func(error) { reported.Add(1) }})
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "42P01" {
 		t.Fatalf("RunFlusher returned %v after %v; want the undefined_table error", err, time.Since(start))
@@ -143,7 +143,7 @@ func TestFlusherReportsRoundErrors(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- f.m.RunFlusher(rctx, invrt.FlusherConfig{OnError: func(err error) {
+		done <- f.flusher().RunFlusher(rctx, invrt.FlusherConfig{OnError: func(err error) {
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()
@@ -184,14 +184,14 @@ func TestFlusherConsumersAreBounded(t *testing.T) {
 			_, err := f.m.Decr(ctx, "a", 1, "o"+strconv.Itoa(i))
 			testenv.Must(t, err, "Decr")
 		}
-		_, err := f.m.Flush(ctx)
+		_, err := f.flusher().Flush(ctx)
 		testenv.Must(t, err, "Flush")
 	}
 	for i := range 20 {
 		_, err := f.m.Decr(ctx, "a", 1, "r"+strconv.Itoa(i))
 		testenv.Must(t, err, "Decr")
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
-		if err := f.m.RunFlusher(rctx, invrt.FlusherConfig{}); !errors.Is(err, context.DeadlineExceeded) {
+		if err := f.flusher().RunFlusher(rctx, invrt.FlusherConfig{}); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("RunFlusher returned %v", err)
 		}
 		cancel()
@@ -211,7 +211,7 @@ func TestFlusherForgetsDeadConsumers(t *testing.T) {
 	f := streamFixture(t)
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "a", 1000), "Init")
-	_, err := f.m.Flush(ctx) // creates the group
+	_, err := f.flusher().Flush(ctx) // creates the group
 	testenv.Must(t, err, "Flush")
 	for _, s := range streams(f) {
 		testenv.Must(t, f.rdb.XGroupCreateConsumer(ctx, s, "invgen", "ghost").Err(), "create consumer")
@@ -232,7 +232,7 @@ func TestFlusherForgetsDeadConsumers(t *testing.T) {
 	time.Sleep(150 * time.Millisecond)
 	rctx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
 	defer cancel()
-	f.m.RunFlusher(rctx, invrt.FlusherConfig{ForgetAfter: 100 * time.Millisecond, ClaimAfter: time.Minute})
+	f.flusher().RunFlusher(rctx, invrt.FlusherConfig{ForgetAfter: 100 * time.Millisecond, ClaimAfter: time.Minute})
 	for _, s := range streams(f) {
 		cs, err := f.rdb.XInfoConsumers(ctx, s, "invgen").Result()
 		testenv.Must(t, err, "consumers")

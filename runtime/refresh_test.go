@@ -205,7 +205,7 @@ func TestRefreshDoesNotLoadAfterItsFenceExpired(t *testing.T) {
 	if err := <-refreshed; !errors.Is(err, invrt.ErrBusy) {
 		t.Errorf("Refresh whose fence expired = %v, want ErrBusy", err)
 	}
-	_, err = f.m.Flush(ctx)
+	_, err = f.flusher().Flush(ctx)
 	testenv.Must(t, err, "Flush")
 	if got := f.assertConserved(t, "a"); got != 8 {
 		t.Fatalf("stock %d, want 8", got)

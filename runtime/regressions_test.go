@@ -72,7 +72,7 @@ func TestStreamRepeatAfterOpTTLIsCorrected(t *testing.T) {
 	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
 	_, err := f.m.Decr(ctx, "a", 3, "d1")
 	testenv.Must(t, err, "Decr")
-	_, err = f.m.Flush(ctx)
+	_, err = f.flusher().Flush(ctx)
 	testenv.Must(t, err, "Flush")
 	time.Sleep(200 * time.Millisecond) // the op record expires
 	if _, err := f.m.Decr(ctx, "a", 3, "d1"); err != nil {
@@ -81,7 +81,7 @@ func TestStreamRepeatAfterOpTTLIsCorrected(t *testing.T) {
 	var conflicts int
 	fctx, stop := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer stop()
-	f.m.RunFlusher(fctx, invrt.FlusherConfig{OnFlush: func(r invrt.FlushReport) { conflicts += r.Conflicts }})
+	f.flusher().RunFlusher(fctx, invrt.FlusherConfig{OnFlush: func(r invrt.FlushReport) { conflicts += r.Conflicts }})
 	if conflicts != 1 {
 		t.Fatalf("the flusher reported %d conflicts, want 1", conflicts)
 	}
@@ -116,7 +116,7 @@ func TestStreamRepeatInOneBatchIsCorrected(t *testing.T) {
 			if r.Replayed {
 				t.Fatalf("the repeat was replayed; the test needs Redis to have forgotten it")
 			}
-			n, err := f.m.Flush(ctx)
+			n, err := f.flusher().Flush(ctx)
 			testenv.Must(t, err, "Flush")
 			if n != 3 {
 				t.Fatalf("Flush wrote %d entries, want 3", n)
@@ -172,7 +172,7 @@ func TestStreamConflictRefreshIsRetried(t *testing.T) {
 	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
 	_, err := f.m.Decr(ctx, "a", 3, "d1")
 	testenv.Must(t, err, "Decr")
-	_, err = f.m.Flush(ctx)
+	_, err = f.flusher().Flush(ctx)
 	testenv.Must(t, err, "Flush")
 	time.Sleep(200 * time.Millisecond) // Redis forgets d1
 	if _, err := f.m.Decr(ctx, "a", 3, "d1"); err != nil {
@@ -184,7 +184,7 @@ func TestStreamConflictRefreshIsRetried(t *testing.T) {
 	fctx, stop := context.WithTimeout(ctx, 2500*time.Millisecond)
 	defer stop()
 	var errs int
-	f.m.RunFlusher(fctx, invrt.FlusherConfig{OnError: func(error) { errs++ }})
+	f.flusher().RunFlusher(fctx, invrt.FlusherConfig{OnError: func(error) { errs++ }})
 	if errs == 0 {
 		t.Error("the failed refresh of the conflict was not reported")
 	}

@@ -121,7 +121,7 @@ func TestStreamRefreshOfItemWithLargeBacklog(t *testing.T) {
 	if left := unflushedOf(t, f, item); left != 0 {
 		t.Fatalf("%d unflushed entries left after a Refresh with no buyers", left)
 	}
-	_, err = f.m.Flush(ctx)
+	_, err = f.flusher().Flush(ctx)
 	testenv.Must(t, err, "Flush")
 	f.assertConserved(t, "a")
 }
@@ -136,7 +136,7 @@ func TestStreamBacklogIsReported(t *testing.T) {
 	err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: streamOf(t, f, "a"), ID: strconv.FormatInt(old.UnixMilli(), 10) + "-1",
 		Values: []any{"i", "a", "k", "decr", "d", -1, "o", "old", "n", 1}}).Err()
 	testenv.Must(t, err, "xadd")
-	lag, err := f.m.FlushLag(ctx)
+	lag, err := f.flusher().FlushLag(ctx)
 	testenv.Must(t, err, "FlushLag")
 	if !lag.Backlog || lag.Oldest < invrt.BacklogAge {
 		t.Fatalf("FlushLag = %+v; want a backlog reported", lag)
@@ -146,9 +146,9 @@ func TestStreamBacklogIsReported(t *testing.T) {
 	if !rep.Flush.Backlog || rep.Flush.Entries != 1 {
 		t.Fatalf("Audit flush lag = %+v; want the backlog reported", rep.Flush)
 	}
-	_, err = f.m.Flush(ctx)
+	_, err = f.flusher().Flush(ctx)
 	testenv.Must(t, err, "Flush")
-	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Backlog || lag.Entries != 0 {
+	if lag, err := f.flusher().FlushLag(ctx); err != nil || lag.Backlog || lag.Entries != 0 {
 		t.Fatalf("FlushLag after a flush = %+v, %v", lag, err)
 	}
 }
@@ -205,7 +205,7 @@ func TestStreamRefreshAllWritesEveryItemsEntries(t *testing.T) {
 	if _, err := f.m.RefreshAll(ctx); err != nil {
 		t.Fatalf("RefreshAll: %v", err)
 	}
-	_, err := f.m.Flush(ctx)
+	_, err := f.flusher().Flush(ctx)
 	testenv.Must(t, err, "Flush")
 	for i := range items {
 		if got := f.assertConserved(t, f.key(i)); got != 1000-buys {

@@ -48,20 +48,20 @@ func TestStreamOperations(t *testing.T) {
 	if n := usageRows(t, f); n != 0 {
 		t.Fatalf("the ledger has %d usage rows before any flush; the stream mode writes none itself", n)
 	}
-	lag, err := f.m.FlushLag(ctx)
+	lag, err := f.flusher().FlushLag(ctx)
 	if err != nil || lag.Entries != 2 {
 		t.Fatalf("FlushLag = %+v, %v; want 2 entries", lag, err)
 	}
-	if n, err := f.m.Flush(ctx); err != nil || n != 2 {
+	if n, err := f.flusher().Flush(ctx); err != nil || n != 2 {
 		t.Fatalf("Flush = %d, %v; want 2", n, err)
 	}
-	if n, err := f.m.Flush(ctx); err != nil || n != 0 {
+	if n, err := f.flusher().Flush(ctx); err != nil || n != 0 {
 		t.Fatalf("second Flush = %d, %v; want 0", n, err)
 	}
 	if n := usageRows(t, f); n != 2 {
 		t.Fatalf("the ledger has %d usage rows after the flush, want 2", n)
 	}
-	if lag, err := f.m.FlushLag(ctx); err != nil || lag.Entries != 0 {
+	if lag, err := f.flusher().FlushLag(ctx); err != nil || lag.Entries != 0 {
 		t.Fatalf("FlushLag after the flush = %+v, %v", lag, err)
 	}
 	keys, err := testenv.Keys(ctx, f.rdb, f.ns)
@@ -122,7 +122,7 @@ func TestStreamConcurrent(t *testing.T) {
 	)
 	flushed := make(chan error)
 	go func() {
-		flushed <- f.m.RunFlusher(fctx, invrt.FlusherConfig{OnFlush: func(r invrt.FlushReport) {
+		flushed <- f.flusher().RunFlusher(fctx, invrt.FlusherConfig{OnFlush: func(r invrt.FlushReport) {
 			lagsMu.Lock()
 			lags = append(lags, r.Oldest)
 			lagsMu.Unlock()
@@ -176,7 +176,7 @@ func TestStreamConcurrent(t *testing.T) {
 	if v := bad.Load(); v != nil {
 		t.Fatal(v)
 	}
-	if lag, _ := f.m.FlushLag(ctx); lag.Entries != 0 {
+	if lag, _ := f.flusher().FlushLag(ctx); lag.Entries != 0 {
 		t.Fatalf("%d entries left after the flusher drained", lag.Entries)
 	}
 	got := f.assertConserved(t, "hot")

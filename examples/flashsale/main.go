@@ -32,7 +32,6 @@ import (
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
-	invrt "github.com/invgen/invgen/runtime"
 )
 
 func main() {
@@ -252,7 +251,7 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buye
 	fctx, stopFlusher := context.WithCancel(ctx)
 	defer stopFlusher()
 	flushed := make(chan error, 1)
-	go func() { flushed <- inv.RunFlusher(fctx, invrt.FlusherConfig{Redis: flusherRedis}) }()
+	go func() { flushed <- inv.RunFlusher(fctx, drop.FlusherConfig{Redis: flusherRedis}) }()
 
 	fmt.Printf("\nthe same crowd on the stream ledger (prefix drop): %d buyers on %q with %d units\n", buyers, hot, stock)
 	var (

@@ -32,9 +32,13 @@ type manager[K any] interface {
 	Reconcile(ctx context.Context) (invrt.ReconcileReport, error)
 	Audit(ctx context.Context) (invrt.AuditReport[K], error)
 	RunJanitor(ctx context.Context, cfg invrt.JanitorConfig[K]) error
+	CreateTables(ctx context.Context) error
+}
+
+// streamer is what the Manager of a stream prefix offers besides.
+type streamer interface {
 	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
 	Flush(ctx context.Context) (int, error)
-	CreateTables(ctx context.Context) error
 }
 
 // Prefix describes one generated example package: its tables, its Redis
@@ -241,9 +245,28 @@ func (a adapter[K]) Janitor(ctx context.Context, d time.Duration) error {
 	return nil
 }
 func (a adapter[K]) RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error {
-	return a.m.RunFlusher(ctx, cfg)
+	s, err := a.streamer()
+	if err != nil {
+		return err
+	}
+	return s.RunFlusher(ctx, cfg)
 }
-func (a adapter[K]) Flush(ctx context.Context) (int, error) { return a.m.Flush(ctx) }
+func (a adapter[K]) Flush(ctx context.Context) (int, error) {
+	s, err := a.streamer()
+	if err != nil {
+		return 0, err
+	}
+	return s.Flush(ctx)
+}
+
+// streamer is the manager as a stream prefix's: a sync prefix's Manager
+// has no streams to flush.
+func (a adapter[K]) streamer() (streamer, error) {
+	if s, ok := a.m.(streamer); ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("%w: %T has no streams to flush", invrt.ErrInvalidArgument, a.m)
+}
 func (a adapter[K]) CreateTables(ctx context.Context) error { return a.m.CreateTables(ctx) }
 func (a adapter[K]) Close(ctx context.Context) error {
 	if c, ok := any(a.m).(interface{ Close(context.Context) error }); ok {

@@ -69,6 +69,9 @@ type JanitorConfig = invrt.JanitorConfig[Key]
 // JanitorReport is the outcome of one janitor round.
 type JanitorReport = invrt.JanitorReport[Key]
 
+// LayoutSwitch is what SwitchLayout did.
+type LayoutSwitch = invrt.LayoutSwitch
+
 // Errors, checked with errors.Is. They are the runtime's sentinels.
 var (
 	// ErrNotFound: the item (or the purchase to release) does not exist.
@@ -265,29 +268,12 @@ func (m *Manager) Audit(ctx context.Context) (AuditReport, error) {
 	return m.core.Audit(ctx)
 }
 
-// RunFlusher writes the usage streams of coupon to the ledger in batches until ctx
-// is done, then drains them (stream ledger mode only). Several may run at once.
-func (m *Manager) RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error {
-	return m.core.RunFlusher(ctx, cfg)
-}
-
-// Flush writes everything the usage streams hold to the ledger now (stream mode only).
-func (m *Manager) Flush(ctx context.Context) (int, error) {
-	return m.core.Flush(ctx)
-}
-
-// FlushLag reports how far the ledger is behind Redis: entries not yet written and the
-// age of the oldest (zero in the sync mode).
-func (m *Manager) FlushLag(ctx context.Context) (invrt.FlushLag, error) {
-	return m.core.FlushLag(ctx)
-}
-
 // SwitchLayout makes this Manager's layout (namespace, shards, ledger mode, max key
 // length) the one the ledger database records for coupon: it refuses while the recorded
 // layout has unsettled changes, retires it (its processes stop within LayoutRecheck),
 // waits, drains it, rebuilds Redis under the new layout from the ledger and records it.
 // Call it from one process of the new layout (see SwitchLayout of the runtime).
-func (m *Manager) SwitchLayout(ctx context.Context) (invrt.LayoutSwitch, error) {
+func (m *Manager) SwitchLayout(ctx context.Context) (LayoutSwitch, error) {
 	return m.core.SwitchLayout(ctx)
 }
 
