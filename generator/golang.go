@@ -105,6 +105,9 @@ func managerMethods(p *Prefix) []method {
 			"ledger commit, once its lease has passed.", nil, []jen.Code{jen.Id("ReconcileReport"), jen.Error()}},
 		{"Audit", "Audit compares every item's Redis stock with the ledger and the journal and reports\n" +
 			"what differs, changing nothing (a dry run of repair).", nil, []jen.Code{jen.Id("AuditReport"), jen.Error()}},
+		{"JournalLen", "JournalLen counts the changes between their Redis step and their ledger commit: the\n" +
+			"journal entries of every shard. A number that keeps growing means the ledger is failing.",
+			nil, []jen.Code{jen.Int64(), jen.Error()}},
 		{"SwitchLayout", "SwitchLayout makes this Manager's layout (namespace, shards, ledger mode, max key\n" +
 			"length) the one the ledger database records for " + p.Name + ": it refuses while the recorded\n" +
 			"layout has unsettled changes, retires it (its processes stop within LayoutRecheck),\n" +
@@ -150,6 +153,7 @@ var options = []option{
 	{"WithLedgerTimeout", "d", jen.Qual("time", "Duration"), "WithLedgerTimeout bounds the SQL calls that settle a change whose ledger write failed (default 5s)."},
 	{"WithSoldOutCache", "d", jen.Qual("time", "Duration"), "WithSoldOutCache refuses purchases of a sold-out item in the process, without Redis, for up to d\nat a time; units that come back become sellable within d (default: off)."},
 	{"WithReplicaAck", "d", jen.Qual("time", "Duration"), "WithReplicaAck makes each change wait up to d for a replica to confirm it (Redis WAIT),\nso that a failover loses no acknowledged change (default: off)."},
+	{"WithObserver", "o", jen.Id("Observer"), "WithObserver reports every operation to o: metrics (invgen/metrics, Prometheus),\ntracing (invgen/tracing, OpenTelemetry) or your own (default: none)."},
 }
 
 var sentinels = []struct{ name, doc string }{
@@ -248,6 +252,7 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 	}
 	aliases := []struct{ name, doc string }{
 		{"LayoutSwitch", "LayoutSwitch is what SwitchLayout did."},
+		{"Observer", "Observer watches a Manager for metrics and tracing (see WithObserver)."},
 	}
 	if p.Ledger == "stream" {
 		aliases = append(aliases,

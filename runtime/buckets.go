@@ -701,7 +701,9 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 // insertSettled writes e as a committed row and reports whether it is in
 // the ledger. When the insert's fate is unknown a void row decides it.
 func (c *Core[K]) insertSettled(ctx context.Context, e Entry[K]) (bool, error) {
+	start := time.Now()
 	err := c.ledger.Insert(ctx, e)
+	c.observeLedger(e.Kind, start, err)
 	if err == nil {
 		return true, nil
 	}

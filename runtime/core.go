@@ -212,7 +212,9 @@ func (c *Core[K]) Init(ctx context.Context, id K, qty int64) error {
 // (1..MaxBuckets, at most the prefix's shards), whatever Config.Buckets
 // says: for one hot item, so that its purchases spread over as many Redis
 // Cluster masters (see buckets.go). The count is the item's for good.
-func (c *Core[K]) InitBuckets(ctx context.Context, id K, qty int64, buckets int) error {
+func (c *Core[K]) InitBuckets(ctx context.Context, id K, qty int64, buckets int) (err error) {
+	ctx, done := c.observe(ctx, OpInit)
+	defer func() { done(false, err) }()
 	if err := c.enter(ctx); err != nil {
 		return err
 	}
@@ -257,7 +259,9 @@ func (c *Core[K]) InitBuckets(ctx context.Context, id K, qty int64, buckets int)
 
 // Get returns the units of an item available now. An item Redis lacks is
 // loaded from the ledger first; one the ledger lacks too is ErrNotFound.
-func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
+func (c *Core[K]) Get(ctx context.Context, id K) (_ int64, err error) {
+	ctx, done := c.observe(ctx, OpGet)
+	defer func() { done(false, err) }()
 	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
@@ -307,10 +311,7 @@ func (c *Core[K]) Get(ctx context.Context, id K) (int64, error) {
 // available. It succeeds only once the usage row is committed in the
 // ledger. Repeating it with the same op key returns the first outcome.
 func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
-	if err := checkUnits(n); err != nil {
-		return Result{}, err
-	}
-	return c.change(ctx, KindDecr, id, strconv.FormatInt(n, 10), opKey)
+	return c.change(ctx, KindDecr, id, strconv.FormatInt(n, 10), opKey, checkUnits(n))
 }
 
 // Incr returns n units to an item for the operation opKey. It never returns
@@ -318,17 +319,14 @@ func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result
 // item's capacity gets ErrOverLimit. Repeating it with the same op key
 // returns the first outcome.
 func (c *Core[K]) Incr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
-	if err := checkUnits(n); err != nil {
-		return Result{}, err
-	}
-	return c.change(ctx, KindIncr, id, strconv.FormatInt(n, 10), opKey)
+	return c.change(ctx, KindIncr, id, strconv.FormatInt(n, 10), opKey, checkUnits(n))
 }
 
 // Release gives back exactly the units that the Decr with the same op key
 // took, once. A release of an op key that took nothing (unknown, rejected
 // or voided) gets ErrNotFound. Repeating it returns the first outcome.
 func (c *Core[K]) Release(ctx context.Context, id K, opKey string) (Result, error) {
-	return c.change(ctx, KindRelease, id, "", opKey)
+	return c.change(ctx, KindRelease, id, "", opKey, nil)
 }
 
 // Adjust changes an item's capacity and stock by delta (an operator's
@@ -337,10 +335,11 @@ func (c *Core[K]) Release(ctx context.Context, id K, opKey string) (Result, erro
 // ErrInsufficientStock. Repeating it with the same op key returns the first
 // outcome.
 func (c *Core[K]) Adjust(ctx context.Context, id K, delta int64, opKey string) (Result, error) {
+	var bad error
 	if delta == 0 || delta > MaxQuantity || delta < -MaxQuantity {
-		return Result{}, argError("delta %d is zero or out of range ±%d", delta, MaxQuantity)
+		bad = argError("delta %d is zero or out of range ±%d", delta, MaxQuantity)
 	}
-	return c.change(ctx, KindAdjust, id, strconv.FormatInt(delta, 10), opKey)
+	return c.change(ctx, KindAdjust, id, strconv.FormatInt(delta, 10), opKey, bad)
 }
 
 func checkUnits(n int64) error {
@@ -371,8 +370,14 @@ type reserveReply struct {
 }
 
 // change runs one change through reserve.lua and then the ledger. arg is
-// what reserve.lua takes as ARGV[2].
-func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string) (Result, error) {
+// what reserve.lua takes as ARGV[2]; bad, if not nil, is the caller's
+// refusal of its arguments, returned (and observed) before anything else.
+func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string, bad error) (res Result, err error) {
+	ctx, done := c.observe(ctx, Op(kind))
+	defer func() { done(res.Replayed, err) }()
+	if bad != nil {
+		return Result{}, bad
+	}
 	if err := c.enter(ctx); err != nil {
 		return Result{}, err
 	}
@@ -882,7 +887,9 @@ func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 // finish inserts the row of a reserved change over conn and settles the
 // change by the outcome.
 func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
+	start := time.Now()
 	err := conn.Insert(ctx, e)
+	c.observeLedger(e.Kind, start, err)
 	if err == nil {
 		// The row is committed: the change happened. A decrease is in
 		// Redis already, so clearing its journal entry is batched (see

@@ -56,8 +56,14 @@ type AuditReport[K any] struct {
 // between the reads; an item is reported only when two looks agree. It
 // opens the gate of every server of the prefix first (see gate.go), so
 // that items a server lost writes of are reported Stale.
-func (c *Core[K]) Audit(ctx context.Context) (AuditReport[K], error) {
-	var rep AuditReport[K]
+func (c *Core[K]) Audit(ctx context.Context) (rep AuditReport[K], err error) {
+	ctx, done := c.observe(ctx, OpAudit)
+	defer func() {
+		done(false, err)
+		if o := c.opt.observer; o != nil && err == nil {
+			o.Audited(c.prefix, rep.Items, len(rep.Drift), rep.Expired)
+		}
+	}()
 	if err := c.enter(ctx); err != nil {
 		return rep, err
 	}
@@ -382,6 +388,9 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 		audit = t.C
 	}
 	report := func(r JanitorReport[K]) {
+		if r.Err != nil && ctx.Err() == nil {
+			c.opt.logger.Error("invgen: janitor round failed", "prefix", c.prefix, "err", r.Err)
+		}
 		if cfg.OnReport != nil {
 			cfg.OnReport(r)
 		}

@@ -19,6 +19,7 @@ type options struct {
 	replicaAck    time.Duration
 	soldOut       time.Duration
 	logger        *slog.Logger
+	observer      Observer
 }
 
 // maxFenceTTL bounds WithFenceTTL: a fence reaching further than this was

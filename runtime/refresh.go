@@ -19,7 +19,9 @@ import (
 // pending, and lifts the fence. It never overwrites a change that happened
 // meanwhile. It rebuilds an item whose Redis keys are gone; an item the
 // ledger does not know is ErrNotFound.
-func (c *Core[K]) Refresh(ctx context.Context, id K) error {
+func (c *Core[K]) Refresh(ctx context.Context, id K) (err error) {
+	ctx, done := c.observe(ctx, OpRefresh)
+	defer func() { done(false, err) }()
 	if err := c.enter(ctx); err != nil {
 		return err
 	}
@@ -264,7 +266,9 @@ func (c *Core[K]) pendingOf(ctx context.Context, k itemKeys) ([]string, error) {
 // that cannot be loaded that way (another refresh holds it, or a change of
 // it is pending) gets a Refresh of its own. It returns how many items it
 // loaded; errors of single items are joined and do not stop the others.
-func (c *Core[K]) RefreshAll(ctx context.Context) (int, error) {
+func (c *Core[K]) RefreshAll(ctx context.Context) (_ int, err error) {
+	ctx, done := c.observe(ctx, OpRefreshAll)
+	defer func() { done(false, err) }()
 	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
@@ -487,8 +491,14 @@ type ReconcileReport struct {
 // undoes it in Redis to match. Run it after a crash, or on a schedule. An
 // entry that cannot be settled does not stop the others: its error is
 // joined into the one returned.
-func (c *Core[K]) Reconcile(ctx context.Context) (ReconcileReport, error) {
-	var rep ReconcileReport
+func (c *Core[K]) Reconcile(ctx context.Context) (rep ReconcileReport, err error) {
+	ctx, done := c.observe(ctx, OpReconcile)
+	defer func() {
+		done(false, err)
+		if o := c.opt.observer; o != nil {
+			o.Reconciled(c.prefix, rep)
+		}
+	}()
 	if err := c.enter(ctx); err != nil {
 		return rep, err
 	}

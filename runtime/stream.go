@@ -731,7 +731,9 @@ func (c *Core[K]) RunFlusher(ctx context.Context, cfg FlusherConfig) error {
 }
 
 // Flush writes everything the prefix's streams hold to the ledger now.
-func (c *Core[K]) Flush(ctx context.Context) (int, error) {
+func (c *Core[K]) Flush(ctx context.Context) (_ int, err error) {
+	ctx, done := c.observe(ctx, OpFlush)
+	defer func() { done(false, err) }()
 	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
@@ -746,6 +748,9 @@ func (c *Core[K]) Flush(ctx context.Context) (int, error) {
 func (c *Core[K]) flusher(cfg FlusherConfig) (*Flusher, error) {
 	if !c.stream {
 		return nil, argError("prefix %s uses the sync ledger: there is nothing to flush", c.prefix)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = c.opt.logger // WithLogger
 	}
 	f, err := NewFlusher(c.rdb, c.opt.namespace, c.prefix, len(c.ks.tags), c.ledger, cfg)
 	if err != nil {

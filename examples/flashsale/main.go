@@ -10,6 +10,11 @@
 // some cancel afterwards (Release). A few other items of each key type
 // (string, int64, uuid) trade alongside. Then the same crowd buys from the
 // stream-ledger prefix, with a flusher writing the ledger beside them.
+//
+// Both managers report to Prometheus metrics (invgen/metrics); the demo
+// prints a few lines of them at the end, and with -metrics :9464 serves
+// them at http://localhost:9464/metrics while it runs, and afterwards
+// until interrupted.
 package main
 
 import (
@@ -18,31 +23,77 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
+	"github.com/invgen/invgen/metrics"
 )
 
 func main() {
 	buyers := flag.Int("buyers", 20_000, "concurrent buyers of the hot SKU")
 	stock := flag.Int64("stock", 1_000, "units of the hot SKU")
+	addr := flag.String("metrics", "", "serve the Prometheus metrics at this address (e.g. :9464), and keep serving after the sale until interrupted")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := run(ctx, *buyers, *stock); err != nil {
+	reg := prometheus.NewRegistry()
+	obs, err := metrics.New(reg)
+	if err == nil && *addr != "" {
+		srv := &http.Server{Addr: *addr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.ListenAndServe()
+		defer srv.Close()
+		fmt.Printf("metrics at http://%s/metrics\n", *addr)
+	}
+	if err == nil {
+		err = run(ctx, obs, *buyers, *stock)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "flashsale:", err)
 		os.Exit(1)
+	}
+	printMetrics(reg)
+	if *addr != "" {
+		fmt.Println("serving the metrics until interrupted")
+		stop, _ := signal.NotifyContext(context.Background(), os.Interrupt)
+		<-stop.Done()
+	}
+}
+
+// printMetrics prints the purchases by outcome and the ledger writes of
+// the sale, as the metrics endpoint shows them.
+func printMetrics(reg *prometheus.Registry) {
+	mfs, _ := reg.Gather()
+	fmt.Println("\nsome of the metrics (invgen/metrics), as a scrape shows them:")
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "invgen_operations_total", "invgen_ledger_write_seconds", "invgen_journal_entries", "invgen_flush_backlog_entries":
+		default:
+			continue
+		}
+		var b strings.Builder
+		expfmt.MetricFamilyToText(&b, mf)
+		for _, line := range strings.Split(b.String(), "\n") {
+			if strings.Contains(line, `op="decr"`) || strings.Contains(line, "_count{") || strings.HasPrefix(line, "invgen_journal") || strings.HasPrefix(line, "invgen_flush") {
+				fmt.Println("  " + line)
+			}
+		}
 	}
 }
 
@@ -59,7 +110,7 @@ const (
 	hot       = "sku-hot"
 )
 
-func run(ctx context.Context, buyers int, stock int64) error {
+func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64) error {
 	pool, rdb, err := connect(ctx)
 	if err != nil {
 		return err
@@ -68,8 +119,12 @@ func run(ctx context.Context, buyers int, stock int64) error {
 	defer rdb.Close()
 
 	// Three generated packages, one per prefix of inventory.yaml.
-	sale, err := flashsale.New(pool, rdb, flashsale.WithNamespace(namespace))
+	sale, err := flashsale.New(pool, rdb, flashsale.WithNamespace(namespace), flashsale.WithObserver(obs))
 	if err != nil {
+		return err
+	}
+	defer sale.Close(context.WithoutCancel(ctx)) // before the pools close
+	if err := obs.Watch(flashsale.Prefix, sale.JournalLen, nil); err != nil {
 		return err
 	}
 	coupons, err := coupon.New(pool, rdb, coupon.WithNamespace(namespace))
@@ -227,15 +282,19 @@ func run(ctx context.Context, buyers int, stock int64) error {
 		return fmt.Errorf("the ledger and Redis disagree: %v", problems)
 	}
 	fmt.Println("Redis and the SQL ledger agree on every item; nothing oversold.")
-	return streamSale(ctx, pool, rdb, buyers, stock)
+	return streamSale(ctx, pool, rdb, obs, buyers, stock)
 }
 
 // streamSale runs the same crowd against the drop prefix, on the stream
 // ledger: purchases answer at Redis speed and a flusher writes the ledger
 // beside them. Once it has drained, Redis and the ledger must agree.
-func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, buyers int, stock int64) error {
-	inv, err := drop.New(pool, rdb, drop.WithNamespace(namespace))
+func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, obs *metrics.Observer, buyers int, stock int64) error {
+	inv, err := drop.New(pool, rdb, drop.WithNamespace(namespace), drop.WithObserver(obs))
 	if err != nil {
+		return err
+	}
+	defer inv.Close(context.WithoutCancel(ctx))
+	if err := obs.Watch(drop.Prefix, inv.JournalLen, inv.FlushLag); err != nil {
 		return err
 	}
 	if err := inv.CreateTables(ctx); err != nil {

@@ -74,6 +74,9 @@ type JanitorReport = invrt.JanitorReport[Key]
 // LayoutSwitch is what SwitchLayout did.
 type LayoutSwitch = invrt.LayoutSwitch
 
+// Observer watches a Manager for metrics and tracing (see WithObserver).
+type Observer = invrt.Observer
+
 // Errors, checked with errors.Is. They are the runtime's sentinels.
 var (
 	// ErrNotFound: the item (or the purchase to release) does not exist.
@@ -146,6 +149,12 @@ func WithSoldOutCache(d time.Duration) Option {
 // so that a failover loses no acknowledged change (default: off).
 func WithReplicaAck(d time.Duration) Option {
 	return invrt.WithReplicaAck(d)
+}
+
+// WithObserver reports every operation to o: metrics (invgen/metrics, Prometheus),
+// tracing (invgen/tracing, OpenTelemetry) or your own (default: none).
+func WithObserver(o Observer) Option {
+	return invrt.WithObserver(o)
 }
 
 //go:embed schema.sql
@@ -268,6 +277,12 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 // what differs, changing nothing (a dry run of repair).
 func (m *Manager) Audit(ctx context.Context) (AuditReport, error) {
 	return m.core.Audit(ctx)
+}
+
+// JournalLen counts the changes between their Redis step and their ledger commit: the
+// journal entries of every shard. A number that keeps growing means the ledger is failing.
+func (m *Manager) JournalLen(ctx context.Context) (int64, error) {
+	return m.core.JournalLen(ctx)
 }
 
 // SwitchLayout makes this Manager's layout (namespace, shards, ledger mode, max key
