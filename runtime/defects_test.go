@@ -1,7 +1,7 @@
 package runtime_test
 
-// One test per defect of the Python library this replaces (DESIGN.md
-// section 7): each would have failed against it.
+// One test per defect of the Python library this replaces (the README's
+// "What the Python library got wrong"): each would have failed against it.
 
 import (
 	"context"
