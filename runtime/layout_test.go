@@ -184,29 +184,35 @@ func everyCall(id string) map[string]func(context.Context, manager[string]) erro
 		"RunFlusher": func(ctx context.Context, m manager[string]) error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			s, ok := m.(streamer)
-			if !ok {
-				return errNoSuchCall
+			s, err := asStreamer(m)
+			if err != nil {
+				return err
 			}
 			return s.RunFlusher(ctx, invrt.FlusherConfig{})
 		},
 		"Flush": func(ctx context.Context, m manager[string]) error {
-			s, ok := m.(streamer)
-			if !ok {
-				return errNoSuchCall
+			s, err := asStreamer(m)
+			if err == nil {
+				_, err = s.Flush(ctx)
 			}
-			_, err := s.Flush(ctx)
 			return err
 		},
 		"FlushLag": func(ctx context.Context, m manager[string]) error {
-			s, ok := m.(streamer)
-			if !ok {
-				return errNoSuchCall
+			s, err := asStreamer(m)
+			if err == nil {
+				_, err = s.FlushLag(ctx)
 			}
-			_, err := s.FlushLag(ctx)
 			return err
 		},
 	}
+}
+
+// asStreamer is m as a stream prefix's manager, or errNoSuchCall.
+func asStreamer(m manager[string]) (streamer, error) {
+	if s, ok := m.(streamer); ok {
+		return s, nil
+	}
+	return nil, errNoSuchCall
 }
 
 // errNoSuchCall: the manager has no such method (a sync prefix's has no
