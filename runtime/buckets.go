@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"slices"
 	"strconv"
 	"time"
 
@@ -96,10 +95,9 @@ func bucketOf(opKey string, n int) int {
 type spread struct {
 	n       int
 	keys    []itemKeys
-	first   int   // the op key's own bucket
-	order   []int // the buckets to try, in turn
-	at      int   // the bucket tried now: order[at], or bucket 0 when at < 0
-	loads   []int64
+	first   int       // the op key's own bucket
+	at      int       // how far the way has gone: the bucket tried now is first+at mod n
+	loads   []int64   // each bucket's load count at its refusal, -1 if not tried
 	sum     int64     // stock of the buckets that refused
 	final   bool      // every refusal was final (reserve.lua's flag)
 	soldOut int64     // the shortest sold-out period left, 0 if one bucket had none
@@ -114,7 +112,7 @@ func (c *Core[K]) newSpread(item string, n int, opKey string) *spread {
 }
 
 // goTo makes bucket b the one tried now.
-func (sp *spread) goTo(b int) { sp.at = slices.Index(sp.order, b) }
+func (sp *spread) goTo(b int) { sp.at = (b - sp.first + sp.n) % sp.n }
 
 // own is the purchase's own bucket, where its pointer lives.
 func (sp *spread) own() itemKeys { return sp.keys[sp.first] }
@@ -124,17 +122,13 @@ func (sp *spread) over() bool { return sp.bucket() != sp.first }
 
 // restart starts the way again, from the op key's own bucket.
 func (sp *spread) restart() {
-	sp.order = sp.order[:0]
-	for i := range sp.n {
-		sp.order = append(sp.order, (sp.first+i)%sp.n)
-	}
 	sp.at, sp.sum, sp.final, sp.soldOut, sp.sent = 0, 0, true, -1, time.Time{}
 	for b := range sp.loads {
 		sp.loads[b] = -1
 	}
 }
 
-func (sp *spread) bucket() int { return sp.order[sp.at] }
+func (sp *spread) bucket() int { return (sp.first + sp.at) % sp.n }
 
 func (sp *spread) current() itemKeys { return sp.keys[sp.bucket()] }
 
@@ -156,7 +150,7 @@ func (sp *spread) refused(r reserveReply, sent time.Time) {
 
 // next moves to the next bucket to try.
 func (sp *spread) next() (itemKeys, bool) {
-	if sp.at+1 < len(sp.order) {
+	if sp.at+1 < sp.n {
 		sp.at++
 		return sp.current(), true
 	}
