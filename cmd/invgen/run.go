@@ -27,6 +27,9 @@ Usage:
   invgen generate [-f FILE]   write the packages the spec describes
   invgen check    [-f FILE]   exit 1 if the packages on disk differ from the spec
   invgen flush    [-f FILE]   write the stream ledger's Redis streams to SQL
+  invgen admin    [-f FILE] VERB PREFIX [ARGS]
+                              list, get, init, adjust, audit, reconcile, refresh,
+                              lag or drain the inventory of a prefix
   invgen version              print the version
 
 FILE defaults to inventory.yaml. Run "invgen COMMAND -h" for a command's flags.
@@ -42,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "flush":
 		return runFlush(args, stdout, stderr)
+	case "admin":
+		return runAdmin(args, stdout, stderr)
 	case "init", "generate", "check", "version":
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)

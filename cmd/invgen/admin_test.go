@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
+	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
+	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
+	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
+	"github.com/invgen/invgen/internal/testenv"
+)
+
+// adminArgsFor are the flags of `invgen admin` of the root spec against
+// the test's schema and namespace.
+func adminFlags(t *testing.T, schema, ns string) []string {
+	u, err := url.Parse(testenv.DatabaseURL())
+	testenv.Must(t, err, "db url")
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return []string{"admin", "-f", "../../inventory.yaml", "-namespace", ns, "-redis", testRedisURL(), "-db", u.String()}
+}
+
+// TestAdmin walks every verb of invgen admin over the four example
+// prefixes (string, int64 and uuid keys; sync and stream ledgers) on real
+// Redis and PostgreSQL, next to the application's own managers.
+func TestAdmin(t *testing.T) {
+	ctx := testenv.Context(t, 2*time.Minute)
+	rdb, pool := testenv.Redis(t), testenv.Pool(t)
+	ns := testenv.Namespace(t, rdb)
+	flags := adminFlags(t, testenv.Schema(pool), ns)
+	admin := func(code int, args ...string) result {
+		t.Helper()
+		return invgen(t, append(append([]string{}, flags...), args...)...).want(t, code)
+	}
+	sale, err := flashsale.New(pool, rdb, flashsale.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, sale.CreateTables(ctx), "CreateTables")
+	testenv.Must(t, sale.Init(ctx, "sku-1", 10), "Init")
+	_, err = sale.Decr(ctx, "sku-1", 3, "o1")
+	testenv.Must(t, err, "Decr")
+
+	// list and get, as a table and as JSON.
+	r := admin(exitOK, "list", "flash_sale")
+	if !strings.Contains(r.stdout, "item") || !strings.Contains(r.stdout, "sku-1  7      7       10        1") {
+		t.Errorf("list:\n%s", r.stdout)
+	}
+	r = admin(exitOK, "-json", "get", "flash_sale", "sku-1")
+	var row itemRow
+	testenv.Must(t, json.Unmarshal([]byte(r.stdout), &row), "get -json %q", r.stdout)
+	if row != (itemRow{Item: "sku-1", Redis: 7, Ledger: 7, Capacity: 10, Buckets: 1}) {
+		t.Errorf("get -json = %+v", row)
+	}
+	admin(exitNo, "get", "flash_sale", "nope")
+	admin(exitUsage, "get", "flash_sale")
+	admin(exitUsage, "get", "no_such_prefix", "x")
+	admin(exitUsage, "fly", "flash_sale")
+
+	// init (also split into buckets) and adjust, replayed by op key.
+	admin(exitOK, "init", "flash_sale", "sku-2", "40", "4")
+	if n, err := sale.Get(ctx, "sku-2"); err != nil || n != 40 {
+		t.Fatalf("the application sees sku-2 at %d, %v", n, err)
+	}
+	admin(exitNo, "init", "flash_sale", "sku-2", "5") // exists
+	r = admin(exitOK, "adjust", "flash_sale", "sku-2", "-15", "fix-1")
+	r2 := admin(exitOK, "-json", "adjust", "flash_sale", "sku-2", "-15", "fix-1")
+	if !strings.Contains(r.stdout, "-15") || !strings.Contains(r2.stdout, `"Replayed": true`) {
+		t.Errorf("adjust:\n%s\nrepeat:\n%s", r.stdout, r2.stdout)
+	}
+	admin(exitNo, "adjust", "flash_sale", "sku-2", "-100", "fix-2")
+	admin(exitUsage, "adjust", "flash_sale", "sku-2", "x", "fix-3")
+	if n, _ := sale.Get(ctx, "sku-2"); n != 25 {
+		t.Fatalf("sku-2 at %d after the adjustments, want 25", n)
+	}
+
+	// audit finds a drifting item (exit 3); refresh repairs it.
+	testenv.Must(t, rdb.HIncrBy(ctx, ns+":{flash_sale:"+itoa(shardOfItem("sku-1", 16))+"}:item:sku-1", "a", 5).Err(), "tamper")
+	r = admin(exitNo, "audit", "flash_sale")
+	if !strings.Contains(r.stdout, "sku-1") || !strings.Contains(r.stderr, "refresh them") {
+		t.Errorf("audit:\nstdout %s\nstderr %s", r.stdout, r.stderr)
+	}
+	admin(exitOK, "refresh", "flash_sale", "sku-1")
+	admin(exitOK, "audit", "flash_sale")
+	r = admin(exitOK, "refresh", "flash_sale", "-all")
+	if !strings.Contains(r.stdout, "refreshed  2") {
+		t.Errorf("refresh -all: %s", r.stdout)
+	}
+	r = admin(exitOK, "reconcile", "flash_sale")
+	if !strings.Contains(r.stdout, "voided") {
+		t.Errorf("reconcile: %s", r.stdout)
+	}
+
+	// int64 and uuid keys.
+	cp, err := coupon.New(pool, rdb, coupon.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, cp.CreateTables(ctx), "CreateTables")
+	admin(exitOK, "init", "coupon", "1007", "3")
+	if n, err := cp.Get(ctx, 1007); err != nil || n != 3 {
+		t.Fatalf("coupon 1007 at %d, %v", n, err)
+	}
+	admin(exitUsage, "get", "coupon", "not-a-number")
+	gc, err := giftcard.New(pool, rdb, giftcard.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, gc.CreateTables(ctx), "CreateTables")
+	id := uuid.New()
+	testenv.Must(t, gc.Init(ctx, id, 2), "Init")
+	r = admin(exitOK, "list", "gift_card")
+	if !strings.Contains(r.stdout, id.String()) {
+		t.Errorf("list gift_card:\n%s", r.stdout)
+	}
+
+	// lag and drain on the stream prefix.
+	st, err := drop.New(pool, rdb, drop.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, st.CreateTables(ctx), "CreateTables")
+	testenv.Must(t, st.Init(ctx, "hot", 9), "Init")
+	for _, op := range []string{"a", "b"} {
+		_, err := st.Decr(ctx, "hot", 1, op)
+		testenv.Must(t, err, "Decr")
+	}
+	r = admin(exitOK, "-json", "lag", "drop")
+	if !strings.Contains(r.stdout, `"stream_entries": 2`) {
+		t.Errorf("lag: %s", r.stdout)
+	}
+	r = admin(exitOK, "drain", "drop")
+	if !strings.Contains(r.stdout, "stream entries   0") {
+		t.Errorf("drain: %s", r.stdout)
+	}
+	r = admin(exitOK, "-json", "get", "drop", "hot")
+	testenv.Must(t, json.Unmarshal([]byte(r.stdout), &row), "get -json")
+	if row.Redis != 7 || row.Ledger != 7 {
+		t.Errorf("drop/hot after drain: %+v", row)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// shardOfItem is the runtime's shard of an item: FNV-1a of its Redis form.
+func shardOfItem(item string, shards int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(item); i++ {
+		h ^= uint32(item[i])
+		h *= 16777619
+	}
+	return int(h % uint32(shards))
+}
