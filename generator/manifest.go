@@ -29,6 +29,8 @@ func manifest(m *Model, files Files) []byte {
 	fmt.Fprintf(&b, "# %s\n", Header)
 	fmt.Fprintf(&b, "# The files invgen generated here from %s. invgen generate deletes the ones\n", filepath.Base(m.SpecPath))
 	b.WriteString("# the spec no longer produces; invgen check reports them.\n")
+	b.WriteString("# The key column of each prefix: when the spec changes one, generate writes a migration.\n")
+	b.WriteString(keyLines(m))
 	for _, p := range files.Paths() {
 		if p != ManifestName {
 			b.WriteString(p + "\n")

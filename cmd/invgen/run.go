@@ -27,6 +27,7 @@ Usage:
   invgen generate [-f FILE]   write the packages the spec describes
   invgen check    [-f FILE]   exit 1 if the packages on disk differ from the spec
   invgen flush    [-f FILE]   write the stream ledger's Redis streams to SQL
+  invgen migrate  [-f FILE]   create the ledger's tables, or apply their pending migrations
   invgen admin    [-f FILE] VERB PREFIX [ARGS]
                               list, get, init, adjust, audit, reconcile, refresh,
                               lag or drain the inventory of a prefix
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runFlush(args, stdout, stderr)
 	case "admin":
 		return runAdmin(args, stdout, stderr)
+	case "migrate":
+		return runMigrate(args, stdout, stderr)
 	case "init", "generate", "check", "version":
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -162,9 +165,23 @@ func runGenerate(file string, stdout, stderr io.Writer) int {
 	if code != exitOK {
 		return code
 	}
+	// The key columns the last generate wrote for: a change of one calls
+	// for a migration of the prefix's tables.
+	recorded, err := generator.RecordedKeys(m.OutDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen generate: %v\n", err)
+		return exitFail
+	}
 	wrote, err := generator.Write(m.OutDir, files)
 	for _, p := range wrote {
 		fmt.Fprintf(stdout, "wrote %s\n", display(m, p))
+	}
+	if err == nil {
+		var migrations []string
+		migrations, err = generator.WriteMigrations(m, m.OutDir, recorded)
+		for _, p := range migrations {
+			fmt.Fprintf(stdout, "wrote %s: a migration of the ledger's tables; review it, then apply it with invgen migrate\n", display(m, p))
+		}
 	}
 	if err == nil {
 		// What the spec no longer generates goes: a package left on disk

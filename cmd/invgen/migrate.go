@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/invgen/invgen/generator"
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+const migrateDoc = `Migrate brings the ledger database to the spec. For each prefix whose tables
+are missing it creates them and records the prefix's layout (what the
+application's CreateTables does), and counts the prefix's migrations as
+applied. For a prefix whose tables exist it applies, in order and each in a
+transaction of its own, the migrations in <package>/migrations/ that it has
+not applied yet: invgen generate writes one when the spec changes the
+prefix's key type or key length. The table invgen_migrations records what
+was applied. With -dry-run it prints what it would do.`
+
+// migrationsTable records the migrations applied, per prefix.
+const migrationsTable = `CREATE TABLE IF NOT EXISTS invgen_migrations (
+    prefix     text        NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (prefix, name)
+)`
+
+// runMigrate is `invgen migrate`.
+func runMigrate(args []string, stdout, stderr io.Writer) int {
+	fset := flag.NewFlagSet("invgen migrate", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
+	dbURL := fset.String("db", envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"),
+		"PostgreSQL `URL` of the ledger (default $INVGEN_DATABASE_URL)")
+	namespace := fset.String("namespace", "", "Redis `namespace` the layout of new tables records, replacing the spec's")
+	dry := fset.Bool("dry-run", false, "print what would be done, and do nothing")
+	fset.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: invgen migrate [-f FILE] [-db URL] [-namespace NS] [-dry-run]\n\n%s\n\nFlags:\n", migrateDoc)
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fset.NArg() > 0 {
+		fmt.Fprintf(stderr, "invgen migrate: unexpected argument %q\n", fset.Arg(0))
+		return exitUsage
+	}
+	m, code := loadModel(*file, stderr)
+	if code != exitOK {
+		return code
+	}
+	ns := m.Namespace
+	if *namespace != "" {
+		ns = *namespace
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cfg, err := pgxpool.ParseConfig(*dbURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen migrate: -db: %v\n", err)
+		return exitUsage
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
+		return exitFail
+	}
+	defer pool.Close()
+	if !*dry {
+		if _, err := pool.Exec(ctx, migrationsTable); err != nil {
+			fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
+			return exitFail
+		}
+	}
+	for _, p := range m.Prefixes {
+		if err := migratePrefix(ctx, pool, m, p, ns, *dry, stdout); err != nil {
+			fmt.Fprintf(stderr, "invgen migrate: %s: %v\n", p.Name, err)
+			return exitFail
+		}
+	}
+	return exitOK
+}
+
+func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix, ns string, dry bool, out io.Writer) error {
+	l, err := newSQLLedger(pool, m, p)
+	if err != nil {
+		return err
+	}
+	names, err := generator.Migrations(m.OutDir, p)
+	if err != nil {
+		return err
+	}
+	exists, err := l.TablesInitialized(ctx)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		fmt.Fprintf(out, "%s: create its tables (layout %s)\n", p.Name, invrt.Layout{Namespace: ns, Shards: p.Shards, Ledger: p.Ledger, KeyType: p.Key, MaxKeyLen: p.MaxKeyLen})
+		if dry {
+			return nil
+		}
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, l.schema); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, l.q["RecordLayout"], ns, p.Shards, p.Ledger, p.Key, p.MaxKeyLen); err != nil {
+				return err
+			}
+			// The tables are made as the spec says now: its migrations
+			// are history.
+			for _, name := range names {
+				if _, err := tx.Exec(ctx, "INSERT INTO invgen_migrations (prefix, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", p.Name, name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	applied := map[string]bool{}
+	if !dry {
+		rows, err := pool.Query(ctx, "SELECT name FROM invgen_migrations WHERE prefix = $1", p.Name)
+		if err != nil {
+			return err
+		}
+		done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, n := range done {
+			applied[n] = true
+		}
+	}
+	pending := 0
+	for _, name := range names {
+		if applied[name] {
+			continue
+		}
+		pending++
+		fmt.Fprintf(out, "%s: apply %s\n", p.Name, name)
+		if dry {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(m.OutDir, filepath.FromSlash(p.Dir), generator.MigrationsDir, name))
+		if err != nil {
+			return err
+		}
+		up, err := generator.UpSQL(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, up); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO invgen_migrations (prefix, name) VALUES ($1, $2)", p.Name, name)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%s (nothing of it applied): %w", name, err)
+		}
+	}
+	if pending == 0 {
+		fmt.Fprintf(out, "%s: up to date\n", p.Name)
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package generator
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Schema evolution. A prefix's key type and key length are the type of its
+// ledger's item_id column. The manifest records them (a "# key" line per
+// prefix); when the spec changes them, generate writes a migration of the
+// prefix's tables into <package>/migrations/: a SQL file to review, in
+// goose's format, that `invgen migrate` (or goose) applies. Migrations are
+// written once and then belong to the team, like any migration: generate
+// never rewrites or deletes them, and check does not compare them.
+
+// MigrationsDir is the directory of a prefix's migrations, below its
+// package.
+const MigrationsDir = "migrations"
+
+// keyColumn is what a migration changes: the key type and length.
+type keyColumn struct {
+	Key       string
+	MaxKeyLen int
+}
+
+func (k keyColumn) String() string {
+	if k.Key == "string" {
+		return "string" + strconv.Itoa(k.MaxKeyLen)
+	}
+	return k.Key
+}
+
+func (k keyColumn) sqlType() string {
+	switch k.Key {
+	case "int64":
+		return "bigint"
+	case "uuid":
+		return "uuid"
+	}
+	return fmt.Sprintf("varchar(%d)", k.MaxKeyLen)
+}
+
+// keyLines are the manifest's lines recording each prefix's key column.
+func keyLines(m *Model) string {
+	var b strings.Builder
+	for _, p := range m.Prefixes {
+		fmt.Fprintf(&b, "# key %s %s %d\n", p.Name, p.Key, p.MaxKeyLen)
+	}
+	return b.String()
+}
+
+// RecordedKeys reads the key columns the manifest below dir records, by
+// prefix name: what the last generate wrote for. Without a manifest it
+// returns none.
+func RecordedKeys(dir string) (map[string]keyColumn, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]keyColumn{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 5 && f[0] == "#" && f[1] == "key" {
+			n, _ := strconv.Atoi(f[4])
+			out[f[2]] = keyColumn{Key: f[3], MaxKeyLen: n}
+		}
+	}
+	return out, sc.Err()
+}
+
+// WriteMigrations writes below dir the migration of every prefix whose key
+// column differs from what was recorded (see RecordedKeys), numbered after
+// the prefix's existing migrations, and returns their paths.
+func WriteMigrations(m *Model, dir string, recorded map[string]keyColumn) ([]string, error) {
+	var wrote []string
+	for _, p := range m.Prefixes {
+		old, ok := recorded[p.Name]
+		cur := keyColumn{Key: p.Key, MaxKeyLen: p.MaxKeyLen}
+		if !ok || old == cur {
+			continue
+		}
+		mdir := filepath.Join(dir, filepath.FromSlash(p.Dir), MigrationsDir)
+		existing, err := Migrations(dir, p)
+		if err != nil {
+			return wrote, err
+		}
+		name := fmt.Sprintf("%04d_%s_key_%s_to_%s.sql", len(existing)+1, p.Name, old, cur)
+		if err := os.MkdirAll(mdir, 0o755); err != nil {
+			return wrote, err
+		}
+		if err := os.WriteFile(filepath.Join(mdir, name), migration(m, p, old, cur), 0o644); err != nil {
+			return wrote, err
+		}
+		wrote = append(wrote, path.Join(p.Dir, MigrationsDir, name))
+	}
+	return wrote, nil
+}
+
+// Migrations lists the migration files of prefix p below dir, in order.
+func Migrations(dir string, p *Prefix) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(dir, filepath.FromSlash(p.Dir), MigrationsDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".sql") {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// migration is the SQL that changes p's key column from old to cur, and
+// back, in goose's format.
+func migration(m *Model, p *Prefix, old, cur keyColumn) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "-- Written by invgen %s from %s: the item key of prefix %s changes\n", Version, filepath.Base(m.SpecPath), p.Name)
+	fmt.Fprintf(&b, "-- from %s to %s. Review it before you apply it: stop the processes of the\n", old, cur)
+	b.WriteString("-- old layout and drain them (invgen admin drain), apply it (invgen migrate,\n")
+	b.WriteString("-- or goose; golang-migrate takes the Up part), start the new release, and\n")
+	b.WriteString("-- refresh Redis from the ledger (invgen admin refresh -all). A key that does\n")
+	b.WriteString("-- not fit the new type makes it fail and change nothing.\n\n")
+	b.WriteString("-- +goose Up\n")
+	alter(&b, p, cur)
+	b.WriteString("\n-- +goose Down\n")
+	alter(&b, p, old)
+	return b.Bytes()
+}
+
+func alter(b *bytes.Buffer, p *Prefix, to keyColumn) {
+	for _, t := range []string{p.ModTable, p.UsageTable} {
+		fmt.Fprintf(b, "ALTER TABLE %s ALTER COLUMN item_id TYPE %s USING item_id::text::%s;\n", t, to.sqlType(), to.sqlType())
+	}
+	fmt.Fprintf(b, "UPDATE %s SET key_type = '%s', max_key_len = %d, version = version + 1, updated_at = now() WHERE id = 1;\n",
+		p.LayoutTable, to.Key, to.MaxKeyLen)
+}
+
+// UpSQL is the part of a migration file that applies it: what follows
+// "-- +goose Up" up to "-- +goose Down".
+func UpSQL(file []byte) (string, error) {
+	s := string(file)
+	_, up, ok := strings.Cut(s, "-- +goose Up\n")
+	if !ok {
+		return "", errors.New("no -- +goose Up section")
+	}
+	up, _, _ = strings.Cut(up, "-- +goose Down")
+	return strings.TrimSpace(up), nil
+}
