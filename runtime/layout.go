@@ -302,7 +302,9 @@ type LayoutSwitch struct {
 // old layout is given back and the error says why; calling again retries.
 // A switch that died after step 2 leaves the record retired: calling
 // SwitchLayout again (from any process of the new layout) finishes it.
-// The key type cannot be switched: it is the ledger's column type.
+// The key type and length cannot be switched: they are the ledger's column
+// type, which a migration changes (invgen generate writes it, invgen
+// migrate applies it).
 func (c *Core[K]) SwitchLayout(ctx context.Context) (LayoutSwitch, error) {
 	g := c.layout
 	sw := LayoutSwitch{To: g.want}
