@@ -4,19 +4,21 @@ SHELL    := bash
 GO       ?= go
 SPEC     ?= inventory.yaml
 INVGEN   := $(GO) run ./cmd/invgen
-PKGS     := ./...
+# Two modules: the runtime (./runtime, what applications import) and the
+# generator with its CLI, examples and tests (.); go.work joins them here.
+PKGS     := ./... ./runtime/...
 # `make test` runs the tests that use the shared Redis a second time, on
 # the local Redis Cluster of scripts/cluster.sh: these packages, less the
 # tests that start Redis servers or clusters of their own (the same on
 # both passes), plus the one robustness test on the shared Redis.
-CLUSTER_PKGS := ./runtime ./cmd/...
+CLUSTER_PKGS := ./internal/contract ./cmd/...
 CLUSTER_SKIP := ^(TestFailoverToLaggingReplica|TestChaosClusterFailover|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
 CLUSTER_ALSO := -run '^TestTwoLayouts$$' ./internal/robustness
 CLUSTER_TEST = seeds=$$(bash scripts/cluster.sh start) && echo "INVGEN_REDIS_CLUSTER=$$seeds" && \
 	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 20m -skip '$(CLUSTER_SKIP)' $(CLUSTER_PKGS) && \
 	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 5m $(CLUSTER_ALSO)
 
-.PHONY: all generate check test test-cluster test-short demo bench chaos robustness mutants lint services cluster help
+.PHONY: all generate check test test-cluster test-short demo bench chaos robustness mutants lint tidy services cluster help
 
 all: check lint test
 
@@ -49,7 +51,7 @@ demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against th
 	$(GO) run ./examples/flashsale
 
 chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages, then 20 seeds of the model-based tester (under 15 minutes)
-	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./runtime -args -chaos.long \
+	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./internal/contract -args -chaos.long \
 		| tee chaos.out | grep -E '^\s+(chaos|failover)_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
 	$(MAKE) --no-print-directory robustness
 
@@ -62,7 +64,12 @@ mutants: services ## plant each bug of scripts/mutants/ one at a time and show t
 
 bench: services ## the benchmark table (ratios against baselines in the same run), then Go benchmarks with -benchmem
 	$(GO) run ./bench
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./runtime | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/contract | tee bench.out
+
+tidy: ## go mod tidy of both modules (the main module's against the work tree's runtime)
+	cd runtime && GOWORK=off $(GO) mod tidy
+	$(GO) mod edit -replace=github.com/invgen/invgen/runtime=./runtime
+	GOWORK=off $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace=github.com/invgen/invgen/runtime; exit $$status
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

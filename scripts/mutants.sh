@@ -30,7 +30,7 @@ for patch in scripts/mutants/$pattern.patch; do
   if ! (cd "$work/tree" && go test -count=1 -timeout 30m -run '^TestRobustness$' ./internal/robustness \
         -args -robustness.long -robustness.seeds="$seeds" -robustness.first="$first" -robustness.shrink=1ms) >"$log" 2>&1; then
     verdict=killed by="tester ($(grep -oE 'seed [0-9]+: [0-9]+ violations \([^)]*\)' "$log" | head -1))"
-  elif ! (cd "$work/tree" && go test -count=1 -timeout 20m ./runtime) >>"$log" 2>&1; then
+  elif ! (cd "$work/tree" && go test -count=1 -timeout 20m ./internal/contract ./runtime/...) >>"$log" 2>&1; then
     verdict=killed by="runtime tests ($(grep -oE '^--- FAIL: [A-Za-z0-9_]+' "$log" | head -3 | sed 's/--- FAIL: //' | paste -sd, -))"
   fi
   git -C "$work/tree" apply -R "$root/$patch"

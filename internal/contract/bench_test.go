@@ -1,4 +1,4 @@
-package runtime_test
+package contract
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // (SetParallelism) on one hot SKU, so they measure what a flash sale does.
 // Compare them in one run with benchstat:
 //
-//	go test -run '^$' -bench . -benchmem -count 6 ./runtime > bench.out
+//	go test -run '^$' -bench . -benchmem -count 6 ./internal/contract > bench.out
 //	go tool benchstat bench.out
 
 const benchParallelism = 32 // ×GOMAXPROCS goroutines: 64 on 2 cores

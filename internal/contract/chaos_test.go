@@ -1,4 +1,4 @@
-package runtime_test
+package contract
 
 // The fault-injection suite: real processes, real servers, faults through a
 // real proxy, all on loopback and bounded in time. `make test` runs each

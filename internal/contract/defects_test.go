@@ -1,4 +1,4 @@
-package runtime_test
+package contract
 
 // One test per defect of the Python library this replaces (the README's
 // "What the Python library got wrong"): each would have failed against it.

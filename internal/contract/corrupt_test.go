@@ -1,4 +1,4 @@
-package runtime_test
+package contract
 
 // One key that invgen did not write affects its own item only: maintenance
 // goes on for every other item, Audit names it, and Refresh repairs it.

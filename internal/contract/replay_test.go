@@ -1,4 +1,4 @@
-package runtime_test
+package contract
 
 // Regression tests for the replay paths: a repeat must always answer the
 // ledger's first outcome, whether Redis still remembers the op key or not.

@@ -1,4 +1,4 @@
-package runtime_test
+package contract
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type flashLedger struct {
 }
 
 func (l flashLedger) CreateTables(ctx context.Context) error {
-	schema, err := os.ReadFile("../examples/flashsale/inventory/flashsale/schema.sql")
+	schema, err := os.ReadFile("../../examples/flashsale/inventory/flashsale/schema.sql")
 	if err != nil {
 		return err
 	}
