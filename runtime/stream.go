@@ -224,13 +224,32 @@ func (f *Flusher) Run(ctx context.Context) error {
 // under sustained traffic it returns all the same. Entries up to that
 // point that a live flusher holds are waited for. Tests, shutdown hooks
 // and `invgen flush -once` use it.
+//
+// On a Redis Cluster, a server that does not answer (a master failing
+// over) makes it reload the cluster's layout and start again, for up to
+// five seconds: entries it read but did not write are its own pending
+// ones, which the next pass writes first.
 func (f *Flusher) Flush(ctx context.Context) (int, error) {
-	if err := f.loadScripts(ctx); err != nil {
-		return 0, fmt.Errorf("invgen: flush: %w", err)
-	}
 	defer f.forgetSelf(ctx)
-	var b Batch
-	return f.flushNow(ctx, &b, true)
+	var (
+		b     Batch
+		total int
+		wait  backoff
+	)
+	for {
+		err := f.loadScripts(ctx)
+		if err != nil {
+			err = fmt.Errorf("invgen: flush: %w", err)
+		} else {
+			var n int
+			n, err = f.flushNow(ctx, &b, true)
+			total += n
+		}
+		if err != nil && reloadOnFailure(f.rdb, err) && wait.sleep(ctx, 5*time.Second) == nil {
+			continue
+		}
+		return total, err
+	}
 }
 
 func (f *Flusher) loadScripts(ctx context.Context) error {
