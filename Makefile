@@ -7,6 +7,10 @@ INVGEN   := $(GO) run ./cmd/invgen
 # Two modules: the runtime (./runtime, what applications import) and the
 # generator with its CLI, examples and tests (.); go.work joins them here.
 PKGS     := ./... ./runtime/...
+# The README's steps (internal/adopt) build invgen in fresh modules: they run
+# after the other tests, not beside the timing-sensitive ones.
+ADOPT    := ./internal/adopt
+TEST_PKGS = $$($(GO) list $(PKGS) | grep -v /internal/adopt$$)
 # `make test` runs the tests that use the shared Redis a second time, on
 # the local Redis Cluster of scripts/cluster.sh: these packages, less the
 # tests that start Redis servers or clusters of their own (the same on
@@ -38,7 +42,8 @@ check: ## fail if the committed generated code differs from the spec
 	$(INVGEN) check -f $(SPEC)
 
 test: services check ## every test, with the race detector, against real Redis and PostgreSQL; then the Redis ones on a Redis Cluster
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(TEST_PKGS)
+	$(GO) test -count=1 -timeout 10m $(ADOPT)
 	$(CLUSTER_TEST)
 
 test-cluster: services ## the tests that use the shared Redis, with the race detector, on the local Redis Cluster (INVGEN_REDIS_CLUSTER)

@@ -376,7 +376,10 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 			}
 			master := cl.MasterOf(ctx, fmt.Sprintf("{%s:%d}", prefix, shardOf(item, 16)))
 			replica := replicaOf(t, cl, master)
-			cl.Pause(replica, 5*time.Second)
+			// Paused until its promotion, however long the machine
+			// takes: a pause that ended before would let it apply what
+			// the master had sent.
+			cl.Pause(replica, time.Minute)
 			told := map[string]bool{}
 			var doubt []string
 			for i := range stock {
@@ -396,6 +399,7 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 			testenv.Must(t, err, "promotion")
 			itemKey := fmt.Sprintf("%s:{%s:%d}:item:%s", f.ns, prefix, shardOf(item, 16), item)
 			stale, _ := cl.Exec(ctx, promoted, "HGET", itemKey, "a").Int64()
+			cl.Unpause(promoted)
 			t.Logf("%s: %d purchases acknowledged, %d in doubt; the promoted replica offers %d units", tc.name, len(told), len(doubt), stale)
 			if stale != stock {
 				t.Fatalf("the promoted replica offers %d units: it did not lag", stale)

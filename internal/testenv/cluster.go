@@ -555,6 +555,16 @@ func (c *LocalCluster) WaitSynced(ctx context.Context) error {
 	return nil
 }
 
+// Unpause lifts a Pause of addr.
+func (c *LocalCluster) Unpause(addr string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Exec(ctx, addr, "CLIENT", "UNPAUSE").Err(); err != nil {
+		c.t.Fatalf("unpause %s: %v", addr, err)
+	}
+}
+
 // Pause stops the replica on addr from applying its master's replication
 // stream for d, with CLIENT PAUSE <d> WRITE, and returns once the pause
 // holds. The replica keeps answering reads and the cluster bus: if its
