@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"text/template"
 
@@ -87,14 +86,11 @@ func sqlTemplate(name string) func(m *Model, p *Prefix) ([]byte, error) {
 	}
 }
 
+// render executes template name of engine, with the engine's shared
+// definitions (the flush statement, the layout query).
 func render(engine, name string, data any) ([]byte, error) {
-	return renderWith(engine, name+".tmpl", data, func(name string, _ int) string { return "sqlc.arg(" + name + ")" })
-}
-
-// renderWith executes template file of engine (with the engine's shared
-// definitions), rendering query parameters with arg.
-func renderWith(engine, file string, data any, arg func(string, int) string) ([]byte, error) {
-	t, err := template.New(file).Funcs(template.FuncMap{"arg": arg, "header": func() string { return Header }}).
+	file := name + ".tmpl"
+	t, err := template.New(file).Funcs(template.FuncMap{"header": func() string { return Header }}).
 		ParseFS(templates.FS, engine+"/"+file, engine+"/flush.sql.tmpl", engine+"/layout.sql.tmpl")
 	if err != nil {
 		return nil, err
@@ -104,40 +100,6 @@ func renderWith(engine, file string, data any, arg func(string, int) string) ([]
 		return nil, fmt.Errorf("template %s/%s: %w", engine, file, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// FlushSQL is the statement that writes a batch of stream entries of p to
-// its usage table, with parameters $1..$5 (items as text, deltas, kinds, op
-// keys, attempts): what `invgen flush` runs. Generated packages run the
-// same statement through sqlc.
-func FlushSQL(m *Model, p *Prefix) (string, error) {
-	var buf bytes.Buffer
-	t, err := template.New("flush.sql.tmpl").Funcs(template.FuncMap{
-		"arg": func(_ string, n int) string { return "$" + strconv.Itoa(n) },
-	}).ParseFS(templates.FS, m.Engine+"/flush.sql.tmpl")
-	if err != nil {
-		return "", err
-	}
-	if err := t.ExecuteTemplate(&buf, "flush", p); err != nil {
-		return "", err
-	}
-	return buf.String(), nil
-}
-
-// LayoutSQL is the query that reads p's layout record (namespace, shards,
-// ledger_mode, key_type, max_key_len, retired, version): what `invgen
-// flush` checks before it starts. Generated packages run the same query
-// through sqlc.
-func LayoutSQL(m *Model, p *Prefix) (string, error) {
-	var buf bytes.Buffer
-	t, err := template.New("layout.sql.tmpl").ParseFS(templates.FS, m.Engine+"/layout.sql.tmpl")
-	if err != nil {
-		return "", err
-	}
-	if err := t.ExecuteTemplate(&buf, "load_layout", p); err != nil {
-		return "", err
-	}
-	return buf.String(), nil
 }
 
 // sqlcMu serializes sqlc runs: sqlc's command keeps package-level state.

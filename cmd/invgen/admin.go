@@ -14,9 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/invgen/invgen/generator"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -136,12 +133,7 @@ var errFound = errors.New("found")
 // openCore builds the manager of prefix p from the spec, over the ledger
 // database at dbURL and the Redis at redisURL.
 func openCore(ctx context.Context, m *generator.Model, p *generator.Prefix, ns, dbURL, redisURL string) (*invrt.Core[itemKey], func(), error) {
-	cfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("-db: %w", err)
-	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := openPool(ctx, dbURL)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,9 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/invgen/invgen/generator"
 	invrt "github.com/invgen/invgen/runtime"
@@ -71,7 +69,7 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	pool, err := pgxpool.New(ctx, *dbURL)
+	pool, err := openPool(ctx, *dbURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
 		return exitFail
@@ -93,16 +91,16 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		if p.Ledger != "stream" {
 			continue
 		}
-		sql, err := generator.FlushSQL(m, p)
+		l, err := newSQLLedger(pool, m, p)
 		if err != nil {
 			fmt.Fprintf(stderr, "invgen flush: %v\n", err)
 			return exitFail
 		}
-		if code := checkLayout(ctx, pool, m, p, ns, stderr); code != exitOK {
+		if code := checkLayout(ctx, l, p, ns, stderr); code != exitOK {
 			return code
 		}
 		name := p.Name
-		f, err := invrt.NewFlusher(rdb, ns, p.Name, p.Shards, sqlWriter{pool, sql}, invrt.FlusherConfig{
+		f, err := invrt.NewFlusher(rdb, ns, p.Name, p.Shards, l, invrt.FlusherConfig{
 			OnConflict: func(_ context.Context, items []string) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -167,27 +165,14 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 // checkLayout refuses to flush a prefix whose ledger database records
 // another layout, none, or no tables at all: a flusher of the wrong
 // namespace or shards would read streams nobody writes and report nothing.
-func checkLayout(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix, ns string, stderr io.Writer) int {
-	q, err := generator.LayoutSQL(m, p)
-	if err != nil {
-		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
-		return exitFail
-	}
-	var (
-		rec            invrt.LayoutRecord
-		shards, maxLen int32
-	)
-	err = pool.QueryRow(ctx, q).Scan(&rec.Namespace, &shards, &rec.Ledger, &rec.KeyType, &maxLen, &rec.Retired, &rec.Version)
-	rec.Shards, rec.MaxKeyLen = int(shards), int(maxLen)
+func checkLayout(ctx context.Context, l sqlLedger, p *generator.Prefix, ns string, stderr io.Writer) int {
+	rec, found, err := l.LoadLayout(ctx)
 	var pe *pgconn.PgError
-	found := true
 	switch {
 	case errors.As(err, &pe) && pe.Code == "42P01": // undefined_table
 		fmt.Fprintf(stderr, "invgen flush: %s: the ledger database has no table %s: the prefix is unknown there (the application's CreateTables creates its tables; is -db the right database?)\n",
 			p.Name, p.LayoutTable)
 		return exitFail
-	case errors.Is(err, pgx.ErrNoRows):
-		found = false
 	case err != nil:
 		fmt.Fprintf(stderr, "invgen flush: %s: read its layout: %v\n", p.Name, err)
 		return exitFail
@@ -202,21 +187,6 @@ func checkLayout(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, p 
 		return exitFail
 	}
 	return exitOK
-}
-
-// sqlWriter writes a batch with the flush statement the spec's templates
-// render: the one generated packages run through sqlc.
-type sqlWriter struct {
-	pool *pgxpool.Pool
-	sql  string
-}
-
-func (w sqlWriter) Flush(ctx context.Context, b *invrt.Batch) ([]string, error) {
-	rows, err := w.pool.Query(ctx, w.sql, b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func envOr(name, def string) string {

@@ -31,6 +31,17 @@ var (
 	_ invrt.LayoutStore     = sqlLedger{}
 )
 
+// openPool opens the ledger database for the commands, in the simple
+// protocol that sqlLedger expects.
+func openPool(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("-db: %w", err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
 func newSQLLedger(pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix) (sqlLedger, error) {
 	q, err := generator.Queries(m, p)
 	if err != nil {

@@ -67,13 +67,7 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cfg, err := pgxpool.ParseConfig(*dbURL)
-	if err != nil {
-		fmt.Fprintf(stderr, "invgen migrate: -db: %v\n", err)
-		return exitUsage
-	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := openPool(ctx, *dbURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
 		return exitFail
