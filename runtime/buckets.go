@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -160,8 +162,6 @@ func (sp *spread) next() (itemKeys, bool) {
 	return itemKeys{}, false
 }
 
-func (sp *spread) all() []itemKeys { return sp.keys }
-
 // pointer runs forward.lua on the pointer of attempt in the own bucket of
 // sp (mode settle or drop; see the script).
 func (c *Core[K]) pointer(ctx context.Context, sp *spread, opKey, mode string, attempt int64, value string) (bool, error) {
@@ -311,23 +311,32 @@ func (c *Core[K]) rebalance(ctx context.Context, id K, item string, n, gather in
 // loaded again since (a rebalance moved stock): the refusals then do not
 // describe one moment, and the purchase looks again.
 func (c *Core[K]) reloaded(ctx context.Context, sp *spread) (bool, error) {
-	for b, k := range sp.keys {
-		if sp.loads[b] < 0 {
-			continue
-		}
-		v, err := c.evalGate(ctx, k, k.getKeys(), argGet)
-		if err != nil {
-			return false, err
-		}
-		r, err := parseReserve(v)
-		if err != nil {
-			return false, err
-		}
-		if r.code != codeReserved || r.delta != sp.loads[b] {
+	looks, err := c.lookAtBuckets(ctx, sp.keys)
+	if err != nil {
+		return false, err
+	}
+	for b, r := range looks {
+		if sp.loads[b] >= 0 && (r.code != codeReserved || r.delta != sp.loads[b]) {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// lookAtBuckets reads each bucket of keys with reserve.lua's get: its
+// stock, and its load count in the delta field.
+func (c *Core[K]) lookAtBuckets(ctx context.Context, keys []itemKeys) ([]reserveReply, error) {
+	out := make([]reserveReply, len(keys))
+	for b, k := range keys {
+		v, err := c.evalGate(ctx, k, k.getKeys(), argGet)
+		if err == nil {
+			out[b], err = parseReserve(v)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Load modes of load.lua's ARGV[5].
@@ -506,19 +515,10 @@ func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) e
 
 // cutInts parses "a:b".
 func cutInts(s string) (a, b int64, ok bool) {
-	x, y, found := splitOnce(s)
+	x, y, found := strings.Cut(s, ":")
 	a, err1 := strconv.ParseInt(x, 10, 64)
 	b, err2 := strconv.ParseInt(y, 10, 64)
 	return a, b, found && err1 == nil && err2 == nil
-}
-
-func splitOnce(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // splitStock divides an item's totals over its buckets: the stock evenly
@@ -741,16 +741,12 @@ func (c *Core[K]) getSplit(ctx context.Context, id K, item string) (int64, error
 	n := c.bucketsOf(item)
 	keys := c.bucketKeys(item, n)
 	look := func() (sum int64, loads []int64, err error) {
+		looks, err := c.lookAtBuckets(ctx, keys)
+		if err != nil {
+			return 0, nil, err
+		}
 		loads = make([]int64, len(keys))
-		for b, k := range keys {
-			v, err := c.evalGate(ctx, k, k.getKeys(), argGet)
-			if err != nil {
-				return 0, nil, err
-			}
-			r, err := parseReserve(v)
-			if err != nil {
-				return 0, nil, err
-			}
+		for b, r := range looks {
 			if r.code != codeReserved || r.buckets != n {
 				return 0, nil, errMoved
 			}
@@ -768,7 +764,7 @@ func (c *Core[K]) getSplit(ctx context.Context, id K, item string) (int64, error
 			_, second, err = look()
 		}
 		switch {
-		case err == nil && equalInts(first, second):
+		case err == nil && slices.Equal(first, second):
 			return sum, nil
 		case errors.Is(err, errMoved) && !healed:
 			healed = true
@@ -787,15 +783,3 @@ func (c *Core[K]) getSplit(ctx context.Context, id K, item string) (int64, error
 
 // errMoved: a bucket is missing, stale or not what invgen writes.
 var errMoved = errors.New("a bucket is not loaded")
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

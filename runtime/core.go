@@ -612,11 +612,11 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 				target(sp.current())
 			}
 			if r.soldOut > 0 && c.opt.soldOut > 0 {
+				buckets := []itemKeys{k}
 				if sp != nil {
-					c.markSoldOut(ctx, home, sp.all(), sent, r.soldOut)
-				} else {
-					c.markSoldOut(ctx, home, []itemKeys{k}, sent, r.soldOut)
+					buckets = sp.keys
 				}
+				c.markSoldOut(ctx, home, buckets, sent, r.soldOut)
 			}
 			if r.flag {
 				return Result{}, rejection(r.code, r.available, id, opKey)

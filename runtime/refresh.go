@@ -57,20 +57,7 @@ var maxFenceArg any = strconv.FormatInt(maxFenceTTL.Milliseconds(), 10)
 // soon as the item is loaded, by itself or by another caller. fresh is set
 // by Init, whose item has no op key Redis could have forgotten.
 func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, fresh bool) error {
-	n := c.bucketsOf(item)
-	if n == 0 && !fresh {
-		// Whether the item is split is for its init row to say.
-		row, found, err := c.ledger.Lookup(ctx, id, KindInit, string(KindInit))
-		switch {
-		case err != nil:
-			return fmt.Errorf("invgen: refresh %v: %w", id, err)
-		case !found || row.State != StateCommitted:
-			return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
-		}
-		n = c.bucketCount(int(row.Attempt))
-		c.learnBuckets(item, n)
-	}
-	if n > 1 {
+	if n := c.bucketsOf(item); n > 1 {
 		return c.refreshSplit(ctx, id, item, n, onlyMissing, fresh)
 	}
 	k := c.ks.forItem(item)
@@ -109,6 +96,11 @@ func (c *Core[K]) refresh(ctx context.Context, id K, item string, onlyMissing, f
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
 	_ = unfenceScript.Run(uctx, c.rdb, []string{k.item}, token).Err()
+	if errors.Is(err, errSplit) {
+		// The ledger says the item is split (this Core did not know):
+		// refresh all its buckets.
+		return c.refreshSplit(ctx, id, item, c.bucketsOf(item), onlyMissing, fresh)
+	}
 	return err
 }
 
@@ -175,6 +167,10 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			if !found {
 				return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
 			}
+			if n := c.bucketCount(t.Buckets); n > 1 {
+				c.learnBuckets(k.id, n)
+				return errSplit
+			}
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
@@ -190,6 +186,10 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 		stale = true // a change slipped in before the fence: look again
 	}
 }
+
+// errSplit: the item turned out to be split into buckets; the single-key
+// refresh gives way to refreshSplit.
+var errSplit = errors.New("the item is split into buckets")
 
 // current reports whether an item is loaded in its shard's current epoch
 // (gate.go), so that a change may run on it.
