@@ -103,6 +103,8 @@ func VerifyLayout(prefix string, want Layout, rec *LayoutRecord) error {
 }
 
 // isUndefinedTable reports whether err is PostgreSQL's undefined_table.
+// (The generated LoadLayout of the other engines reports missing tables as
+// no record.)
 func isUndefinedTable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "42P01"
@@ -136,8 +138,9 @@ type bypassKey struct{}
 // key length, the layout store, and that the database is not a transaction.
 func newLayoutGuard[K any](cfg Config[K], namespace string) (*layoutGuard, error) {
 	if cfg.DB != nil {
-		if _, ok := cfg.DB.(interface{ Rollback(context.Context) error }); ok {
-			return nil, argError("the ledger database is a transaction (%T): a Manager commits each change by itself and cannot undo Redis when the transaction rolls back; pass a pool (*pgxpool.Pool)", cfg.DB)
+		switch cfg.DB.(type) {
+		case interface{ Rollback(context.Context) error }, interface{ Rollback() error }:
+			return nil, argError("the ledger database is a transaction (%T): a Manager commits each change by itself and cannot undo Redis when the transaction rolls back; pass a pool (*pgxpool.Pool, *sql.DB)", cfg.DB)
 		}
 	}
 	if cfg.Layouts == nil {

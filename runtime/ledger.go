@@ -1,6 +1,9 @@
 package runtime
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+)
 
 // Kind says what a ledger row records.
 type Kind string
@@ -102,6 +105,19 @@ type Batch struct {
 
 // Len is the number of rows in b.
 func (b *Batch) Len() int { return len(b.Items) }
+
+// JSON returns b as a JSON array of [item, delta, kind, op key, attempt]
+// arrays, in order: the one parameter of the flush statements of the mysql
+// and sqlite engines (JSON_TABLE, json_each). Items and op keys are valid
+// UTF-8, as the runtime checks them, so they travel unchanged.
+func (b *Batch) JSON() (string, error) {
+	rows := make([][5]any, b.Len())
+	for i := range rows {
+		rows[i] = [5]any{b.Items[i], b.Deltas[i], b.Kinds[i], b.OpKeys[i], b.Attempts[i]}
+	}
+	out, err := json.Marshal(rows)
+	return string(out), err
+}
 
 func (b *Batch) reset() {
 	b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts = b.Items[:0], b.Deltas[:0], b.Kinds[:0], b.OpKeys[:0], b.Attempts[:0]

@@ -6,8 +6,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// isUniqueViolation reports whether err is PostgreSQL's unique_violation.
+// isUniqueViolation reports whether err is a unique violation: a DBError
+// that says so, or PostgreSQL's unique_violation.
 func isUniqueViolation(err error) bool {
+	if k, ok := dbErrorKind(err); ok {
+		return k == DBErrUniqueViolation
+	}
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
@@ -15,11 +19,15 @@ func isUniqueViolation(err error) bool {
 // definitelyNotWritten reports whether err proves that a single-statement
 // insert committed nothing: nothing reached the server (no connection could
 // be made, or pgx says so), or the server rejected the statement with an
-// ERROR, which rolled it back. Everything else, a bare context error
+// ERROR, which rolled it back (or a DBError of another kind than
+// DBErrUnknown says so). Everything else, a bare context error
 // included (pgx returns one when the context ends while it waits for the
 // answer to a statement it sent), is in doubt and settled through the
 // ledger.
 func definitelyNotWritten(err error) bool {
+	if k, ok := dbErrorKind(err); ok {
+		return k != DBErrUnknown
+	}
 	var (
 		pe *pgconn.PgError
 		ce *pgconn.ConnectError

@@ -425,9 +425,13 @@ func permanent(err error) bool {
 		pe  *pgconn.PgError
 		bad *badEntryError
 	)
-	switch {
-	case errors.As(err, &bad):
+	if errors.As(err, &bad) {
 		return true
+	}
+	if k, ok := dbErrorKind(err); ok {
+		return k == DBErrSchema
+	}
+	switch {
 	case errors.As(err, &pe):
 		return strings.HasPrefix(pe.Code, "42") || pe.Code == "3D000" || pe.Code == "3F000"
 	}

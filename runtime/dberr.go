@@ -1,0 +1,89 @@
+package runtime
+
+import (
+	"errors"
+	"strings"
+)
+
+// DBErrorKind is what an error of the ledger's database means to the
+// runtime: whether the statement that failed may have been committed, and
+// whether retrying it can help.
+type DBErrorKind int
+
+// The kinds of ledger errors.
+const (
+	// DBErrUnknown: the statement may have been committed or not (a
+	// connection lost after it was sent, a deadline that ended while the
+	// answer was on its way). The runtime settles such a change through
+	// the ledger.
+	DBErrUnknown DBErrorKind = iota
+	// DBErrUniqueViolation: a unique key refused the row; nothing was
+	// written.
+	DBErrUniqueViolation
+	// DBErrRejected: the server refused the statement and rolled it back;
+	// nothing was written, and a retry may succeed (a lock timeout, a
+	// deadlock, a busy database file).
+	DBErrRejected
+	// DBErrNotSent: the statement never reached the server.
+	DBErrNotSent
+	// DBErrSchema: the statement does not fit the database (a missing table
+	// or column, a syntax or permission error); nothing was written and a
+	// retry will fail the same way.
+	DBErrSchema
+)
+
+// DBError is an error of the ledger's database with its kind. Generated
+// packages of the mysql and sqlite engines return their driver's errors
+// wrapped in one, so that the runtime needs no driver of its own; errors of
+// pgx (the postgresql engine) the runtime reads itself, by SQLSTATE.
+type DBError struct {
+	Kind DBErrorKind
+	Err  error
+}
+
+func (e *DBError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the driver's error.
+func (e *DBError) Unwrap() error { return e.Err }
+
+// dbErrorKind returns the kind of a DBError in err's chain.
+func dbErrorKind(err error) (DBErrorKind, bool) {
+	var de *DBError
+	if errors.As(err, &de) {
+		return de.Kind, true
+	}
+	return 0, false
+}
+
+// SQLStatements splits a script of invgen's SQL templates (schema.sql) into
+// its statements, for drivers that run one statement per call: at each
+// semicolon that ends a line, dropping pieces that hold only comments.
+// The templates keep semicolons out of their comments and literals.
+func SQLStatements(script string) []string {
+	var out []string
+	for _, piece := range strings.Split(script, ";\n") {
+		code := false
+		for _, line := range strings.Split(piece, "\n") {
+			if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "--") {
+				code = true
+				break
+			}
+		}
+		if code {
+			out = append(out, strings.TrimSpace(piece))
+		}
+	}
+	return out
+}
+
+// NamedSQL returns the statements of a file of invgen's templates whose
+// statements each follow a "-- name: Name" line (direct.sql), by name,
+// without their trailing semicolons.
+func NamedSQL(file string) map[string]string {
+	out := map[string]string{}
+	for _, block := range strings.Split(file, "-- name: ")[1:] {
+		name, body, _ := strings.Cut(block, "\n")
+		out[strings.TrimSpace(name)] = strings.TrimSuffix(strings.TrimSpace(body), ";")
+	}
+	return out
+}
