@@ -57,6 +57,16 @@ func Generate(m *Model) (Files, error) {
 			}
 			files[path.Join(p.Dir, pr.name)] = data
 		}
+		if m.Engine != "postgresql" {
+			// The flusher's statements, which sqlc's MySQL and SQLite
+			// parsers do not take (JSON_TABLE, json_each): the generated
+			// code embeds them.
+			data, err := sqlTemplate("direct.sql")(m, p)
+			if err != nil {
+				return nil, err
+			}
+			files[path.Join(p.Dir, "direct.sql")] = data
+		}
 	}
 	cfg, err := render(m.Engine, "sqlc.yaml", m.Prefixes)
 	if err != nil {

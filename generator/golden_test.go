@@ -66,6 +66,21 @@ var goldenContains = map[string]map[string][]string{
 		"giftcard/schema.sql":   {"item_id    uuid NOT NULL"},
 		"giftcard/db/models.go": {"ItemID    uuid.UUID", `"github.com/google/uuid"`},
 	},
+	"mysql_engine": {
+		"flashsale/schema.sql":  {"item_id    VARBINARY(1024) NOT NULL", "op_key     VARBINARY(128) NOT NULL", ") ENGINE = InnoDB;"},
+		"flashsale/manager.go":  {"the MySQL/MariaDB tables", "me.Number == 1062", "invrt.SQLStatements(schema)", "p.Conn(ctx)"},
+		"coupon/direct.sql":     {"-- name: FlushInsert", "JSON_TABLE(?", "CAST(b.item AS SIGNED)", "-- name: FlushConflicts"},
+		"giftcard/schema.sql":   {"CHAR(36) CHARACTER SET ascii COLLATE ascii_bin"},
+		"giftcard/db/models.go": {"ItemID    uuid.UUID"},
+		"sqlc.yaml":             {"engine: mysql"},
+	},
+	"sqlite_engine": {
+		"flashsale/schema.sql": {"item_id    TEXT NOT NULL", ") STRICT;"},
+		"flashsale/manager.go": {"the SQLite tables", "sqlite3.CONSTRAINT_UNIQUE", "invrt.SQLStatements(schema)"},
+		"coupon/direct.sql":    {"json_each(?)", "CAST(b.value ->> 0 AS INTEGER)"},
+		"coupon/schema.sql":    {"item_id    INTEGER NOT NULL"},
+		"sqlc.yaml":            {"engine: sqlite"},
+	},
 	"all_options": {
 		"sale2026/manager.go": {"package sale2026", `Namespace = "shop-test_2"`, "Shards = 32", "Buckets = 2\n", "MaxKeyLen = 200", `LedgerMode = "sync"`},
 		"sale2026/schema.sql": {"varchar(200)"},
@@ -90,10 +105,12 @@ var goldenLacks = map[string]map[string][]string{
 // goldenPrefixes is the set of prefix directories each case must produce,
 // so a case cannot lose a prefix by an -update.
 var goldenPrefixes = map[string][]string{
-	"string_key":  {"flashsale"},
-	"int64_key":   {"coupon"},
-	"uuid_key":    {"giftcard"},
-	"all_options": {"a", "coupon", "giftcard", "longprefixnameof33bytes0001", "sale2026"},
+	"string_key":    {"flashsale"},
+	"int64_key":     {"coupon"},
+	"uuid_key":      {"giftcard"},
+	"all_options":   {"a", "coupon", "giftcard", "longprefixnameof33bytes0001", "sale2026"},
+	"mysql_engine":  {"coupon", "flashsale", "giftcard"},
+	"sqlite_engine": {"coupon", "flashsale", "giftcard"},
 }
 
 func TestGolden(t *testing.T) {
@@ -187,8 +204,13 @@ func checkFileSet(t *testing.T, name string, files Files) {
 		t.Fatalf("golden case %s is missing from goldenPrefixes", name)
 	}
 	want := []string{"sqlc.yaml", ManifestName}
+	perPrefix := []string{"manager.go", "schema.sql", "query.sql", "db/db.go", "db/models.go", "db/query.sql.go"}
+	if strings.HasSuffix(name, "_engine") {
+		// mysql and sqlite: the statements sqlc does not parse.
+		perPrefix = append(perPrefix, "direct.sql")
+	}
 	for _, p := range prefixes {
-		for _, f := range []string{"manager.go", "schema.sql", "query.sql", "db/db.go", "db/models.go", "db/query.sql.go"} {
+		for _, f := range perPrefix {
 			want = append(want, p+"/"+f)
 		}
 	}

@@ -16,8 +16,15 @@ import (
 
 // Limits of the spec.
 const (
-	// MaxIdentLen is PostgreSQL's identifier limit (NAMEDATALEN − 1).
+	// MaxIdentLen is PostgreSQL's identifier limit (NAMEDATALEN − 1), which
+	// SQLite specs keep too, so that they move to PostgreSQL unchanged.
 	MaxIdentLen = 63
+	// MaxIdentLenMySQL is MySQL's and MariaDB's limit of table and index
+	// names.
+	MaxIdentLenMySQL = 64
+	// MaxIndexKeyMySQL is InnoDB's limit of an index key, in bytes (the
+	// DYNAMIC row format, the default of MySQL 8 and MariaDB 10.11).
+	MaxIndexKeyMySQL = 3072
 	// MaxShards is the largest number of hash-tag shards per prefix.
 	MaxShards = 1024
 	// MaxKeyLenLimit is the largest max_key_len of a string key.
@@ -65,6 +72,76 @@ type Prefix struct {
 	ModUnique, UsageUnique string
 	ItemSQLType            string
 	MaxOpKeyLen            int
+	// Engine is the model's engine; ItemGoType is the key's Go type as
+	// sqlc's configuration names it, and FlushItem the SQL that turns an
+	// item of the flusher's JSON batch (b.item, or b.value ->> 0 in SQLite)
+	// into the key column's type (MySQL and SQLite).
+	Engine, ItemGoType, FlushItem string
+}
+
+// Engines are the SQL databases a spec's engine may name.
+var Engines = []string{"postgresql", "mysql", "sqlite"}
+
+// identLimit is the longest table or index name of engine, and the
+// database it is the limit of.
+func identLimit(engine string) (int, string) {
+	switch engine {
+	case "mysql":
+		return MaxIdentLenMySQL, "MySQL's"
+	case "sqlite":
+		return MaxIdentLen, "PostgreSQL's (kept by SQLite specs, so that they move to any engine)"
+	}
+	return MaxIdentLen, "PostgreSQL's"
+}
+
+// keyColumns sets p's key column types for engine: the SQL type, the Go
+// type sqlc maps it to, and the flusher's conversion.
+func keyColumns(engine string, p *Prefix) {
+	p.Engine = engine
+	switch engine {
+	case "mysql":
+		// VARBINARY: byte-for-byte comparison, no trailing-space padding.
+		switch p.Key {
+		case "string":
+			p.ItemSQLType, p.ItemGoType, p.FlushItem = fmt.Sprintf("VARBINARY(%d)", p.MaxKeyLen), "string", "CAST(b.item AS BINARY)"
+		case "int64":
+			p.ItemSQLType, p.ItemGoType, p.FlushItem = "BIGINT", "int64", "CAST(b.item AS SIGNED)"
+		case "uuid":
+			p.ItemSQLType, p.ItemGoType, p.FlushItem = "CHAR(36) CHARACTER SET ascii COLLATE ascii_bin", "github.com/google/uuid.UUID", "b.item"
+		}
+	case "sqlite":
+		switch p.Key {
+		case "string":
+			p.ItemSQLType, p.ItemGoType, p.FlushItem = "TEXT", "string", "b.value ->> 0"
+		case "int64":
+			p.ItemSQLType, p.ItemGoType, p.FlushItem = "INTEGER", "int64", "CAST(b.value ->> 0 AS INTEGER)"
+		case "uuid":
+			p.ItemSQLType, p.ItemGoType, p.FlushItem = "TEXT", "github.com/google/uuid.UUID", "b.value ->> 0"
+		}
+	default:
+		switch p.Key {
+		case "string":
+			p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
+		case "int64":
+			p.ItemSQLType = "bigint"
+		case "uuid":
+			p.ItemSQLType = "uuid"
+		}
+	}
+}
+
+// indexKeyBytes is the longest key, in bytes, of p's unique index on
+// (item_id, kind, op_key) in MySQL: VARBINARY counts bytes, the ascii kind
+// one byte a character, the uuid column 36.
+func indexKeyBytes(p *Prefix) int {
+	item := 8
+	switch p.Key {
+	case "string":
+		item = p.MaxKeyLen
+	case "uuid":
+		item = 36
+	}
+	return item + 8 + p.MaxOpKeyLen
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
@@ -86,11 +163,10 @@ func NewModel(s *Spec) (*Model, error) {
 
 	if s.Engine.given() {
 		switch s.Engine.Value {
-		case "postgresql":
-		case "mysql", "sqlite":
-			c.add(s.Engine.Pos, "engine %q is planned but not supported yet (supported: postgresql)", s.Engine.Value)
+		case "postgresql", "mysql", "sqlite":
+			m.Engine = s.Engine.Value
 		default:
-			c.add(s.Engine.Pos, "unknown engine %q (supported: postgresql)", s.Engine.Value)
+			c.add(s.Engine.Pos, "unknown engine %q (known: %s)", s.Engine.Value, strings.Join(Engines, ", "))
 		}
 	}
 
@@ -163,14 +239,19 @@ func NewModel(s *Spec) (*Model, error) {
 		p.UsageUnique = p.Name + "_usage_op_key"
 		p.LayoutTable = p.Name + "_inventory_layout"
 		for _, id := range []string{p.ModTable, p.UsageTable, p.ModUnique, p.UsageUnique, p.LayoutTable, p.LayoutTable + "_id_check"} {
-			if len(id) > MaxIdentLen {
-				c.add(ps.Name.Pos, "prefix %q makes the SQL name %s, %d bytes long, over PostgreSQL's limit of %d; shorten the name to at most %d bytes",
-					p.Name, id, len(id), MaxIdentLen, MaxIdentLen-(len(id)-len(p.Name)))
+			if limit, whose := identLimit(m.Engine); len(id) > limit {
+				c.add(ps.Name.Pos, "prefix %q makes the SQL name %s, %d bytes long, over %s limit of %d; shorten the name to at most %d bytes",
+					p.Name, id, len(id), whose, limit, limit-(len(id)-len(p.Name)))
 				break
 			}
 		}
 
 		checkPrefixFields(c, ps, p)
+		keyColumns(m.Engine, p)
+		if m.Engine == "mysql" && p.Key != "" && indexKeyBytes(p) > MaxIndexKeyMySQL {
+			c.add(ps.Pos, "prefix %q: its unique key (item_id, kind, op_key) would be %d bytes long, over InnoDB's limit of %d; lower max_key_len",
+				p.Name, indexKeyBytes(p), MaxIndexKeyMySQL)
+		}
 		m.Prefixes = append(m.Prefixes, p)
 	}
 	if err := c.err(); err != nil {
@@ -198,11 +279,10 @@ func checkPrefixFields(c *errs, ps *PrefixSpec, p *Prefix) {
 		c.add(ps.Pos, "prefix %q has no key type (key: string | int64 | uuid)", p.Name)
 	case ps.Key.Value == "string":
 		p.Key, p.MaxKeyLen = "string", DefaultMaxKeyLen
-		p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
 	case ps.Key.Value == "int64":
-		p.Key, p.ItemSQLType = "int64", "bigint"
+		p.Key = "int64"
 	case ps.Key.Value == "uuid":
-		p.Key, p.ItemSQLType = "uuid", "uuid"
+		p.Key = "uuid"
 	default:
 		c.add(ps.Key.Pos, "unknown key type %q (known: string, int64, uuid)", ps.Key.Value)
 	}
@@ -214,7 +294,6 @@ func checkPrefixFields(c *errs, ps *PrefixSpec, p *Prefix) {
 			c.add(ps.MaxKeyLen.Pos, "max_key_len %d is out of range 1..%d", ps.MaxKeyLen.Value, MaxKeyLenLimit)
 		default:
 			p.MaxKeyLen = ps.MaxKeyLen.Value
-			p.ItemSQLType = fmt.Sprintf("varchar(%d)", p.MaxKeyLen)
 		}
 	}
 	if ps.Ledger.given() && checkLedger(c, ps.Ledger) {

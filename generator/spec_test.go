@@ -226,11 +226,11 @@ func TestSpecErrors(t *testing.T) {
 
 		// Engine and Redis.
 		{"unknown engine", "version: 1\noutput: out\nengine: oracle\nprefixes:\n  - name: a\n    key: string\n",
-			3, 9, `unknown engine "oracle" (supported: postgresql)`},
-		{"engine mysql", "version: 1\noutput: out\nengine: mysql\nprefixes:\n  - name: a\n    key: string\n",
-			3, 9, `engine "mysql" is planned but not supported yet (supported: postgresql)`},
-		{"engine sqlite", "version: 1\noutput: out\nengine: sqlite\nprefixes:\n  - name: a\n    key: string\n",
-			3, 9, `engine "sqlite" is planned but not supported yet`},
+			3, 9, `unknown engine "oracle" (known: postgresql, mysql, sqlite)`},
+		{"mysql table name", "version: 1\noutput: out\nengine: mysql\nprefixes:\n  - name: abcdefghij_abcdefghij_abcdefghij_abcd\n    key: string\n",
+			5, 11, `over MySQL's limit of 64; shorten the name to at most 34 bytes`},
+		{"sqlite table name", "version: 1\noutput: out\nengine: sqlite\nprefixes:\n  - name: abcdefghij_abcdefghij_abcdefghij_abc\n    key: string\n",
+			5, 11, `over PostgreSQL's (kept by SQLite specs, so that they move to any engine) limit of 63`},
 		{"namespace with upper case", "version: 1\noutput: out\nredis:\n  namespace: Inv\nprefixes:\n  - name: a\n    key: string\n",
 			4, 14, `redis.namespace "Inv" must match ^[a-z][a-z0-9_-]{0,31}$`},
 		{"namespace with a brace", "version: 1\noutput: out\nredis:\n  namespace: \"inv{x}\"\nprefixes:\n  - name: a\n    key: string\n",
@@ -283,7 +283,7 @@ defaults:
   ledger: fast
 redis:
   namespace: "Inv"
-engine: mysql
+engine: db2
 version: 3
 output: ../elsewhere
 `
@@ -301,7 +301,7 @@ output: ../elsewhere
 			{14, 11, "defaults.shards 5000 is out of range"},
 			{15, 11, `unknown ledger mode "fast"`},
 			{17, 14, `redis.namespace "Inv" must match`},
-			{18, 9, `engine "mysql" is planned`},
+			{18, 9, `unknown engine "db2"`},
 			{19, 10, "unsupported version 3"},
 			{20, 9, `output "../elsewhere" must be a relative path`},
 		}
@@ -439,10 +439,10 @@ prefixes:
 		t.Errorf("model = %+v", m)
 	}
 	want := []Prefix{
-		{Name: "abcdefghij_abcdefghij_abcdefghij", Package: "abcdefghijabcdefghijabcdefghij", Key: "string", MaxKeyLen: 1024, Shards: 32, Buckets: 1, ItemSQLType: "varchar(1024)"},
-		{Name: "coupon", Package: "coupon", Key: "int64", Shards: 4, Buckets: 1, ItemSQLType: "bigint"},
-		{Name: "flash_sale_2026", Package: "flashsale2026", Key: "string", MaxKeyLen: 64, Shards: 32, Buckets: 1, ItemSQLType: "varchar(64)"},
-		{Name: "gift_card", Package: "giftcard", Key: "uuid", Shards: 16, Buckets: 1, ItemSQLType: "uuid"},
+		{Name: "abcdefghij_abcdefghij_abcdefghij", Package: "abcdefghijabcdefghijabcdefghij", Key: "string", MaxKeyLen: 1024, Shards: 32, Buckets: 1, ItemSQLType: "varchar(1024)", Engine: "postgresql"},
+		{Name: "coupon", Package: "coupon", Key: "int64", Shards: 4, Buckets: 1, ItemSQLType: "bigint", Engine: "postgresql"},
+		{Name: "flash_sale_2026", Package: "flashsale2026", Key: "string", MaxKeyLen: 64, Shards: 32, Buckets: 1, ItemSQLType: "varchar(64)", Engine: "postgresql"},
+		{Name: "gift_card", Package: "giftcard", Key: "uuid", Shards: 16, Buckets: 1, ItemSQLType: "uuid", Engine: "postgresql"},
 	}
 	if len(m.Prefixes) != len(want) {
 		t.Fatalf("got %d prefixes, want %d", len(m.Prefixes), len(want))

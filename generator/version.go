@@ -3,7 +3,7 @@ package generator
 // Version is the invgen release this generator belongs to. Every file it
 // writes names it in its header, so that a diff of generated code shows
 // which invgen wrote it; it changes with each release.
-const Version = "v0.9.0"
+const Version = "v0.10.0"
 
 // Header is the first line of every file invgen writes, after the
 // comment marker of the file's language.

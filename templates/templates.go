@@ -13,5 +13,5 @@ import "embed"
 
 // FS holds the templates, one folder per engine.
 //
-//go:embed postgresql/*.tmpl
+//go:embed postgresql/*.tmpl mysql/*.tmpl sqlite/*.tmpl
 var FS embed.FS
