@@ -15,6 +15,14 @@ TEST_PKGS = $$($(GO) list $(PKGS) | grep -v /internal/adopt$$)
 # the local Redis Cluster of scripts/cluster.sh: these packages, less the
 # tests that start Redis servers or clusters of their own (the same on
 # both passes), plus the one robustness test on the shared Redis.
+# The contract tests run a second time on each other engine (INVGEN_ENGINE:
+# MariaDB, SQLite), less the tests that reach into PostgreSQL itself (a
+# pgx pool or transaction of their own, PL/pgSQL triggers, a child process
+# that joins the test's schema) or fault only Redis.
+ENGINES      := mysql sqlite
+ENGINE_SKIP  := ^(TestChaosKill|TestChaosNetwork|TestChaosPostgresDown|TestChaosStreamKill|TestCloseLeavesNoGoroutines|TestDeadlineWhileWaitingForPool|TestDeadlinesUnderPoolPressure|TestDefectLedgerFailureReleases|TestFlusherReportsRoundErrors|TestFlusherStopsOnPermanentError|TestIncrCountsPendingPurchasesAsOnSale|TestJanitor|TestLateCommitSettlesOnlyItsAttempt|TestLayoutFirstUseNeedsCreateTables|TestLayoutMismatchRefused|TestLayoutRetiredStopsWithinBound|TestLayoutSwitchStreamToSync|TestLayoutSwitchUnderTraffic|TestManyProcesses|TestNewRefusesTx|TestOneExecutionOneFirstAnswer|TestPendingIncreaseIsNotForSale|TestRefreshDoesNotLoadAfterItsFenceExpired|TestReleaseCountsPendingIncreases|TestStreamFlushBatchRepeatKeepsTheFirst|TestStreamFlushReturnsUnderTraffic|TestChaosClusterFailover|TestFailoverToLaggingReplica|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
+ENGINE_TEST = for e in $(ENGINES); do echo "INVGEN_ENGINE=$$e"; \
+	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 15m -skip '$(ENGINE_SKIP)' ./internal/contract || exit 1; done
 CLUSTER_PKGS := ./internal/contract ./cmd/...
 CLUSTER_SKIP := ^(TestFailoverToLaggingReplica|TestChaosClusterFailover|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
 CLUSTER_ALSO := -run '^TestTwoLayouts$$' ./internal/robustness
@@ -22,7 +30,7 @@ CLUSTER_TEST = seeds=$$(bash scripts/cluster.sh start) && echo "INVGEN_REDIS_CLU
 	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 20m -skip '$(CLUSTER_SKIP)' $(CLUSTER_PKGS) && \
 	INVGEN_REDIS_CLUSTER=$$seeds $(GO) test -race -count=1 -timeout 5m $(CLUSTER_ALSO)
 
-.PHONY: all generate check test test-cluster test-short demo bench chaos robustness mutants lint tidy services cluster help
+.PHONY: all generate check test test-engines test-cluster test-short demo bench chaos robustness mutants lint tidy services cluster help
 
 all: check lint test
 
@@ -35,19 +43,27 @@ services: ## start (or install) the Redis, PostgreSQL and Redis Cluster that tes
 cluster: ## start the local 6-node Redis Cluster (INVGEN_CLUSTER_PORTS, default 7001-7006) and print its seeds
 	@bash scripts/cluster.sh start
 
-generate: ## regenerate the example packages from the root spec
-	$(INVGEN) generate -f $(SPEC)
+# The specs of the committed generated packages: the root one and one per
+# other engine.
+SPECS    := $(SPEC) examples/engines/mysql.yaml examples/engines/sqlite.yaml
 
-check: ## fail if the committed generated code differs from the spec
-	$(INVGEN) check -f $(SPEC)
+generate: ## regenerate the example packages from the specs
+	for s in $(SPECS); do $(INVGEN) generate -f $$s || exit 1; done
 
-test: services check ## every test, with the race detector, against real Redis and PostgreSQL; then the Redis ones on a Redis Cluster
+check: ## fail if the committed generated code differs from the specs
+	for s in $(SPECS); do $(INVGEN) check -f $$s || exit 1; done
+
+test: services check ## every test, with the race detector, against real Redis and PostgreSQL; the contract tests on MariaDB and SQLite; then the Redis ones on a Redis Cluster
 	$(GO) test -race -count=1 -timeout 20m $(TEST_PKGS)
+	$(ENGINE_TEST)
 	$(GO) test -count=1 -timeout 10m $(ADOPT)
 	$(CLUSTER_TEST)
 
 test-cluster: services ## the tests that use the shared Redis, with the race detector, on the local Redis Cluster (INVGEN_REDIS_CLUSTER)
 	$(CLUSTER_TEST)
+
+test-engines: services ## the contract tests on MariaDB and SQLite (INVGEN_ENGINE), with the race detector
+	$(ENGINE_TEST)
 
 test-short: services ## the tests without the race detector (quicker)
 	$(GO) test -count=1 -timeout 10m $(PKGS)

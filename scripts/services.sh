@@ -75,6 +75,29 @@ if ! psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null 2>&1; then
 fi
 log "PostgreSQL at $phost:$pport is up"
 
+# --- MariaDB (the mysql engine's tests) ------------------------------------
+# INVGEN_MYSQL_URL is go-sql-driver/mysql's DSN: user[:pass]@tcp(host:port)/db.
+MYSQL_URL=${INVGEN_MYSQL_URL:-root@tcp(127.0.0.1:3306)/test}
+maddr=${MYSQL_URL#*tcp(}; maddr=${maddr%%)*}; mhost=${maddr%:*}; mport=${maddr##*:}
+muser=${MYSQL_URL%%@*}; muser=${muser%%:*}; mdb=${MYSQL_URL##*/}; mdb=${mdb%%\?*}
+command -v mariadb >/dev/null || command -v mysql >/dev/null || apt_install mariadb-client
+mcli=$(command -v mariadb || command -v mysql)
+if ! "$mcli" -h "$mhost" -P "$mport" -u "$muser" -e 'SELECT 1' >/dev/null 2>&1; then
+  local_host "$mhost" || die "MySQL/MariaDB at $mhost:$mport does not answer"
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+  log "starting MariaDB on port $mport"
+  $SUDO mkdir -p /run/mysqld && $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --port="$mport" --bind-address="$mhost"
+  wait_for "MariaDB" "$mcli" -h "$mhost" -P "$mport" -u root -e 'SELECT 1'
+  if ! "$mcli" -h "$mhost" -P "$mport" -u "$muser" -e 'SELECT 1' >/dev/null 2>&1; then
+    # A fresh Debian server lets root in only through its socket.
+    log "letting MariaDB's root in over TCP without a password"
+    $SUDO "$mcli" -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD(''); FLUSH PRIVILEGES;"
+  fi
+fi
+"$mcli" -h "$mhost" -P "$mport" -u "$muser" -e "CREATE DATABASE IF NOT EXISTS \`$mdb\`" || die "cannot use MySQL/MariaDB with INVGEN_MYSQL_URL"
+log "MariaDB at $mhost:$mport is up"
+
 # --- Redis Cluster ---------------------------------------------------------
 # The second pass of `make test` runs against a local 6-node cluster
 # (scripts/cluster.sh; ports from INVGEN_CLUSTER_PORTS, default 7001-7006).

@@ -136,16 +136,28 @@ func verify(t *testing.T, f *fixture[string], m manager[string], tl *tally, scen
 // ledger to the units it took.
 func (f *fixture[K]) committedPurchases(t *testing.T) map[string]int64 {
 	t.Helper()
-	rows, err := f.pool.Query(ctxT(t), "SELECT op_key, -delta FROM "+f.usageTable+" WHERE kind = 'decr' AND state = 'committed'")
-	testenv.Must(t, err, "ledger rows")
+	q := "SELECT op_key, -delta FROM " + f.usageTable + " WHERE kind = 'decr' AND state = 'committed'"
 	committed := map[string]int64{}
-	for rows.Next() {
-		var op string
-		var n int64
-		testenv.Must(t, rows.Scan(&op, &n), "scan")
-		committed[op] = n
+	scan := func(next func() bool, scan func(...any) error, err func() error) {
+		for next() {
+			var op string
+			var n int64
+			testenv.Must(t, scan(&op, &n), "scan")
+			committed[op] = n
+		}
+		testenv.Must(t, err(), "rows")
 	}
-	testenv.Must(t, rows.Err(), "rows")
+	if f.db != nil {
+		rows, err := f.db.QueryContext(ctxT(t), q)
+		testenv.Must(t, err, "ledger rows")
+		defer rows.Close()
+		scan(rows.Next, rows.Scan, rows.Err)
+		return committed
+	}
+	rows, err := f.pool.Query(ctxT(t), q)
+	testenv.Must(t, err, "ledger rows")
+	defer rows.Close()
+	scan(rows.Next, rows.Scan, rows.Err)
 	return committed
 }
 

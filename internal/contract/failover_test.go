@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
@@ -39,14 +38,10 @@ func clusterOptions(seeds []string) *redis.ClusterOptions {
 func fixtureOn(t testing.TB, rdb redis.UniversalClient, stream bool, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) }, rdb: rdb,
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable}
-	open := func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
-		return flashsale.New(pool, rdb, opts...)
-	}
+	open := openString
 	if stream {
 		f.modTable, f.usageTable = drop.ModificationTable, drop.UsageTable
-		open = func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
-			return drop.New(pool, rdb, opts...)
-		}
+		open = openStream
 	}
 	return setup(t, f, open, opts)
 }

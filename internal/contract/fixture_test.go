@@ -3,6 +3,7 @@ package contract
 import (
 	"context"
 	"crypto/sha1"
+	"database/sql"
 	"fmt"
 	"sort"
 	"strings"
@@ -13,6 +14,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	mycoupon "github.com/invgen/invgen/examples/engines/mysql/coupon"
+	mydrop "github.com/invgen/invgen/examples/engines/mysql/drop"
+	myflashsale "github.com/invgen/invgen/examples/engines/mysql/flashsale"
+	mygiftcard "github.com/invgen/invgen/examples/engines/mysql/giftcard"
+	licoupon "github.com/invgen/invgen/examples/engines/sqlite/coupon"
+	lidrop "github.com/invgen/invgen/examples/engines/sqlite/drop"
+	liflashsale "github.com/invgen/invgen/examples/engines/sqlite/flashsale"
+	ligiftcard "github.com/invgen/invgen/examples/engines/sqlite/giftcard"
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
@@ -58,11 +67,16 @@ var (
 	_ manager[string]    = (*drop.Manager)(nil)
 )
 
-// fixture is one generated manager on its own namespace and schema.
+// fixture is one generated manager on its own namespace and schema. The
+// engine is testenv.Engine(): on postgresql the manager is the package of
+// examples/flashsale and pool is set; on mysql and sqlite it is the package
+// of examples/engines and db is set.
 type fixture[K comparable] struct {
 	m          manager[K]
 	rdb        redis.UniversalClient
+	engine     string
 	pool       *pgxpool.Pool
+	db         *sql.DB
 	ns         string
 	key        func(i int) K // distinct valid keys
 	modTable   string
@@ -72,21 +86,79 @@ type fixture[K comparable] struct {
 	reopen func(opts ...invrt.Option) manager[K]
 }
 
+// opener builds a fixture's manager: pg on PostgreSQL, sql (by engine) on
+// the others.
+type opener[K any] struct {
+	pg  func(*pgxpool.Pool, redis.UniversalClient, ...invrt.Option) (manager[K], error)
+	sql map[string]func(*sql.DB, redis.UniversalClient, ...invrt.Option) (manager[K], error)
+}
+
+var (
+	openString = opener[string]{
+		pg: func(p *pgxpool.Pool, r redis.UniversalClient, o ...invrt.Option) (manager[string], error) {
+			return flashsale.New(p, r, o...)
+		},
+		sql: map[string]func(*sql.DB, redis.UniversalClient, ...invrt.Option) (manager[string], error){
+			"mysql": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[string], error) {
+				return myflashsale.New(d, r, o...)
+			},
+			"sqlite": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[string], error) {
+				return liflashsale.New(d, r, o...)
+			},
+		},
+	}
+	openStream = opener[string]{
+		pg: func(p *pgxpool.Pool, r redis.UniversalClient, o ...invrt.Option) (manager[string], error) {
+			return drop.New(p, r, o...)
+		},
+		sql: map[string]func(*sql.DB, redis.UniversalClient, ...invrt.Option) (manager[string], error){
+			"mysql": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[string], error) {
+				return mydrop.New(d, r, o...)
+			},
+			"sqlite": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[string], error) {
+				return lidrop.New(d, r, o...)
+			},
+		},
+	}
+	openInt64 = opener[int64]{
+		pg: func(p *pgxpool.Pool, r redis.UniversalClient, o ...invrt.Option) (manager[int64], error) {
+			return coupon.New(p, r, o...)
+		},
+		sql: map[string]func(*sql.DB, redis.UniversalClient, ...invrt.Option) (manager[int64], error){
+			"mysql": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[int64], error) {
+				return mycoupon.New(d, r, o...)
+			},
+			"sqlite": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[int64], error) {
+				return licoupon.New(d, r, o...)
+			},
+		},
+	}
+	openUUID = opener[uuid.UUID]{
+		pg: func(p *pgxpool.Pool, r redis.UniversalClient, o ...invrt.Option) (manager[uuid.UUID], error) {
+			return giftcard.New(p, r, o...)
+		},
+		sql: map[string]func(*sql.DB, redis.UniversalClient, ...invrt.Option) (manager[uuid.UUID], error){
+			"mysql": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[uuid.UUID], error) {
+				return mygiftcard.New(d, r, o...)
+			},
+			"sqlite": func(d *sql.DB, r redis.UniversalClient, o ...invrt.Option) (manager[uuid.UUID], error) {
+				return ligiftcard.New(d, r, o...)
+			},
+		},
+	}
+)
+
 func stringFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
-		return flashsale.New(pool, rdb, opts...)
-	}, opts)
+	return setup(t, f, openString, opts)
 }
 
 // stringFixtureOn is stringFixture on a Redis of the test's own.
 func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, rdb: rdb}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
-		return flashsale.New(pool, rdb, opts...)
-	}, opts)
+	return setup(t, f, openString, opts)
 }
 
 // stringFixtureWith is stringFixture on a pool of its own, tuned by tune
@@ -94,49 +166,54 @@ func stringFixtureOn(t testing.TB, rdb *redis.Client, opts ...invrt.Option) *fix
 func stringFixtureWith(t testing.TB, tune func(*pgxpool.Config), opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: flashsale.ModificationTable, usageTable: flashsale.UsageTable, pool: testenv.PoolWith(t, tune)}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
-		return flashsale.New(pool, rdb, opts...)
-	}, opts)
+	return setup(t, f, openString, opts)
 }
 
 // streamFixture is a string-keyed prefix on the stream ledger.
 func streamFixture(t testing.TB, opts ...invrt.Option) *fixture[string] {
 	f := &fixture[string]{key: func(i int) string { return fmt.Sprintf("sku-%d", i) },
 		modTable: drop.ModificationTable, usageTable: drop.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[string], error) {
-		return drop.New(pool, rdb, opts...)
-	}, opts)
+	return setup(t, f, openStream, opts)
 }
 
 func int64Fixture(t testing.TB, opts ...invrt.Option) *fixture[int64] {
 	f := &fixture[int64]{key: func(i int) int64 { return int64(i)*7919 - 50 },
 		modTable: coupon.ModificationTable, usageTable: coupon.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[int64], error) {
-		return coupon.New(pool, rdb, opts...)
-	}, opts)
+	return setup(t, f, openInt64, opts)
 }
 
 func uuidFixture(t testing.TB, opts ...invrt.Option) *fixture[uuid.UUID] {
 	f := &fixture[uuid.UUID]{key: func(i int) uuid.UUID {
 		return uuid.NewHash(sha1.New(), uuid.NameSpaceOID, []byte(fmt.Sprint(i)), 5)
 	}, modTable: giftcard.ModificationTable, usageTable: giftcard.UsageTable}
-	return setup(t, f, func(pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...invrt.Option) (manager[uuid.UUID], error) {
-		return giftcard.New(pool, rdb, opts...)
-	}, opts)
+	return setup(t, f, openUUID, opts)
 }
 
-func setup[K comparable](t testing.TB, f *fixture[K], open func(*pgxpool.Pool, redis.UniversalClient, ...invrt.Option) (manager[K], error), opts []invrt.Option) *fixture[K] {
+func setup[K comparable](t testing.TB, f *fixture[K], o opener[K], opts []invrt.Option) *fixture[K] {
 	t.Helper()
 	if f.rdb == nil {
 		f.rdb = testenv.Redis(t)
 	}
-	if f.pool == nil {
-		f.pool = testenv.Pool(t)
+	f.engine = testenv.Engine()
+	open := func(more ...invrt.Option) (manager[K], error) { return o.pg(f.pool, f.rdb, more...) }
+	switch {
+	case f.engine == "postgresql":
+		if f.pool == nil {
+			f.pool = testenv.Pool(t)
+		}
+	case o.sql[f.engine] != nil:
+		if f.pool != nil {
+			t.Fatalf("this test tunes a PostgreSQL pool: run it with INVGEN_ENGINE=postgresql")
+		}
+		f.db = testenv.SQLDB(t, f.engine)
+		open = func(more ...invrt.Option) (manager[K], error) { return o.sql[f.engine](f.db, f.rdb, more...) }
+	default:
+		t.Fatalf("INVGEN_ENGINE=%q: the engine is postgresql, mysql or sqlite", f.engine)
 	}
 	f.ns = testenv.Namespace(t, f.rdb)
 	f.reopen = func(more ...invrt.Option) manager[K] {
 		all := append([]invrt.Option{invrt.WithNamespace(f.ns)}, more...)
-		m, err := open(f.pool, f.rdb, all...)
+		m, err := open(all...)
 		testenv.Must(t, err, "New")
 		return m
 	}
@@ -162,8 +239,8 @@ func ctxT(t *testing.T) context.Context { return testenv.Context(t, 2*time.Minut
 // not go through the code under test: capacity and available.
 func (f *fixture[K]) ledger(t *testing.T, item K) (capacity, available int64) {
 	t.Helper()
-	capacity = testenv.Sum(t, f.pool, "SELECT COALESCE(SUM(delta),0)::bigint FROM "+f.modTable+" WHERE item_id = $1 AND state = 'committed'", item)
-	used := testenv.Sum(t, f.pool, "SELECT COALESCE(SUM(delta),0)::bigint FROM "+f.usageTable+" WHERE item_id = $1 AND state = 'committed'", item)
+	capacity = sumSQL(t, f, "SELECT COALESCE(SUM(delta),0) FROM "+f.modTable+" WHERE item_id = $1 AND state = 'committed'", item)
+	used := sumSQL(t, f, "SELECT COALESCE(SUM(delta),0) FROM "+f.usageTable+" WHERE item_id = $1 AND state = 'committed'", item)
 	return capacity, capacity + used
 }
 
@@ -237,8 +314,8 @@ func (f *fixture[K]) snapshot(t *testing.T) string {
 		}
 	}
 	for _, tbl := range []string{f.modTable, f.usageTable} {
-		var n, maxID int64
-		testenv.Must(t, f.pool.QueryRow(ctx, "SELECT count(*), COALESCE(max(id),0) FROM "+tbl).Scan(&n, &maxID), "count %s", tbl)
+		n := sumSQL(t, f, "SELECT count(*) FROM "+tbl)
+		maxID := sumSQL(t, f, "SELECT COALESCE(max(id),0) FROM "+tbl)
 		fmt.Fprintf(&b, "%s rows=%d max_id=%d\n", tbl, n, maxID)
 	}
 	return b.String()
