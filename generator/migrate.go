@@ -81,6 +81,23 @@ func RecordedKeys(dir string) (map[string]keyColumn, error) {
 	return out, sc.Err()
 }
 
+// CheckMigrations refuses a spec of the mysql or sqlite engine that changes
+// a prefix's key column since the last generate: invgen writes migrations
+// of the key column for PostgreSQL only. Call it before writing anything.
+func CheckMigrations(m *Model, recorded map[string]keyColumn) error {
+	if m.Engine == "postgresql" {
+		return nil
+	}
+	for _, p := range m.Prefixes {
+		old, ok := recorded[p.Name]
+		if cur := (keyColumn{Key: p.Key, MaxKeyLen: p.MaxKeyLen}); ok && old != cur {
+			return fmt.Errorf("prefix %s changes its key column from %s to %s: invgen writes migrations of the key column for postgresql only; "+
+				"alter item_id of its tables on %s yourself, or keep the key as it was", p.Name, old, cur, m.Engine)
+		}
+	}
+	return nil
+}
+
 // WriteMigrations writes below dir the migration of every prefix whose key
 // column differs from what was recorded (see RecordedKeys), numbered after
 // the prefix's existing migrations, and returns their paths.

@@ -7,27 +7,62 @@ import (
 	"strings"
 )
 
-// Queries returns the statements of p's query.sql by name (InsertUsage,
-// ItemTotals, LoadLayout, ...), with every parameter written $n as sqlc
-// numbers them: positional ones as they are, named ones (sqlc.arg(x)) after
-// them in the order they first appear. `invgen admin` runs them, so that it
-// speaks to a prefix's tables with the statements its generated package
-// runs through sqlc.
+// Queries returns the statements of p's query.sql (and, on the mysql and
+// sqlite engines, of its direct.sql) by name (InsertUsage, ItemTotals,
+// LoadLayout, FlushInsert, ...), with every parameter written $n as sqlc
+// numbers them. On PostgreSQL that is positional ones as they are, named
+// ones (sqlc.arg(x)) after them in the order they first appear; on the
+// engines of ? parameters, every parameter in the order it first appears
+// in the text. `invgen admin` runs them, so that it speaks to a prefix's
+// tables with the statements its generated package runs.
 func Queries(m *Model, p *Prefix) (map[string]string, error) {
-	text, err := sqlTemplate("query.sql")(m, p)
-	if err != nil {
-		return nil, err
+	files := []string{"query.sql"}
+	if m.Engine != "postgresql" {
+		files = append(files, "direct.sql")
 	}
 	out := map[string]string{}
-	for _, block := range strings.Split(string(text), "-- name: ")[1:] {
-		head, body, _ := strings.Cut(block, "\n")
-		name, _, _ := strings.Cut(head, " ")
-		out[name] = numberArgs(strings.TrimSpace(stripComments(body)))
+	for _, f := range files {
+		text, err := sqlTemplate(f)(m, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, block := range strings.Split(string(text), "-- name: ")[1:] {
+			head, body, _ := strings.Cut(block, "\n")
+			name, _, _ := strings.Cut(head, " ")
+			q := strings.TrimSuffix(strings.TrimSpace(stripComments(body)), ";")
+			if m.Engine == "postgresql" {
+				out[name] = numberArgs(q)
+			} else {
+				out[name] = numberInOrder(q)
+			}
+		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("query.sql of %s holds no named query", p.Name)
 	}
 	return out, nil
+}
+
+var anyParam = regexp.MustCompile(`\?|sqlc\.arg\((\w+)\)`)
+
+// numberInOrder numbers the parameters of a statement of the mysql or
+// sqlite engine, ? or sqlc.arg(x), in the order they first appear: a
+// repeated sqlc.arg keeps its number.
+func numberInOrder(q string) string {
+	n := 0
+	seen := map[string]int{}
+	return anyParam.ReplaceAllStringFunc(q, func(s string) string {
+		if s == "?" {
+			n++
+			return "$" + strconv.Itoa(n)
+		}
+		name := anyParam.FindStringSubmatch(s)[1]
+		if _, ok := seen[name]; !ok {
+			n++
+			seen[name] = n
+		}
+		return "$" + strconv.Itoa(seen[name])
+	})
 }
 
 // SchemaSQL is p's schema.sql: the statements CreateTables runs.

@@ -47,8 +47,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	fset.SetOutput(stderr)
 	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
 	redisURL := fset.String("redis", envOr("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0"), redisURLHelp)
-	dbURL := fset.String("db", envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"),
-		"PostgreSQL `URL` of the ledger (default $INVGEN_DATABASE_URL)")
+	dbURL := fset.String("db", "", dbFlagDoc)
 	namespace := fset.String("namespace", "", "Redis `namespace` replacing the spec's")
 	asJSON := fset.Bool("json", false, "print JSON instead of a table")
 	timeout := fset.Duration("timeout", time.Minute, "give up after this long")
@@ -133,18 +132,18 @@ var errFound = errors.New("found")
 // openCore builds the manager of prefix p from the spec, over the ledger
 // database at dbURL and the Redis at redisURL.
 func openCore(ctx context.Context, m *generator.Model, p *generator.Prefix, ns, dbURL, redisURL string) (*invrt.Core[itemKey], func(), error) {
-	pool, err := openPool(ctx, dbURL)
+	pool, err := openDB(ctx, m.Engine, dbURL)
 	if err != nil {
 		return nil, nil, err
 	}
 	rdb, err := openRedis(ctx, redisURL)
 	if err != nil {
-		pool.Close()
+		pool.close()
 		return nil, nil, err
 	}
 	l, err := newSQLLedger(pool, m, p)
 	if err != nil {
-		pool.Close()
+		pool.close()
 		rdb.Close()
 		return nil, nil, err
 	}
@@ -158,10 +157,10 @@ func openCore(ctx context.Context, m *generator.Model, p *generator.Prefix, ns, 
 	core, err := invrt.NewCore(invrt.Config[itemKey]{
 		Namespace: ns, Prefix: p.Name, Shards: p.Shards, Buckets: p.Buckets,
 		Codec: textCodec{keyType: p.Key, str: invrt.StringCodec{MaxLen: max(p.MaxKeyLen, 1)}}, Ledger: l, Layouts: l,
-		Redis: rdb, Stream: p.Ledger == "stream", KeyType: p.Key, MaxKeyLen: maxLen, DB: pool,
+		Redis: rdb, Stream: p.Ledger == "stream", KeyType: p.Key, MaxKeyLen: maxLen, DB: pool.handle(),
 	}, invrt.WithNamespace(ns))
 	if err != nil {
-		pool.Close()
+		pool.close()
 		rdb.Close()
 		return nil, nil, err
 	}
@@ -170,7 +169,7 @@ func openCore(ctx context.Context, m *generator.Model, p *generator.Prefix, ns, 
 		defer cancel()
 		core.Close(cctx)
 		rdb.Close()
-		pool.Close()
+		pool.close()
 	}, nil
 }
 

@@ -36,12 +36,11 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	fset.SetOutput(stderr)
 	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
 	redisURL := fset.String("redis", envOr("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0"), redisURLHelp)
-	dbURL := fset.String("db", envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"),
-		"PostgreSQL `URL` of the ledger (default $INVGEN_DATABASE_URL)")
+	dbURL := fset.String("db", "", dbFlagDoc)
 	namespace := fset.String("namespace", "", "Redis `namespace` replacing the spec's")
 	once := fset.Bool("once", false, "write what the streams hold now and exit")
 	fset.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: invgen flush [-f FILE] [-redis URL] [-db URL] [-namespace NS] [-once]\n\n%s\n\nFlags:\n", flushDoc)
+		fmt.Fprintf(stderr, "Usage: invgen flush [-f FILE] [-redis URL] [-db DB] [-namespace NS] [-once]\n\n%s\n\nFlags:\n", flushDoc)
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
@@ -69,12 +68,12 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	pool, err := openPool(ctx, *dbURL)
+	pool, err := openDB(ctx, m.Engine, *dbURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
 		return exitFail
 	}
-	defer pool.Close()
+	defer pool.close()
 	rdb, err := openRedis(ctx, *redisURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen flush: %v\n", err)

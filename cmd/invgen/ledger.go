@@ -7,20 +7,18 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/invgen/invgen/generator"
 	invrt "github.com/invgen/invgen/runtime"
 )
 
 // sqlLedger is a prefix's ledger for the commands that run a manager
-// without its generated package (invgen admin). It runs the statements of
-// the prefix's query.sql, which the generated package runs through sqlc,
-// over a pool in the simple protocol: keys travel as text whatever the
-// key type, and PostgreSQL converts them.
+// without its generated package (invgen admin, flush, adopt). It runs the
+// statements of the prefix's query.sql (and direct.sql), which the
+// generated package runs through sqlc, on the spec's engine: keys travel
+// as text whatever the key type, and the database converts them.
 type sqlLedger struct {
-	pool   *pgxpool.Pool
+	db     ledgerDB
 	q      map[string]string
 	schema string
 	zero   itemKey // the smallest key of the key type, for the first page
@@ -31,18 +29,7 @@ var (
 	_ invrt.LayoutStore     = sqlLedger{}
 )
 
-// openPool opens the ledger database for the commands, in the simple
-// protocol that sqlLedger expects.
-func openPool(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		return nil, fmt.Errorf("-db: %w", err)
-	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	return pgxpool.NewWithConfig(ctx, cfg)
-}
-
-func newSQLLedger(pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix) (sqlLedger, error) {
+func newSQLLedger(db ledgerDB, m *generator.Model, p *generator.Prefix) (sqlLedger, error) {
 	q, err := generator.Queries(m, p)
 	if err != nil {
 		return sqlLedger{}, err
@@ -58,7 +45,7 @@ func newSQLLedger(pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix) (
 	case "uuid":
 		zero = itemKey(uuid.Nil.String())
 	}
-	return sqlLedger{pool: pool, q: q, schema: schema, zero: zero}, nil
+	return sqlLedger{db: db, q: q, schema: schema, zero: zero}, nil
 }
 
 // table is the name of the statement for kind's table: Modification or
@@ -71,13 +58,22 @@ func table(kind invrt.Kind) string {
 }
 
 func (l sqlLedger) CreateTables(ctx context.Context) error {
-	_, err := l.pool.Exec(ctx, l.schema)
-	return err
+	if l.db.engine() == "postgresql" {
+		_, err := l.db.exec(ctx, l.schema)
+		return err
+	}
+	for _, stmt := range invrt.SQLStatements(l.schema) {
+		if _, err := l.db.exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (l sqlLedger) TablesInitialized(ctx context.Context) (ok bool, err error) {
-	err = l.pool.QueryRow(ctx, l.q["TablesInitialized"]).Scan(&ok)
-	return ok, err
+func (l sqlLedger) TablesInitialized(ctx context.Context) (bool, error) {
+	var ok any
+	err := l.db.queryRow(ctx, l.q["TablesInitialized"]).Scan(&ok)
+	return truthy(ok), err
 }
 
 func (l sqlLedger) Acquire(context.Context) (invrt.Ledger[itemKey], func(), error) {
@@ -85,21 +81,33 @@ func (l sqlLedger) Acquire(context.Context) (invrt.Ledger[itemKey], func(), erro
 }
 
 func (l sqlLedger) Insert(ctx context.Context, e invrt.Entry[itemKey]) error {
-	_, err := l.pool.Exec(ctx, l.q["Insert"+table(e.Kind)], string(e.Item), e.Delta, string(e.Kind), e.OpKey, e.Attempt)
+	_, err := l.db.exec(ctx, l.q["Insert"+table(e.Kind)], string(e.Item), e.Delta, string(e.Kind), e.OpKey, e.Attempt)
 	return err
 }
 
 func (l sqlLedger) Void(ctx context.Context, e invrt.Entry[itemKey]) (r invrt.Row, err error) {
+	args := []any{string(e.Item), e.Delta, string(e.Kind), e.OpKey, e.Attempt}
+	if l.db.engine() == "mysql" {
+		// No RETURNING: write, then read the row that exists.
+		if _, err := l.db.exec(ctx, l.q["Void"+table(e.Kind)], args...); err != nil {
+			return r, err
+		}
+		r, found, err := l.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+		if err == nil && !found {
+			err = errors.New("invgen: the row of a void write is missing")
+		}
+		return r, err
+	}
 	var state string
-	err = l.pool.QueryRow(ctx, l.q["Void"+table(e.Kind)], string(e.Item), e.Delta, string(e.Kind), e.OpKey, e.Attempt).Scan(&state, &r.Delta, &r.Attempt)
+	err = l.db.queryRow(ctx, l.q["Void"+table(e.Kind)], args...).Scan(&state, &r.Delta, &r.Attempt)
 	r.State = invrt.State(state)
 	return r, err
 }
 
 func (l sqlLedger) Lookup(ctx context.Context, item itemKey, kind invrt.Kind, opKey string) (r invrt.Row, found bool, err error) {
 	var state string
-	err = l.pool.QueryRow(ctx, l.q["Lookup"+table(kind)], string(item), string(kind), opKey).Scan(&state, &r.Delta, &r.Attempt)
-	if errors.Is(err, pgx.ErrNoRows) {
+	err = l.db.queryRow(ctx, l.q["Lookup"+table(kind)], string(item), string(kind), opKey).Scan(&state, &r.Delta, &r.Attempt)
+	if isNoRows(err) {
 		return r, false, nil
 	}
 	r.State = invrt.State(state)
@@ -108,64 +116,110 @@ func (l sqlLedger) Lookup(ctx context.Context, item itemKey, kind invrt.Kind, op
 
 func (l sqlLedger) Totals(ctx context.Context, item itemKey) (t invrt.Totals[itemKey], found bool, err error) {
 	var used, buckets int64
-	err = l.pool.QueryRow(ctx, l.q["ItemTotals"], string(item)).Scan(&found, &t.Capacity, &used, &buckets)
+	var ok any
+	err = l.db.queryRow(ctx, l.q["ItemTotals"], string(item)).Scan(&ok, &t.Capacity, &used, &buckets)
 	t.Item, t.Available, t.Buckets = item, t.Capacity+used, int(buckets)
-	return t, found, err
+	return t, truthy(ok), err
 }
 
 func (l sqlLedger) Items(ctx context.Context, after itemKey, first bool, limit int) ([]invrt.Totals[itemKey], error) {
 	if first {
 		after = l.zero
 	}
-	rows, err := l.pool.Query(ctx, l.q["ItemTotalsPage"], first, string(after), limit)
+	rows, err := l.db.query(ctx, l.q["ItemTotalsPage"], first, string(after), limit)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (t invrt.Totals[itemKey], err error) {
+	defer rows.Close()
+	var out []invrt.Totals[itemKey]
+	for rows.Next() {
+		var t invrt.Totals[itemKey]
 		var used, buckets int64
 		var item string
-		err = row.Scan(&item, &t.Capacity, &used, &buckets)
+		if err := rows.Scan(&item, &t.Capacity, &used, &buckets); err != nil {
+			return nil, err
+		}
 		t.Item = itemKey(item)
 		t.Available, t.Buckets = t.Capacity+used, int(buckets)
-		return t, err
-	})
+		out = append(out, t)
+	}
+	return out, rows.Err()
 }
 
 func (l sqlLedger) Flush(ctx context.Context, b *invrt.Batch) ([]string, error) {
-	rows, err := l.pool.Query(ctx, l.q["FlushUsage"], b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts)
+	var (
+		rows rows
+		err  error
+	)
+	if l.db.engine() == "postgresql" {
+		rows, err = l.db.query(ctx, l.q["FlushUsage"], b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts)
+	} else {
+		// The batch as JSON: the insert, then the entries another attempt holds.
+		var batch string
+		if batch, err = b.JSON(); err != nil {
+			return nil, err
+		}
+		if _, err = l.db.exec(ctx, l.q["FlushInsert"], batch); err != nil {
+			return nil, err
+		}
+		rows, err = l.db.query(ctx, l.q["FlushConflicts"], batch)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var item string
+		if err := rows.Scan(&item); err != nil {
+			return nil, err
+		}
+		items = append(items, item)
+	}
+	return items, rows.Err()
 }
 
-func (l sqlLedger) layout(row pgx.Row) (rec invrt.LayoutRecord, err error) {
-	var shards, maxLen int32
-	err = row.Scan(&rec.Namespace, &shards, &rec.Ledger, &rec.KeyType, &maxLen, &rec.Retired, &rec.Version)
-	rec.Shards, rec.MaxKeyLen = int(shards), int(maxLen)
+func (l sqlLedger) layout(row scanner) (rec invrt.LayoutRecord, err error) {
+	var shards, maxLen int64
+	var retired any
+	err = row.Scan(&rec.Namespace, &shards, &rec.Ledger, &rec.KeyType, &maxLen, &retired, &rec.Version)
+	rec.Shards, rec.MaxKeyLen, rec.Retired = int(shards), int(maxLen), truthy(retired)
 	return rec, err
 }
 
 func (l sqlLedger) RecordLayout(ctx context.Context, lay invrt.Layout) (invrt.LayoutRecord, error) {
-	return l.layout(l.pool.QueryRow(ctx, l.q["RecordLayout"], lay.Namespace, lay.Shards, lay.Ledger, lay.KeyType, lay.MaxKeyLen))
+	args := []any{lay.Namespace, lay.Shards, lay.Ledger, lay.KeyType, lay.MaxKeyLen}
+	if l.db.engine() == "mysql" {
+		if _, err := l.db.exec(ctx, l.q["RecordLayout"], args...); err != nil {
+			return invrt.LayoutRecord{}, err
+		}
+		return l.layout(l.db.queryRow(ctx, l.q["LoadLayout"]))
+	}
+	return l.layout(l.db.queryRow(ctx, l.q["RecordLayout"], args...))
 }
 
 func (l sqlLedger) LoadLayout(ctx context.Context) (invrt.LayoutRecord, bool, error) {
-	rec, err := l.layout(l.pool.QueryRow(ctx, l.q["LoadLayout"]))
-	if errors.Is(err, pgx.ErrNoRows) {
+	rec, err := l.layout(l.db.queryRow(ctx, l.q["LoadLayout"]))
+	if isNoRows(err) {
 		return rec, false, nil
+	}
+	if err != nil && l.db.engine() != "postgresql" {
+		// As the generated packages do: no tables, no record.
+		if ok, terr := l.TablesInitialized(ctx); terr == nil && !ok {
+			return invrt.LayoutRecord{}, false, nil
+		}
 	}
 	return rec, err == nil, err
 }
 
 func (l sqlLedger) RetireLayout(ctx context.Context, version int64) (bool, error) {
-	tag, err := l.pool.Exec(ctx, l.q["RetireLayout"], version)
-	return tag.RowsAffected() == 1, err
+	n, err := l.db.exec(ctx, l.q["RetireLayout"], version)
+	return n == 1, err
 }
 
 func (l sqlLedger) ReplaceLayout(ctx context.Context, version int64, lay invrt.Layout) (bool, error) {
-	tag, err := l.pool.Exec(ctx, l.q["ReplaceLayout"], lay.Namespace, lay.Shards, lay.Ledger, lay.KeyType, lay.MaxKeyLen, version)
-	return tag.RowsAffected() == 1, err
+	n, err := l.db.exec(ctx, l.q["ReplaceLayout"], lay.Namespace, lay.Shards, lay.Ledger, lay.KeyType, lay.MaxKeyLen, version)
+	return n == 1, err
 }
 
 // itemKey is an item key of any key type, as text: the runtime takes the

@@ -39,12 +39,11 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("invgen migrate", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	file := fset.String("f", "inventory.yaml", "the spec `FILE`")
-	dbURL := fset.String("db", envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"),
-		"PostgreSQL `URL` of the ledger (default $INVGEN_DATABASE_URL)")
+	dbURL := fset.String("db", "", dbFlagDoc)
 	namespace := fset.String("namespace", "", "Redis `namespace` the layout of new tables records, replacing the spec's")
 	dry := fset.Bool("dry-run", false, "print what would be done, and do nothing")
 	fset.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: invgen migrate [-f FILE] [-db URL] [-namespace NS] [-dry-run]\n\n%s\n\nFlags:\n", migrateDoc)
+		fmt.Fprintf(stderr, "Usage: invgen migrate [-f FILE] [-db DB] [-namespace NS] [-dry-run]\n\n%s\n\nFlags:\n", migrateDoc)
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
@@ -67,12 +66,25 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	pool, err := openPool(ctx, *dbURL)
+	db, err := openDB(ctx, m.Engine, *dbURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
 		return exitFail
 	}
-	defer pool.Close()
+	defer db.close()
+	pg, isPG := db.(pgDB)
+	if !isPG {
+		// The mysql and sqlite engines: create what is missing; key
+		// migrations are PostgreSQL's only (CheckMigrations).
+		for _, p := range m.Prefixes {
+			if err := createPrefix(ctx, db, m, p, ns, *dry, stdout); err != nil {
+				fmt.Fprintf(stderr, "invgen migrate: %s: %v\n", p.Name, err)
+				return exitFail
+			}
+		}
+		return exitOK
+	}
+	pool := pg.pool
 	if !*dry {
 		if _, err := pool.Exec(ctx, migrationsTable); err != nil {
 			fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
@@ -88,8 +100,34 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// createPrefix creates the tables of p, and records its layout, when they
+// are missing (the mysql and sqlite engines).
+func createPrefix(ctx context.Context, db ledgerDB, m *generator.Model, p *generator.Prefix, ns string, dry bool, out io.Writer) error {
+	l, err := newSQLLedger(db, m, p)
+	if err != nil {
+		return err
+	}
+	exists, err := l.TablesInitialized(ctx)
+	if err != nil || exists {
+		if err == nil {
+			fmt.Fprintf(out, "%s: up to date\n", p.Name)
+		}
+		return err
+	}
+	lay := invrt.Layout{Namespace: ns, Shards: p.Shards, Ledger: p.Ledger, KeyType: p.Key, MaxKeyLen: p.MaxKeyLen}
+	fmt.Fprintf(out, "%s: create its tables (layout %s)\n", p.Name, lay)
+	if dry {
+		return nil
+	}
+	if err := l.CreateTables(ctx); err != nil {
+		return err
+	}
+	_, err = l.RecordLayout(ctx, lay)
+	return err
+}
+
 func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, p *generator.Prefix, ns string, dry bool, out io.Writer) error {
-	l, err := newSQLLedger(pool, m, p)
+	l, err := newSQLLedger(pgDB{pool}, m, p)
 	if err != nil {
 		return err
 	}

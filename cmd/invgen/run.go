@@ -168,6 +168,9 @@ func runGenerate(file string, stdout, stderr io.Writer) int {
 	// The key columns the last generate wrote for: a change of one calls
 	// for a migration of the prefix's tables.
 	recorded, err := generator.RecordedKeys(m.OutDir)
+	if err == nil {
+		err = generator.CheckMigrations(m, recorded)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen generate: %v\n", err)
 		return exitFail

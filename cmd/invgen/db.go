@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ncruces/go-sqlite3"
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
+	_ "github.com/ncruces/go-sqlite3/embed"  // the SQLite library
+
+	invrt "github.com/invgen/invgen/runtime"
+)
+
+// ledgerDB is the ledger database of the commands, whatever the spec's
+// engine: statements are written with $n parameters (generator.Queries
+// numbers them so) and run with their arguments in that order.
+type ledgerDB interface {
+	engine() string
+	exec(ctx context.Context, q string, args ...any) (affected int64, err error)
+	queryRow(ctx context.Context, q string, args ...any) scanner
+	query(ctx context.Context, q string, args ...any) (rows, error)
+	// handle is what the runtime's Config.DB gets.
+	handle() any
+	close()
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// defaultDB is the ledger database the commands use when -db is not given:
+// by engine, $INVGEN_DATABASE_URL (PostgreSQL), $INVGEN_MYSQL_URL
+// (go-sql-driver/mysql's DSN) or $INVGEN_SQLITE_PATH (a file), each with a
+// local default.
+func defaultDB(engine string) string {
+	switch engine {
+	case "mysql":
+		return envOr("INVGEN_MYSQL_URL", "root@tcp(127.0.0.1:3306)/test")
+	case "sqlite":
+		return envOr("INVGEN_SQLITE_PATH", "inventory.db")
+	}
+	return envOr("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable")
+}
+
+// dbFlagDoc is the usage of every command's -db flag.
+const dbFlagDoc = "the ledger database `DB`, by the spec's engine: a PostgreSQL URL, a MySQL DSN (user@tcp(host:port)/db) or a SQLite file\n" +
+	"(default $INVGEN_DATABASE_URL, $INVGEN_MYSQL_URL or $INVGEN_SQLITE_PATH, else the local server or inventory.db)"
+
+// openDB opens the ledger database of engine at dsn ("" for defaultDB) and
+// checks that it answers.
+func openDB(ctx context.Context, engine, dsn string) (ledgerDB, error) {
+	if dsn == "" {
+		dsn = defaultDB(engine)
+	}
+	if engine == "postgresql" {
+		cfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("-db: %w", err)
+		}
+		// Keys travel as text whatever the key type; PostgreSQL converts.
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := pool.Ping(ctx); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("PostgreSQL does not answer: %w", err)
+		}
+		return pgDB{pool}, nil
+	}
+	driverName, source := "mysql", dsn
+	if engine == "sqlite" {
+		driverName = "sqlite3"
+		source = "file:" + dsn + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)"
+	} else if _, err := mysql.ParseDSN(dsn); err != nil {
+		return nil, fmt.Errorf("-db: %w", err)
+	}
+	db, err := sql.Open(driverName, source)
+	if err != nil {
+		return nil, fmt.Errorf("-db: %w", err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s does not answer: %w", engine, err)
+	}
+	return sqlDB{db: db, name: engine}, nil
+}
+
+// pgDB is a pgx pool in the simple protocol.
+type pgDB struct{ pool *pgxpool.Pool }
+
+func (d pgDB) engine() string { return "postgresql" }
+func (d pgDB) handle() any    { return d.pool }
+func (d pgDB) close()         { d.pool.Close() }
+
+func (d pgDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	tag, err := d.pool.Exec(ctx, q, args...)
+	return tag.RowsAffected(), err
+}
+
+func (d pgDB) queryRow(ctx context.Context, q string, args ...any) scanner {
+	return d.pool.QueryRow(ctx, q, args...)
+}
+
+func (d pgDB) query(ctx context.Context, q string, args ...any) (rows, error) {
+	r, err := d.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// sqlDB is a database/sql database of the mysql or sqlite engine. Its
+// statements' $n parameters become ?, each occurrence bound to its
+// argument, and its errors are wrapped in runtime.DBError as the generated
+// packages wrap them.
+type sqlDB struct {
+	db   *sql.DB
+	name string
+}
+
+func (d sqlDB) engine() string { return d.name }
+func (d sqlDB) handle() any    { return d.db }
+func (d sqlDB) close()         { d.db.Close() }
+
+var dollarParam = regexp.MustCompile(`\$(\d+)`)
+
+// bind rewrites q's $n as ? and lists the arguments in the order of their
+// occurrences.
+func bind(q string, args []any) (string, []any) {
+	var out []any
+	text := dollarParam.ReplaceAllStringFunc(q, func(s string) string {
+		n, _ := strconv.Atoi(s[1:])
+		if n >= 1 && n <= len(args) {
+			out = append(out, args[n-1])
+		}
+		return "?"
+	})
+	return text, out
+}
+
+func (d sqlDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	q, args = bind(q, args)
+	res, err := d.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, d.wrap(err)
+	}
+	n, err := res.RowsAffected()
+	return n, d.wrap(err)
+}
+
+func (d sqlDB) queryRow(ctx context.Context, q string, args ...any) scanner {
+	q, args = bind(q, args)
+	return wrappedRow{d.db.QueryRowContext(ctx, q, args...), d}
+}
+
+func (d sqlDB) query(ctx context.Context, q string, args ...any) (rows, error) {
+	q, args = bind(q, args)
+	r, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, d.wrap(err)
+	}
+	return sqlRows{r}, nil
+}
+
+type wrappedRow struct {
+	row *sql.Row
+	d   sqlDB
+}
+
+func (r wrappedRow) Scan(dest ...any) error { return r.d.wrap(r.row.Scan(dest...)) }
+
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }
+
+// wrap tells the runtime what a driver error means, as the generated
+// packages' dbError does: by MySQL error number and SQLSTATE, or by SQLite
+// result code.
+func (d sqlDB) wrap(err error) error {
+	if err == nil || errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	kind := invrt.DBErrUnknown
+	var (
+		me *mysql.MySQLError
+		oe *net.OpError
+		se *sqlite3.Error
+	)
+	switch {
+	case errors.As(err, &me) && me.Number == 1062:
+		kind = invrt.DBErrUniqueViolation
+	case errors.As(err, &me) && me.SQLState[0] == '4' && me.SQLState[1] == '2':
+		kind = invrt.DBErrSchema
+	case errors.As(err, &me):
+		kind = invrt.DBErrRejected
+	case errors.Is(err, driver.ErrBadConn), errors.As(err, &oe) && oe.Op == "dial":
+		kind = invrt.DBErrNotSent
+	case errors.As(err, &se) && (se.ExtendedCode() == sqlite3.CONSTRAINT_UNIQUE || se.ExtendedCode() == sqlite3.CONSTRAINT_PRIMARYKEY):
+		kind = invrt.DBErrUniqueViolation
+	case errors.As(err, &se) && se.Code() == sqlite3.ERROR:
+		kind = invrt.DBErrSchema
+	case errors.As(err, &se):
+		kind = invrt.DBErrRejected
+	}
+	return &invrt.DBError{Kind: kind, Err: err}
+}
+
+// isNoRows reports whether err is pgx's or database/sql's "no rows".
+func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) || errors.Is(err, sql.ErrNoRows) }
+
+// truthy reads a boolean column: PostgreSQL's boolean, or the 0/1 integer
+// of MySQL's expressions and SQLite.
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case bool:
+		return x
+	case int64:
+		return x != 0
+	case []byte:
+		return string(x) != "0" && len(x) > 0
+	}
+	return false
+}
