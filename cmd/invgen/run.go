@@ -28,6 +28,8 @@ Usage:
   invgen check    [-f FILE]   exit 1 if the packages on disk differ from the spec
   invgen flush    [-f FILE]   write the stream ledger's Redis streams to SQL
   invgen migrate  [-f FILE]   create the ledger's tables, or apply their pending migrations
+  invgen adopt    [-f FILE]   convert inventory_manager's tables and Redis (a dry run
+                              unless -apply)
   invgen admin    [-f FILE] VERB PREFIX [ARGS]
                               list, get, init, adjust, audit, reconcile, refresh,
                               lag or drain the inventory of a prefix
@@ -50,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAdmin(args, stdout, stderr)
 	case "migrate":
 		return runMigrate(args, stdout, stderr)
+	case "adopt":
+		return runAdopt(args, stdout, stderr)
 	case "init", "generate", "check", "version":
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
