@@ -37,7 +37,7 @@ all: check lint test
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-services: ## start (or install) the Redis, PostgreSQL and Redis Cluster that tests and the demo use
+services: ## start (or install) the Redis, PostgreSQL, MariaDB and Redis Cluster that tests and the demo use
 	@bash scripts/services.sh
 
 cluster: ## start the local 6-node Redis Cluster (INVGEN_CLUSTER_PORTS, default 7001-7006) and print its seeds
@@ -68,8 +68,9 @@ test-engines: services ## the contract tests on MariaDB and SQLite (INVGEN_ENGIN
 test-short: services ## the tests without the race detector (quicker)
 	$(GO) test -count=1 -timeout 10m $(PKGS)
 
-demo: services ## a flash sale: 20,000 buyers on one hot SKU, checked against the ledger
-	$(GO) run ./examples/flashsale
+demo: ## a flash sale: 20,000 buyers on one hot SKU, checked against the ledger (PostgreSQL, else SQLite; SQLITE=1 forces SQLite)
+	@bash scripts/services.sh redis
+	$(GO) run ./examples/flashsale $(if $(SQLITE),-sqlite)
 
 chaos: services ## the fault-injection suite, long: kill -9 x50, network faults, outages, then 20 seeds of the model-based tester (under 15 minutes)
 	set -o pipefail; $(GO) test -count=1 -timeout 15m -run '^TestChaos' -v ./internal/contract -args -chaos.long \

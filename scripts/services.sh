@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Makes sure the Redis and PostgreSQL that the tests and the demo use are
+# Makes sure the Redis, PostgreSQL and MariaDB that the tests and the demo use are
 # running, and the local Redis Cluster of the tests' second pass
 # (scripts/cluster.sh): starts them when they are not, and installs them
 # from Debian's packages when they are missing. Idempotent; safe to run
 # before every test.
 #
-# Addresses: INVGEN_REDIS_URL and INVGEN_DATABASE_URL (see README). Only
+# Addresses: INVGEN_REDIS_URL, INVGEN_DATABASE_URL and INVGEN_MYSQL_URL (see README). Only
 # servers on this machine's loopback are started or installed; for any other
 # address the script only checks that it answers.
 set -euo pipefail
@@ -41,6 +41,10 @@ else
     --logfile /tmp/invgen-redis-"$rport".log --dir /tmp
   wait_for "redis" redis-cli -h "$rhost" -p "$rport" ping
 fi
+
+# `services.sh redis` (make demo) stops here: the demo falls back to SQLite
+# when no PostgreSQL answers.
+if [ "${1:-}" = redis ]; then exit 0; fi
 
 # --- PostgreSQL ------------------------------------------------------------
 phost=$(url_host "$DATABASE_URL"); pport=$(url_port "$DATABASE_URL")

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	liflashsale "github.com/invgen/invgen/examples/engines/sqlite/flashsale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 )
 
@@ -16,18 +17,54 @@ import (
 // purchase, its retry, a sold-out answer and a cancellation.
 func Example() {
 	ctx := context.Background()
-	pool, rdb, err := connect(ctx) // a fresh schema and namespace, as the demo uses
+	l, rdb, err := connect(ctx, false) // a fresh schema and namespace, as the demo uses
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer pool.Close()
+	defer l.close()
 	defer rdb.Close()
-	quickstart(ctx, pool, rdb)
+	if l.pool == nil {
+		log.Fatal("this example needs PostgreSQL")
+	}
+	quickstart(ctx, l.pool, rdb)
 	// Output:
 	// bought 2, 1 left
 	// retry: replayed=true, 1 left
 	// sold out: true
 	// released 2, 3 left
+}
+
+// Example_sqlite is the quick start on the sqlite engine: the same calls,
+// over a *sql.DB of ncruces/go-sqlite3.
+func Example_sqlite() {
+	ctx := context.Background()
+	l, rdb, err := connect(ctx, true)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.close()
+	defer rdb.Close()
+	inv, err := liflashsale.New(l.db, rdb, liflashsale.WithNamespace("invgen-demo"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := inv.CreateTables(ctx); err != nil {
+		log.Fatal(err)
+	}
+	if err := inv.Init(ctx, "sku-42", 3); err != nil {
+		log.Fatal(err)
+	}
+	r, err := inv.Decr(ctx, "sku-42", 2, "order-1001")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("bought %d, %d left\n", -r.Delta, r.Available)
+	r, _ = inv.Decr(ctx, "sku-42", 2, "order-1001")
+	fmt.Printf("retry: replayed=%v, %d left\n", r.Replayed, r.Available)
+	// Output:
+	// ledger: SQLite, in its own file (removed at the end)
+	// bought 2, 1 left
+	// retry: replayed=true, 1 left
 }
 
 func quickstart(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) {

@@ -1,9 +1,11 @@
 // Command flashsale runs a flash sale against a real Redis and PostgreSQL
 // with the packages invgen generated from the root inventory.yaml, then
 // checks that Redis and the SQL ledger agree to the unit. It exits non-zero
-// on any mismatch.
+// on any mismatch. When no PostgreSQL answers (or with -sqlite) it sells on
+// SQLite instead, in a file of its own, with the same prefixes generated
+// for the sqlite engine (examples/engines/sqlite): Redis is all it needs.
 //
-//	make demo        # or: go run ./examples/flashsale
+//	make demo        # or: go run ./examples/flashsale [-sqlite]
 //
 // 20,000 buyers (goroutines) each buy one unit of one hot SKU with its own
 // order id; some retry the same order id as a client would after a timeout,
@@ -19,6 +21,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,17 +43,26 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/redis/go-redis/v9"
 
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
+	_ "github.com/ncruces/go-sqlite3/embed"  // the SQLite library
+
+	licoupon "github.com/invgen/invgen/examples/engines/sqlite/coupon"
+	lidrop "github.com/invgen/invgen/examples/engines/sqlite/drop"
+	liflashsale "github.com/invgen/invgen/examples/engines/sqlite/flashsale"
+	ligiftcard "github.com/invgen/invgen/examples/engines/sqlite/giftcard"
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
 	"github.com/invgen/invgen/metrics"
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 func main() {
 	buyers := flag.Int("buyers", 20_000, "concurrent buyers of the hot SKU")
 	stock := flag.Int64("stock", 1_000, "units of the hot SKU")
 	addr := flag.String("metrics", "", "serve the Prometheus metrics at this address (e.g. :9464), and keep serving after the sale until interrupted")
+	onSQLite := flag.Bool("sqlite", false, "keep the ledger in SQLite even when PostgreSQL answers")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -62,7 +75,7 @@ func main() {
 		fmt.Printf("metrics at http://%s/metrics\n", *addr)
 	}
 	if err == nil {
-		err = run(ctx, obs, *buyers, *stock)
+		err = run(ctx, obs, *buyers, *stock, *onSQLite)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flashsale:", err)
@@ -110,29 +123,69 @@ const (
 	hot       = "sku-hot"
 )
 
-func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64) error {
-	pool, rdb, err := connect(ctx)
+// manager is what the demo uses of a generated Manager of key type K: the
+// packages of either engine offer it.
+type manager[K any] interface {
+	CreateTables(ctx context.Context) error
+	Init(ctx context.Context, id K, qty int64) error
+	Get(ctx context.Context, id K) (int64, error)
+	Decr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
+	Incr(ctx context.Context, id K, n int64, opKey string) (invrt.Result, error)
+	Release(ctx context.Context, id K, opKey string) (invrt.Result, error)
+	JournalLen(ctx context.Context) (int64, error)
+	Close(ctx context.Context) error
+}
+
+// streamManager is the Manager of the stream prefix (drop).
+type streamManager interface {
+	manager[string]
+	RunFlusher(ctx context.Context, cfg invrt.FlusherConfig) error
+	FlushLag(ctx context.Context) (invrt.FlushLag, error)
+}
+
+// managers are the demo's four prefixes.
+type managers struct {
+	sale    manager[string]
+	coupons manager[int64]
+	cards   manager[uuid.UUID]
+	drop    streamManager
+}
+
+// open builds the managers of the ledger's engine.
+func open(l *ledger, rdb *redis.Client, obs *metrics.Observer) (ms managers, err error) {
+	opts := []invrt.Option{invrt.WithNamespace(namespace)}
+	watched := append(opts, invrt.WithObserver(obs))
+	var errs [4]error
+	if l.pool != nil {
+		ms.sale, errs[0] = flashsale.New(l.pool, rdb, watched...)
+		ms.coupons, errs[1] = coupon.New(l.pool, rdb, opts...)
+		ms.cards, errs[2] = giftcard.New(l.pool, rdb, opts...)
+		ms.drop, errs[3] = drop.New(l.pool, rdb, watched...)
+	} else {
+		ms.sale, errs[0] = liflashsale.New(l.db, rdb, watched...)
+		ms.coupons, errs[1] = licoupon.New(l.db, rdb, opts...)
+		ms.cards, errs[2] = ligiftcard.New(l.db, rdb, opts...)
+		ms.drop, errs[3] = lidrop.New(l.db, rdb, watched...)
+	}
+	return ms, errors.Join(errs[:]...)
+}
+
+func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64, onSQLite bool) error {
+	l, rdb, err := connect(ctx, onSQLite)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer l.close()
 	defer rdb.Close()
 
-	// Three generated packages, one per prefix of inventory.yaml.
-	sale, err := flashsale.New(pool, rdb, flashsale.WithNamespace(namespace), flashsale.WithObserver(obs))
+	// The generated packages, one per prefix of inventory.yaml.
+	ms, err := open(l, rdb, obs)
 	if err != nil {
 		return err
 	}
+	sale, coupons, cards := ms.sale, ms.coupons, ms.cards
 	defer sale.Close(context.WithoutCancel(ctx)) // before the pools close
 	if err := obs.Watch(flashsale.Prefix, sale.JournalLen, nil); err != nil {
-		return err
-	}
-	coupons, err := coupon.New(pool, rdb, coupon.WithNamespace(namespace))
-	if err != nil {
-		return err
-	}
-	cards, err := giftcard.New(pool, rdb, giftcard.WithNamespace(namespace))
-	if err != nil {
 		return err
 	}
 	for _, create := range []func(context.Context) error{sale.CreateTables, coupons.CreateTables, cards.CreateTables} {
@@ -264,10 +317,7 @@ func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64) er
 		if err != nil {
 			return err
 		}
-		var inSQL int64
-		err = pool.QueryRow(ctx, `SELECT
-			(SELECT COALESCE(SUM(delta), 0) FROM `+c.mod+` WHERE item_id = $1 AND state = 'committed') +
-			(SELECT COALESCE(SUM(delta), 0) FROM `+c.table+` WHERE item_id = $1 AND state = 'committed')`, c.id).Scan(&inSQL)
+		inSQL, err := l.stock(ctx, c.mod, c.table, c.id)
 		if err != nil {
 			return err
 		}
@@ -282,17 +332,13 @@ func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64) er
 		return fmt.Errorf("the ledger and Redis disagree: %v", problems)
 	}
 	fmt.Println("Redis and the SQL ledger agree on every item; nothing oversold.")
-	return streamSale(ctx, pool, rdb, obs, buyers, stock)
+	return streamSale(ctx, l, ms.drop, rdb, obs, buyers, stock)
 }
 
 // streamSale runs the same crowd against the drop prefix, on the stream
 // ledger: purchases answer at Redis speed and a flusher writes the ledger
 // beside them. Once it has drained, Redis and the ledger must agree.
-func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, obs *metrics.Observer, buyers int, stock int64) error {
-	inv, err := drop.New(pool, rdb, drop.WithNamespace(namespace), drop.WithObserver(obs))
-	if err != nil {
-		return err
-	}
+func streamSale(ctx context.Context, l *ledger, inv streamManager, rdb *redis.Client, obs *metrics.Observer, buyers int, stock int64) error {
 	defer inv.Close(context.WithoutCancel(ctx))
 	if err := obs.Watch(drop.Prefix, inv.JournalLen, inv.FlushLag); err != nil {
 		return err
@@ -310,7 +356,7 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, obs 
 	fctx, stopFlusher := context.WithCancel(ctx)
 	defer stopFlusher()
 	flushed := make(chan error, 1)
-	go func() { flushed <- inv.RunFlusher(fctx, drop.FlusherConfig{Redis: flusherRedis}) }()
+	go func() { flushed <- inv.RunFlusher(fctx, invrt.FlusherConfig{Redis: flusherRedis}) }()
 
 	fmt.Printf("\nthe same crowd on the stream ledger (prefix drop): %d buyers on %q with %d units\n", buyers, hot, stock)
 	var (
@@ -351,10 +397,8 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, obs 
 	if err != nil {
 		return err
 	}
-	var inSQL int64
-	if err := pool.QueryRow(ctx, `SELECT
-		(SELECT COALESCE(SUM(delta), 0) FROM `+drop.ModificationTable+` WHERE item_id = $1 AND state = 'committed') +
-		(SELECT COALESCE(SUM(delta), 0) FROM `+drop.UsageTable+` WHERE item_id = $1 AND state = 'committed')`, hot).Scan(&inSQL); err != nil {
+	inSQL, err := l.stock(ctx, drop.ModificationTable, drop.UsageTable, hot)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("  sold       %6d\n  rejected   %6d\n  remaining  %6d\n  time       %v (%.0f purchases/s)\n  flush lag when the crowd left: %d entries, oldest %v; drained on shutdown\n",
@@ -369,7 +413,7 @@ func streamSale(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, obs 
 }
 
 // side trades on the cold items of every key type.
-func side(ctx context.Context, rng *rand.Rand, sale *flashsale.Manager, coupons *coupon.Manager, cards *giftcard.Manager, cardIDs []uuid.UUID, order string, fail func(error)) {
+func side(ctx context.Context, rng *rand.Rand, sale manager[string], coupons manager[int64], cards manager[uuid.UUID], cardIDs []uuid.UUID, order string, fail func(error)) {
 	ok := func(err error) {
 		if err != nil && !errors.Is(err, flashsale.ErrInsufficientStock) && !errors.Is(err, flashsale.ErrOverLimit) {
 			fail(err)
@@ -388,44 +432,118 @@ func side(ctx context.Context, rng *rand.Rand, sale *flashsale.Manager, coupons 
 	ok(err)
 }
 
-// connect opens the ledger pool in a fresh demo schema and a Redis client,
-// and clears what an earlier run of the demo left.
-func connect(ctx context.Context) (*pgxpool.Pool, *redis.Client, error) {
+// ledger is the demo's ledger database: a PostgreSQL pool in a fresh demo
+// schema, or a SQLite file of its own.
+type ledger struct {
+	pool *pgxpool.Pool
+	db   *sql.DB
+	file string
+}
+
+func (l *ledger) close() {
+	if l.pool != nil {
+		l.pool.Close()
+		return
+	}
+	l.db.Close()
+	os.RemoveAll(filepath.Dir(l.file))
+}
+
+// stock is what the ledger says of item id, by plain SQL: the sum of its
+// committed modifications and usage.
+func (l *ledger) stock(ctx context.Context, mod, usage string, id any) (n int64, err error) {
+	q := `SELECT
+		(SELECT COALESCE(SUM(delta), 0) FROM ` + mod + ` WHERE item_id = $1 AND state = 'committed') +
+		(SELECT COALESCE(SUM(delta), 0) FROM ` + usage + ` WHERE item_id = $1 AND state = 'committed')`
+	if l.pool != nil {
+		err = l.pool.QueryRow(ctx, q, id).Scan(&n)
+	} else {
+		err = l.db.QueryRowContext(ctx, strings.ReplaceAll(q, "$1", "?1"), id).Scan(&n)
+	}
+	return n, err
+}
+
+// connect opens the ledger (PostgreSQL, or SQLite when onSQLite is set or
+// no PostgreSQL answers) and a Redis client, and clears what an earlier
+// run of the demo left.
+func connect(ctx context.Context, onSQLite bool) (*ledger, *redis.Client, error) {
 	dbURL := env("INVGEN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	redisURL := env("INVGEN_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-	admin, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	_, err = admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema)
-	admin.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach PostgreSQL at %s: %w (run `make services`)", dbURL, err)
-	}
-	cfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	cfg.MaxConns = 32
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
-		pool.Close()
 		return nil, nil, err
 	}
 	opt.PoolSize = 256
 	rdb := redis.NewClient(opt)
 	if err := clearNamespace(ctx, rdb); err != nil {
-		pool.Close()
 		rdb.Close()
 		return nil, nil, fmt.Errorf("cannot reach Redis at %s: %w (run `make services`)", redisURL, err)
 	}
-	return pool, rdb, nil
+	var l *ledger
+	if !onSQLite {
+		l, err = connectPostgres(ctx, dbURL)
+		if err != nil {
+			fmt.Printf("PostgreSQL at %s does not answer (%v): the ledger is SQLite\n", dbURL, err)
+		}
+	}
+	if l == nil {
+		l, err = connectSQLite()
+		if err != nil {
+			rdb.Close()
+			return nil, nil, err
+		}
+		fmt.Println("ledger: SQLite, in its own file (removed at the end)")
+	}
+	return l, rdb, nil
+}
+
+// connectPostgres opens a pool in a fresh demo schema.
+func connectPostgres(ctx context.Context, dbURL string) (*ledger, error) {
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	admin, err := pgxpool.New(pctx, dbURL)
+	if err != nil {
+		return nil, err
+	}
+	_, err = admin.Exec(pctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema)
+	admin.Close()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &ledger{pool: pool}, nil
+}
+
+// connectSQLite opens a SQLite file in a directory of its own, as the
+// README advises: WAL, so that reads do not wait for the writer, a busy
+// timeout, and one connection, so that writers queue in the pool instead
+// of spinning on the file lock.
+func connectSQLite() (*ledger, error) {
+	dir, err := os.MkdirTemp("", "invgen-demo-")
+	if err != nil {
+		return nil, err
+	}
+	file := filepath.Join(dir, "ledger.db")
+	db, err := sql.Open("sqlite3", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)")
+	if err == nil {
+		db.SetMaxOpenConns(1)
+		err = db.Ping()
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("SQLite: %w", err)
+	}
+	return &ledger{db: db, file: file}, nil
 }
 
 // clearNamespace deletes the demo's own keys, and nothing else.
