@@ -151,6 +151,15 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 		{name: nDBOnly, run: b.dbOnly},
 		{name: nWatch, run: b.watchMulti},
 	}
+	engines, err := b.openEngines(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range engines {
+		defer e.close()
+	}
+	steps = append(steps, b.engineSteps(engines[0], [3]string{nMySQLLimit, nMySQLSync, nMySQLStream})...)
+	steps = append(steps, b.engineSteps(engines[1], [3]string{nLiteLimit, nLiteSync, nLiteStream})...)
 	comparisons := b.comparisons()
 	compared := map[string]bool{}
 	for _, c := range comparisons {
@@ -236,7 +245,7 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 	ratio := func(a, c, label, target string) {
 		if ra, ok := by[a]; ok {
 			if rc, ok := by[c]; ok {
-				ratios = append(ratios, fmt.Sprintf("  %-34s%.2fx%s", label, ra.ops/rc.ops, target))
+				ratios = append(ratios, fmt.Sprintf("  %-40s%.2fx%s", label, ra.ops/rc.ops, target))
 			}
 		}
 	}
@@ -247,6 +256,12 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 	ratio(nStreamAlone, nBare, "stream Lua alone / bare Lua", "  (what idempotency + the stream append cost)")
 	ratio(nStreamLimit, nStreamAlone, "stream limit / stream Lua alone", "  (what the flusher beside it costs)")
 	ratio(nSyncLimit, nBare, "sync limit / bare Lua", "  (what one INSERT per purchase costs)")
+	ratio(nMySQLSync, nMySQLLimit, "MariaDB sync Decr / its sync limit", "")
+	ratio(nMySQLStream, nMySQLLimit, "MariaDB stream Decr / its sync limit", "")
+	ratio(nMySQLSync, nSyncDecr, "MariaDB sync Decr / PostgreSQL's", "")
+	ratio(nLiteSync, nLiteLimit, "SQLite sync Decr / its sync limit", "")
+	ratio(nLiteStream, nLiteLimit, "SQLite stream Decr / its sync limit", "")
+	ratio(nLiteSync, nSyncDecr, "SQLite sync Decr / PostgreSQL's", "")
 	if len(ratios) > 0 {
 		fmt.Println()
 		fmt.Println("ratios (target):")
