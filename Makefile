@@ -15,14 +15,16 @@ TEST_PKGS = $$($(GO) list $(PKGS) | grep -v /internal/adopt$$)
 # the local Redis Cluster of scripts/cluster.sh: these packages, less the
 # tests that start Redis servers or clusters of their own (the same on
 # both passes), plus the one robustness test on the shared Redis.
-# The contract tests run a second time on each other engine (INVGEN_ENGINE:
-# MariaDB, SQLite), less the tests that reach into PostgreSQL itself (a
-# pgx pool or transaction of their own, PL/pgSQL triggers, a child process
-# that joins the test's schema) or fault only Redis.
+# The contract tests and the model-based tester run a second time on each
+# other engine (INVGEN_ENGINE: MariaDB, SQLite), less the contract tests
+# that reach into PostgreSQL itself (a pgx pool or transaction of their own,
+# PL/pgSQL triggers, a child process that joins the test's schema) or fault
+# only Redis.
 ENGINES      := mysql sqlite
 ENGINE_SKIP  := ^(TestChaosKill|TestChaosNetwork|TestChaosPostgresDown|TestChaosStreamKill|TestCloseLeavesNoGoroutines|TestDeadlineWhileWaitingForPool|TestDeadlinesUnderPoolPressure|TestDefectLedgerFailureReleases|TestFlusherReportsRoundErrors|TestFlusherStopsOnPermanentError|TestIncrCountsPendingPurchasesAsOnSale|TestJanitor|TestLateCommitSettlesOnlyItsAttempt|TestLayoutFirstUseNeedsCreateTables|TestLayoutMismatchRefused|TestLayoutRetiredStopsWithinBound|TestLayoutSwitchStreamToSync|TestLayoutSwitchUnderTraffic|TestManyProcesses|TestNewRefusesTx|TestOneExecutionOneFirstAnswer|TestPendingIncreaseIsNotForSale|TestRefreshDoesNotLoadAfterItsFenceExpired|TestReleaseCountsPendingIncreases|TestStreamFlushBatchRepeatKeepsTheFirst|TestStreamFlushReturnsUnderTraffic|TestChaosClusterFailover|TestFailoverToLaggingReplica|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
 ENGINE_TEST = for e in $(ENGINES); do echo "INVGEN_ENGINE=$$e"; \
-	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 15m -skip '$(ENGINE_SKIP)' ./internal/contract || exit 1; done
+	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 15m -skip '$(ENGINE_SKIP)' ./internal/contract && \
+	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 10m -run '^TestRobustness$$' ./internal/robustness || exit 1; done
 CLUSTER_PKGS := ./internal/contract ./cmd/...
 CLUSTER_SKIP := ^(TestFailoverToLaggingReplica|TestChaosClusterFailover|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
 CLUSTER_ALSO := -run '^TestTwoLayouts$$' ./internal/robustness
@@ -77,7 +79,7 @@ chaos: services ## the fault-injection suite, long: kill -9 x50, network faults,
 		| tee chaos.out | grep -E '^\s+(chaos|failover)_test.go:[0-9]+: (chaos:|retries)|^(--- FAIL|FAIL|ok|PASS)'
 	$(MAKE) --no-print-directory robustness
 
-robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1); a failure prints its seed and a shrunk plan
+robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1 INVGEN_ENGINE=postgresql|mysql|sqlite); a failure prints its seed and a shrunk plan
 	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
 		-robustness.seeds=$(or $(SEEDS),20) -robustness.first=$(or $(FIRST),1) | tee robustness.out | grep -E 'seed [0-9]+|^(--- FAIL|FAIL|ok|PASS)'
 

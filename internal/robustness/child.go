@@ -28,17 +28,28 @@ func ChildMain(path string) int {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), cp.Until)
 	defer cancel()
-	pool, err := NewPool(ctx, cp.DBURL, cp.Schema, cp.Config.ChildConns)
-	if err != nil {
-		return fail(err)
+	seed := cp.Config.Seed ^ uint64(len(cp.Proc))<<8 ^ uint64(time.Now().UnixNano())
+	var db *DB
+	if cp.Engine == "" || cp.Engine == "postgresql" {
+		pool, err := NewPool(ctx, cp.DBURL, cp.Schema, cp.Config.ChildConns)
+		if err != nil {
+			return fail(err)
+		}
+		defer pool.Close()
+		db = NewDB(pool, seed, cp.Config.DelayP)
+	} else {
+		sqlDB, err := OpenSQL(cp.Engine, cp.DSN, "", int(cp.Config.ChildConns))
+		if err != nil {
+			return fail(err)
+		}
+		defer sqlDB.Close()
+		db = NewSQLDB(sqlDB, seed, cp.Config.DelayP)
 	}
-	defer pool.Close()
 	rdb := NewRedis(cp.Redis, 16)
 	defer rdb.Close()
-	db := NewDB(pool, cp.Config.Seed^uint64(len(cp.Proc))<<8^uint64(time.Now().UnixNano()), cp.Config.DelayP)
 	env := &Env{Proc: cp.Proc, DB: db}
 	for p := range Prefixes {
-		t, err := NewTarget(p, db, rdb, cp.Config.Options)
+		t, err := NewTarget(cp.Engine, p, db, rdb, cp.Config.Options)
 		if err != nil {
 			return fail(err)
 		}

@@ -2,6 +2,7 @@ package robustness
 
 import (
 	"context"
+	"database/sql"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -20,7 +21,11 @@ import (
 // acquire a connection and go out, so the validator can tell an insert
 // that never reached PostgreSQL from one whose answer was lost.
 type DB struct {
+	// Pool is the ledger of the postgresql engine; SQL that of the mysql
+	// and sqlite engines (engine.go), whose generated packages take the
+	// database/sql methods.
 	Pool *pgxpool.Pool
+	SQL  *sql.DB
 
 	mu    sync.Mutex
 	rng   *rand.Rand
@@ -31,6 +36,11 @@ type DB struct {
 // NewDB wraps pool; seed drives its failpoint.
 func NewDB(pool *pgxpool.Pool, seed uint64, delay float64) *DB {
 	return &DB{Pool: pool, rng: rand.New(rand.NewPCG(seed, 7)), delay: delay, sent: map[string]bool{}}
+}
+
+// NewSQLDB wraps db, of the mysql or sqlite engine.
+func NewSQLDB(db *sql.DB, seed uint64, delay float64) *DB {
+	return &DB{SQL: db, rng: rand.New(rand.NewPCG(seed, 7)), delay: delay, sent: map[string]bool{}}
 }
 
 type callKey struct{}

@@ -31,19 +31,24 @@ func TestMain(m *testing.M) {
 }
 
 // setupFor gives a run a schema, a namespace and a directory of its own.
+// On INVGEN_ENGINE=mysql or sqlite the ledger is a database or file of its
+// own on that engine instead.
 func setupFor(t *testing.T, name string) Setup {
 	t.Helper()
-	pool := testenv.Pool(t)
 	exe, err := os.Executable()
 	testenv.Must(t, err, "executable")
-	return Setup{
-		DBURL:     testenv.DatabaseURL(),
-		Schema:    testenv.Schema(pool),
+	s := Setup{
 		Namespace: "rb" + name,
 		Dir:       t.TempDir(),
 		Exe:       exe,
 		Logf:      func(string, ...any) {},
 	}
+	if e := testenv.Engine(); e != "postgresql" {
+		s.Engine, s.DSN = e, testenv.SQLDSN(t, e)
+		return s
+	}
+	s.DBURL, s.Schema = testenv.DatabaseURL(), testenv.Schema(testenv.Pool(t))
+	return s
 }
 
 // TestRobustness runs random plans of every operation against the four
@@ -239,11 +244,11 @@ func TestTwoLayouts(t *testing.T) {
 	opts := Options{Lease: time.Second, OpTTL: time.Hour, FenceTTL: 3 * time.Second,
 		BusyWait: 500 * time.Millisecond, LedgerLimit: time.Second}
 	opts.Namespace = testenv.Namespace(t, rdb)
-	a, err := NewTarget(0, db, rdb, opts)
+	a, err := NewTarget("", 0, db, rdb, opts)
 	testenv.Must(t, err, "first manager")
 	testenv.Must(t, a.CreateTables(ctx), "CreateTables")
 	opts.Namespace = testenv.Namespace(t, rdb)
-	b, err := NewTarget(0, db, rdb, opts)
+	b, err := NewTarget("", 0, db, rdb, opts)
 	if err != nil {
 		t.Logf("two layouts: the second manager is refused at New: %v", err)
 		return
@@ -265,7 +270,7 @@ func TestTwoLayouts(t *testing.T) {
 			}
 		}
 	}
-	s, err := (&Run{admin: pool}).sums(ctx, 0, ItemID(0, 0))
+	s, err := (&Run{admin: pgAdmin{pool}}).sums(ctx, 0, ItemID(0, 0))
 	testenv.Must(t, err, "ledger")
 	t.Logf("two layouts (not refused yet): 8 units, both managers sold %d together; the ledger holds capacity %d and %d available: %d units oversold",
 		sold, s.cap, s.cap+s.usage, max(0, sold-s.cap))

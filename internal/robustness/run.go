@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,11 @@ import (
 type Setup struct {
 	// DBURL is the PostgreSQL URL; Schema an empty schema of the run's own.
 	DBURL, Schema string
+	// Engine is the ledger's engine: "" or postgresql (DBURL and Schema),
+	// mysql or sqlite (DSN: a MySQL DSN of a database of the run's own, or
+	// a SQLite file). The managers are then the packages of
+	// examples/engines.
+	Engine, DSN string
 	// Namespace is the run's Redis namespace.
 	Namespace string
 	// Dir is a directory for the run's files (plans of child processes,
@@ -55,14 +61,15 @@ type Run struct {
 	Plan  *Plan
 	Setup Setup
 
-	admin     *pgxpool.Pool // direct, for faults and the validator
+	admin     admin // direct, for faults and the validator
 	redisAddr string
 	redisPort int
 	redisCmd  *exec.Cmd
 	rdb       *redis.Client // direct, for faults and the validator
 	pgProxy   *toxiproxy.Proxy
 	rdProxy   *toxiproxy.Proxy
-	pool      *pgxpool.Pool // the parent managers' pool, through the proxy
+	pool      *pgxpool.Pool // the parent managers' pool, through the proxy (postgresql)
+	sqlPool   *sql.DB       // the same of the mysql (through the proxy) and sqlite engines
 	prdb      *redis.Client // the parent managers' Redis, through the proxy
 	env       *Env
 	hist      *History
@@ -188,6 +195,9 @@ func (r *Run) Close() {
 	if r.pool != nil {
 		r.pool.Close()
 	}
+	if r.sqlPool != nil {
+		r.sqlPool.Close()
+	}
 	if r.pgProxy != nil {
 		r.pgProxy.Stop()
 	}
@@ -198,7 +208,7 @@ func (r *Run) Close() {
 		r.rdb.Close()
 	}
 	if r.admin != nil {
-		r.admin.Close()
+		r.admin.close()
 	}
 	r.stopRedis()
 }
@@ -225,40 +235,26 @@ func (r *Run) Start(ctx context.Context) error {
 		return err
 	}
 	r.rdb = redis.NewClient(&redis.Options{Addr: r.redisAddr, PoolSize: 16})
-	if r.admin, err = NewPool(ctx, r.Setup.DBURL, r.Setup.Schema, 16); err != nil {
-		return err
-	}
-	pcfg, err := pgxpool.ParseConfig(r.Setup.DBURL)
-	if err != nil {
-		return err
-	}
-	pgAddr := net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port)))
-	if r.pgProxy, err = newProxy("pg", pgAddr); err != nil {
-		return err
-	}
 	if r.rdProxy, err = newProxy("redis", r.redisAddr); err != nil {
 		return err
 	}
-	pc, err := pgxpool.ParseConfig(r.Setup.DBURL)
-	if err != nil {
-		return err
-	}
-	host, port, _ := net.SplitHostPort(r.pgProxy.Listen)
-	pn, _ := strconv.Atoi(port)
-	pc.ConnConfig.Host, pc.ConnConfig.Port = host, uint16(pn)
-	pc.ConnConfig.RuntimeParams["search_path"] = r.Setup.Schema
-	pc.ConnConfig.ConnectTimeout = 2 * time.Second
-	pc.MaxConns = cfg.ParentConns
-	if r.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
-		return err
+	var db *DB
+	switch r.Setup.Engine {
+	case "", "postgresql":
+		if db, err = r.startPostgres(ctx); err != nil {
+			return err
+		}
+	default:
+		if db, err = r.startSQL(); err != nil {
+			return err
+		}
 	}
 	r.prdb = NewRedis(r.rdProxy.Listen, 32)
 	cfg.Options.Namespace = r.Setup.Namespace
 	r.Plan.Config.Options.Namespace = r.Setup.Namespace
-	db := NewDB(r.pool, cfg.Seed, cfg.DelayP)
 	r.env = &Env{Proc: "p", DB: db}
 	for p := range Prefixes {
-		t, err := NewTarget(p, db, r.prdb, cfg.Options)
+		t, err := NewTarget(r.Setup.Engine, p, db, r.prdb, cfg.Options)
 		if err != nil {
 			return err
 		}
@@ -282,6 +278,64 @@ func (r *Run) Start(ctx context.Context) error {
 	return nil
 }
 
+// startPostgres opens the admin pool, the proxy to PostgreSQL and the
+// parent managers' pool through it.
+func (r *Run) startPostgres(ctx context.Context) (*DB, error) {
+	pool, err := NewPool(ctx, r.Setup.DBURL, r.Setup.Schema, 16)
+	if err != nil {
+		return nil, err
+	}
+	r.admin = pgAdmin{pool}
+	pcfg, err := pgxpool.ParseConfig(r.Setup.DBURL)
+	if err != nil {
+		return nil, err
+	}
+	pgAddr := net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port)))
+	if r.pgProxy, err = newProxy("pg", pgAddr); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(r.Setup.DBURL)
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(r.pgProxy.Listen)
+	pn, _ := strconv.Atoi(port)
+	pc.ConnConfig.Host, pc.ConnConfig.Port = host, uint16(pn)
+	pc.ConnConfig.RuntimeParams["search_path"] = r.Setup.Schema
+	pc.ConnConfig.ConnectTimeout = 2 * time.Second
+	pc.MaxConns = r.Plan.Config.ParentConns
+	if r.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+		return nil, err
+	}
+	return NewDB(r.pool, r.Plan.Config.Seed, r.Plan.Config.DelayP), nil
+}
+
+// startSQL opens the admin database, and the parent managers' database: on
+// MySQL through a proxy to the server, on SQLite the file itself (it has no
+// network to fault).
+func (r *Run) startSQL() (*DB, error) {
+	adminDB, err := OpenSQL(r.Setup.Engine, r.Setup.DSN, "", 16)
+	if err != nil {
+		return nil, err
+	}
+	r.admin = sqlAdmin{db: adminDB, engine: r.Setup.Engine}
+	addr := ""
+	if r.Setup.Engine == "mysql" {
+		server, err := mysqlAddr(r.Setup.DSN)
+		if err != nil {
+			return nil, err
+		}
+		if r.pgProxy, err = newProxy("mysql", server); err != nil {
+			return nil, err
+		}
+		addr = r.pgProxy.Listen
+	}
+	if r.sqlPool, err = OpenSQL(r.Setup.Engine, r.Setup.DSN, addr, int(r.Plan.Config.ParentConns)); err != nil {
+		return nil, err
+	}
+	return NewSQLDB(r.sqlPool, r.Plan.Config.Seed, r.Plan.Config.DelayP), nil
+}
+
 // childPlan is what a child process reads: the run's configuration and the
 // steps of its clients, the in-flight ones of its predecessor first.
 type childPlan struct {
@@ -289,6 +343,8 @@ type childPlan struct {
 	Config    Config         `json:"config"`
 	DBURL     string         `json:"db"`
 	Schema    string         `json:"schema"`
+	Engine    string         `json:"engine,omitempty"`
+	DSN       string         `json:"dsn,omitempty"`
 	Redis     string         `json:"redis"`
 	Proc      string         `json:"proc"`
 	Until     time.Time      `json:"until"`
@@ -302,6 +358,7 @@ const ChildEnv = "INVGEN_ROBUSTNESS_CHILD"
 func (r *Run) spawn(cp childPlan) (*exec.Cmd, *bytes.Buffer, chan struct{}, error) {
 	cp.Config = r.Plan.Config
 	cp.DBURL, cp.Schema, cp.Redis = r.Setup.DBURL, r.Setup.Schema, r.redisAddr
+	cp.Engine, cp.DSN = r.Setup.Engine, r.Setup.DSN
 	b, err := json.Marshal(cp)
 	if err != nil {
 		return nil, nil, nil, err
@@ -517,16 +574,21 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 				}
 				lctx, cancel := context.WithTimeout(context.Background(), f.Dur+2*time.Second)
 				defer cancel()
-				tx, err := r.admin.Begin(lctx)
-				if err == nil {
-					if _, err = tx.Exec(lctx, "LOCK TABLE "+tbl+" IN ACCESS EXCLUSIVE MODE"); err == nil {
-						sleep(lctx, f.Dur)
-					}
-					tx.Rollback(lctx)
-				}
+				err := r.admin.lockTable(lctx, tbl, f.Dur)
 				r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: tbl + " " + fmt.Sprint(err)})
 			}()
 		case FaultPoolHold:
+			if r.sqlPool != nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					hctx, cancel := context.WithTimeout(context.Background(), f.Dur+2*time.Second)
+					defer cancel()
+					err := holdConns(hctx, r.sqlPool, int(r.Plan.Config.ParentConns), f.Dur)
+					r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprint(err)})
+				}()
+				continue
+			}
 			for range r.Plan.Config.ParentConns {
 				wg.Add(1)
 				go func() {
@@ -574,9 +636,14 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := toxic(ctx, r.pgProxy, r.rdProxy, f.Arg, f.Dur)
+				variant := f.Arg
+				if r.pgProxy == nil && variant%6 != 1 && variant%6 != 4 {
+					// SQLite has no network: its toxics go to Redis.
+					variant = 1 + 3*(variant%2)
+				}
+				err := toxic(ctx, r.pgProxy, r.rdProxy, variant, f.Dur)
 				kind := f.Kind
-				if f.Arg%6 == 1 || f.Arg%6 == 4 {
+				if variant%6 == 1 || variant%6 == 4 {
 					kind = FaultToxicRedis
 				}
 				r.event(Event{Kind: kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("variant %d %v", f.Arg, err)})

@@ -11,6 +11,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	mycoupon "github.com/invgen/invgen/examples/engines/mysql/coupon"
+	mydrop "github.com/invgen/invgen/examples/engines/mysql/drop"
+	myflashsale "github.com/invgen/invgen/examples/engines/mysql/flashsale"
+	mygiftcard "github.com/invgen/invgen/examples/engines/mysql/giftcard"
+	licoupon "github.com/invgen/invgen/examples/engines/sqlite/coupon"
+	lidrop "github.com/invgen/invgen/examples/engines/sqlite/drop"
+	liflashsale "github.com/invgen/invgen/examples/engines/sqlite/flashsale"
+	ligiftcard "github.com/invgen/invgen/examples/engines/sqlite/giftcard"
 	"github.com/invgen/invgen/examples/flashsale/inventory/coupon"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
@@ -291,24 +299,49 @@ func (o Options) list() []invrt.Option {
 		invrt.WithLedgerTimeout(o.LedgerLimit)}
 }
 
-// NewTarget builds the manager of prefix p over db and rdb.
-func NewTarget(p int, db *DB, rdb redis.UniversalClient, o Options) (Target, error) {
+// NewTarget builds the manager of prefix p of engine ("" for postgresql)
+// over db and rdb.
+func NewTarget(engine string, p int, db *DB, rdb redis.UniversalClient, o Options) (Target, error) {
 	opts := o.list()
-	switch Prefixes[p].Name {
-	case flashsale.Prefix:
-		m, err := flashsale.New(db, rdb, opts...)
+	str := func(m manager[string], err error) (Target, error) {
 		return adapter[string]{m: m, key: func(i int) string { return ItemID(p, i) }, enc: func(s string) string { return s }}, err
-	case coupon.Prefix:
-		m, err := coupon.New(db, rdb, opts...)
+	}
+	i64 := func(m manager[int64], err error) (Target, error) {
 		return adapter[int64]{m: m, key: func(i int) int64 { return int64(i)*7919 - 50 }, enc: func(v int64) string { return strconv.FormatInt(v, 10) }}, err
-	case giftcard.Prefix:
-		m, err := giftcard.New(db, rdb, opts...)
+	}
+	uid := func(m manager[uuid.UUID], err error) (Target, error) {
 		return adapter[uuid.UUID]{m: m, key: uuidKey, enc: uuid.UUID.String}, err
-	case drop.Prefix:
-		m, err := drop.New(db, rdb, opts...)
+	}
+	stream := func(m manager[string], err error) (Target, error) {
 		return adapter[string]{m: m, key: func(i int) string { return ItemID(p, i) }, enc: func(s string) string { return s }, stream: true}, err
 	}
-	return nil, fmt.Errorf("unknown prefix %d", p)
+	switch engine + "/" + Prefixes[p].Name {
+	case "/" + flashsale.Prefix, "postgresql/" + flashsale.Prefix:
+		return str(flashsale.New(db, rdb, opts...))
+	case "/" + coupon.Prefix, "postgresql/" + coupon.Prefix:
+		return i64(coupon.New(db, rdb, opts...))
+	case "/" + giftcard.Prefix, "postgresql/" + giftcard.Prefix:
+		return uid(giftcard.New(db, rdb, opts...))
+	case "/" + drop.Prefix, "postgresql/" + drop.Prefix:
+		return stream(drop.New(db, rdb, opts...))
+	case "mysql/" + flashsale.Prefix:
+		return str(myflashsale.New(db, rdb, opts...))
+	case "mysql/" + coupon.Prefix:
+		return i64(mycoupon.New(db, rdb, opts...))
+	case "mysql/" + giftcard.Prefix:
+		return uid(mygiftcard.New(db, rdb, opts...))
+	case "mysql/" + drop.Prefix:
+		return stream(mydrop.New(db, rdb, opts...))
+	case "sqlite/" + flashsale.Prefix:
+		return str(liflashsale.New(db, rdb, opts...))
+	case "sqlite/" + coupon.Prefix:
+		return i64(licoupon.New(db, rdb, opts...))
+	case "sqlite/" + giftcard.Prefix:
+		return uid(ligiftcard.New(db, rdb, opts...))
+	case "sqlite/" + drop.Prefix:
+		return stream(lidrop.New(db, rdb, opts...))
+	}
+	return nil, fmt.Errorf("no prefix %d of engine %q", p, engine)
 }
 
 // NewPool is a pool of at most maxConns connections into schema.

@@ -45,15 +45,7 @@ func (r *Run) inWindow(from, to int64, kinds ...string) bool {
 type ledgerSums struct{ cap, usage, returns, restocks int64 }
 
 func (r *Run) sums(ctx context.Context, p int, id string) (ledgerSums, error) {
-	pr := Prefixes[p]
-	var s ledgerSums
-	err := r.admin.QueryRow(ctx, `SELECT
-		COALESCE((SELECT SUM(delta) FROM `+pr.ModTable+` WHERE item_id::text = $1 AND state = 'committed'), 0)::bigint,
-		COALESCE((SELECT SUM(delta) FROM `+pr.UsageTable+` WHERE item_id::text = $1 AND state = 'committed'), 0)::bigint,
-		COALESCE((SELECT SUM(delta) FROM `+pr.UsageTable+` WHERE item_id::text = $1 AND state = 'committed' AND delta > 0), 0)::bigint,
-		COALESCE((SELECT SUM(delta) FROM `+pr.ModTable+` WHERE item_id::text = $1 AND state = 'committed' AND kind = 'adjust' AND delta > 0), 0)::bigint`,
-		id).Scan(&s.cap, &s.usage, &s.returns, &s.restocks)
-	return s, err
+	return r.admin.sums(ctx, p, id)
 }
 
 // sampleI1 checks I1 at instants during the traffic, for the sync
@@ -326,21 +318,10 @@ func (r *Run) ledgerRows(ctx context.Context) (map[string]row, error) {
 	out := map[string]row{}
 	for p, pr := range Prefixes {
 		for _, tbl := range []string{pr.ModTable, pr.UsageTable} {
-			rows, err := r.admin.Query(ctx, "SELECT item_id::text, kind, op_key, delta, state, attempt FROM "+tbl+" WHERE kind <> 'init'")
-			if err != nil {
-				return nil, err
-			}
-			for rows.Next() {
-				var id, kind, op string
-				var rw row
-				if err := rows.Scan(&id, &kind, &op, &rw.delta, &rw.state, &rw.attempt); err != nil {
-					rows.Close()
-					return nil, err
-				}
+			err := r.admin.rows(ctx, tbl, func(id, kind, op string, rw row) {
 				out[tripleKey(p, id, kind, op)] = rw
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+			})
+			if err != nil {
 				return nil, err
 			}
 		}

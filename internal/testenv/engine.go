@@ -33,19 +33,37 @@ func Engine() string { return env("INVGEN_ENGINE", "postgresql") }
 // not answer.
 func SQLDB(t testing.TB, engine string) *sql.DB {
 	t.Helper()
+	dsn := SQLDSN(t, engine)
 	var db *sql.DB
-	switch engine {
-	case "mysql":
-		db = mysqlDB(t)
-	case "sqlite":
-		var err error
-		db, err = OpenSQLite(filepath.Join(t.TempDir(), "ledger.db"))
-		Must(t, err, "open SQLite")
-	default:
-		t.Fatalf("SQLDB: engine %q is not mysql or sqlite", engine)
+	var err error
+	if engine == "sqlite" {
+		db, err = OpenSQLite(dsn)
+	} else {
+		db, err = sql.Open("mysql", dsn)
+		if err == nil {
+			db.SetMaxOpenConns(64)
+			db.SetMaxIdleConns(64)
+		}
 	}
+	Must(t, err, "open %s", engine)
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// SQLDSN makes a database of the test's own on engine mysql or sqlite and
+// returns where it is: a DSN of go-sql-driver/mysql naming a database
+// created for the test (dropped when it ends), or a SQLite file in the
+// test's temporary directory.
+func SQLDSN(t testing.TB, engine string) string {
+	t.Helper()
+	switch engine {
+	case "mysql":
+		return mysqlDB(t)
+	case "sqlite":
+		return filepath.Join(t.TempDir(), "ledger.db")
+	}
+	t.Fatalf("SQLDSN: engine %q is not mysql or sqlite", engine)
+	return ""
 }
 
 // OpenSQLite opens the SQLite file path as invgen's ledger: WAL mode, so
@@ -59,8 +77,9 @@ func OpenSQLite(path string) (*sql.DB, error) {
 	return db, db.Ping()
 }
 
-// mysqlDB creates a database for the test on the server of MySQLURL.
-func mysqlDB(t testing.TB) *sql.DB {
+// mysqlDB creates a database for the test on the server of MySQLURL and
+// returns its DSN.
+func mysqlDB(t testing.TB) string {
 	t.Helper()
 	cfg, err := mysql.ParseDSN(MySQLURL())
 	Must(t, err, "INVGEN_MYSQL_URL")
@@ -87,11 +106,7 @@ func mysqlDB(t testing.TB) *sql.DB {
 		}
 	})
 	cfg.DBName = name
-	db, err := sql.Open("mysql", cfg.FormatDSN())
-	Must(t, err, "open MySQL")
-	db.SetMaxOpenConns(64)
-	db.SetMaxIdleConns(64)
-	return db
+	return cfg.FormatDSN()
 }
 
 func execSQL(ctx context.Context, db *sql.DB, q string) error {

@@ -1,0 +1,234 @@
+package robustness
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
+	_ "github.com/ncruces/go-sqlite3/embed"  // the SQLite library
+)
+
+// The other engines' side of the tester: the generated packages of
+// examples/engines over a *sql.DB, the validator's reads and the ledger
+// faults in each engine's SQL. PostgreSQL keeps its pgx pool.
+
+// ExecContext implements the DBTX of the generated packages of the mysql
+// and sqlite engines, as (*sql.DB).ExecContext does, with the failpoint and
+// the log of inserts that went out on a connection.
+func (d *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	d.pause(ctx)
+	c, err := d.SQL.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if id := callOf(ctx); id != "" && isInsert(q) {
+		d.mu.Lock()
+		d.sent[id] = true
+		d.mu.Unlock()
+	}
+	return c.ExecContext(ctx, q, args...)
+}
+
+// PrepareContext implements DBTX.
+func (d *DB) PrepareContext(ctx context.Context, q string) (*sql.Stmt, error) {
+	d.pause(ctx)
+	return d.SQL.PrepareContext(ctx, q)
+}
+
+// QueryContext implements DBTX.
+func (d *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	d.pause(ctx)
+	return d.SQL.QueryContext(ctx, q, args...)
+}
+
+// QueryRowContext implements DBTX.
+func (d *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	d.pause(ctx)
+	return d.SQL.QueryRowContext(ctx, q, args...)
+}
+
+// OpenSQL opens the ledger of engine mysql or sqlite at dsn (a DSN of
+// go-sql-driver/mysql, or a SQLite file) with at most maxConns
+// connections. addr, when set, replaces the MySQL server's address (the
+// run's proxy).
+func OpenSQL(engine, dsn, addr string, maxConns int) (*sql.DB, error) {
+	var db *sql.DB
+	var err error
+	switch engine {
+	case "mysql":
+		cfg, perr := mysql.ParseDSN(dsn)
+		if perr != nil {
+			return nil, perr
+		}
+		if addr != "" {
+			cfg.Addr = addr
+		}
+		cfg.Timeout = 2 * time.Second
+		db, err = sql.Open("mysql", cfg.FormatDSN())
+	case "sqlite":
+		db, err = sql.Open("sqlite3", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)")
+	default:
+		return nil, fmt.Errorf("engine %q is not mysql or sqlite", engine)
+	}
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(maxConns)
+	return db, nil
+}
+
+// mysqlAddr is the server address of a MySQL DSN.
+func mysqlAddr(dsn string) (string, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Addr, nil
+}
+
+// admin is the run's direct connection to the ledger, for the validator
+// and the ledger faults.
+type admin interface {
+	// sums reads an item's ledger (ledgerSums) by its text form.
+	sums(ctx context.Context, p int, id string) (ledgerSums, error)
+	// rows calls each for every non-init row of table.
+	rows(ctx context.Context, table string, each func(id, kind, op string, rw row)) error
+	// lockTable keeps table from being written for d.
+	lockTable(ctx context.Context, table string, d time.Duration) error
+	close()
+}
+
+// sumsSQL is the ledgerSums query, item_id compared as text by cast, in
+// which {} stands for the column.
+func sumsSQL(p int, cast, param string) string {
+	pr := Prefixes[p]
+	id := strings.ReplaceAll(cast, "{}", "item_id")
+	return `SELECT
+		COALESCE((SELECT SUM(delta) FROM ` + pr.ModTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed'), 0),
+		COALESCE((SELECT SUM(delta) FROM ` + pr.UsageTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed'), 0),
+		COALESCE((SELECT SUM(delta) FROM ` + pr.UsageTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed' AND delta > 0), 0),
+		COALESCE((SELECT SUM(delta) FROM ` + pr.ModTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed' AND kind = 'adjust' AND delta > 0), 0)`
+}
+
+type pgAdmin struct{ pool *pgxpool.Pool }
+
+func (a pgAdmin) sums(ctx context.Context, p int, id string) (s ledgerSums, err error) {
+	q := strings.ReplaceAll(sumsSQL(p, "{}::text", "$1"), "), 0)", "), 0)::bigint")
+	err = a.pool.QueryRow(ctx, q, id).Scan(&s.cap, &s.usage, &s.returns, &s.restocks)
+	return s, err
+}
+
+func (a pgAdmin) rows(ctx context.Context, table string, each func(id, kind, op string, rw row)) error {
+	rows, err := a.pool.Query(ctx, "SELECT item_id::text, kind, op_key, delta, state, attempt FROM "+table+" WHERE kind <> 'init'")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, kind, op string
+		var rw row
+		if err := rows.Scan(&id, &kind, &op, &rw.delta, &rw.state, &rw.attempt); err != nil {
+			return err
+		}
+		each(id, kind, op, rw)
+	}
+	return rows.Err()
+}
+
+func (a pgAdmin) lockTable(ctx context.Context, table string, d time.Duration) error {
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if _, err = tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err == nil {
+		sleep(ctx, d)
+	}
+	return err
+}
+
+func (a pgAdmin) close() { a.pool.Close() }
+
+// sqlAdmin is the admin of the mysql and sqlite engines.
+type sqlAdmin struct {
+	db     *sql.DB
+	engine string
+}
+
+func (a sqlAdmin) cast() string {
+	if a.engine == "mysql" {
+		return "CAST({} AS CHAR)"
+	}
+	return "CAST({} AS TEXT)"
+}
+
+func (a sqlAdmin) sums(ctx context.Context, p int, id string) (s ledgerSums, err error) {
+	var v [4]sql.NullInt64
+	err = a.db.QueryRowContext(ctx, sumsSQL(p, a.cast(), "?"), id, id, id, id).Scan(&v[0], &v[1], &v[2], &v[3])
+	s.cap, s.usage, s.returns, s.restocks = v[0].Int64, v[1].Int64, v[2].Int64, v[3].Int64
+	return s, err
+}
+
+func (a sqlAdmin) rows(ctx context.Context, table string, each func(id, kind, op string, rw row)) error {
+	rows, err := a.db.QueryContext(ctx, "SELECT "+strings.ReplaceAll(a.cast(), "{}", "item_id")+", kind, op_key, delta, state, attempt FROM "+table+" WHERE kind <> 'init'")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, kind, op string
+		var rw row
+		if err := rows.Scan(&id, &kind, &op, &rw.delta, &rw.state, &rw.attempt); err != nil {
+			return err
+		}
+		each(id, kind, op, rw)
+	}
+	return rows.Err()
+}
+
+// lockTable: MySQL's LOCK TABLES ... WRITE on a connection of its own;
+// SQLite's write lock of the whole file (BEGIN IMMEDIATE).
+func (a sqlAdmin) lockTable(ctx context.Context, table string, d time.Duration) error {
+	c, err := a.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	lock, unlock := "LOCK TABLES "+table+" WRITE", "UNLOCK TABLES"
+	if a.engine == "sqlite" {
+		lock, unlock = "BEGIN IMMEDIATE", "ROLLBACK"
+	}
+	if _, err := c.ExecContext(ctx, lock); err != nil {
+		return err
+	}
+	sleep(ctx, d)
+	_, err = c.ExecContext(context.Background(), unlock)
+	return err
+}
+
+func (a sqlAdmin) close() { a.db.Close() }
+
+// holdConns takes n connections of db for d: a pool the managers wait on.
+func holdConns(ctx context.Context, db *sql.DB, n int, d time.Duration) error {
+	var conns []*sql.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	sleep(ctx, d)
+	return nil
+}
