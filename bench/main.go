@@ -60,7 +60,7 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "how long each scenario runs, per round")
 	flag.IntVar(&rounds, "rounds", 3, "rounds over all scenarios; the table shows each one's median")
 	items := flag.Int("items", 100_000, "items for the RefreshAll scenario")
-	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this (e.g. \"5.\", \"6.\", \"7.\", \"cluster\"), without RefreshAll")
+	flag.StringVar(&only, "only", "", "run only the scenarios whose name contains this, or one of its |-separated parts (e.g. \"5.\", \"cluster\", \"2.|3.|8.|9.\"), without RefreshAll")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -74,6 +74,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// selects reports whether -only selects scenario name: it is empty, or one
+// of its |-separated parts is in the name.
+func selects(name string) bool {
+	if only == "" {
+		return true
+	}
+	for _, part := range strings.Split(only, "|") {
+		if part != "" && strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
 }
 
 func env(name, def string) string {
@@ -171,7 +185,7 @@ func run(ctx context.Context, dur time.Duration, nItems int) error {
 	var selected []step
 	scale, cluster := false, false
 	for _, s := range steps {
-		if only == "" || strings.Contains(s.name, only) {
+		if selects(s.name) {
 			selected = append(selected, s)
 			scale = scale || compared[s.name]
 			cluster = cluster || s.cluster

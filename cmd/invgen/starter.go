@@ -10,7 +10,7 @@ version: 1
 # Where the packages are written, relative to this file (inside a Go module).
 output: internal/inventory
 
-# The ledger's database: postgresql.
+# The ledger's database: postgresql, mysql (MySQL, MariaDB) or sqlite.
 engine: postgresql
 
 redis:
