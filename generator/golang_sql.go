@@ -195,17 +195,22 @@ func emitDBError(f *jen.File, p *Prefix) {
 			),
 		}
 	} else {
-		f.Comment("dbError tells the runtime what an error of ncruces/go-sqlite3 means: SQLite rolls a")
-		f.Comment("failed statement back; a unique or primary key constraint is a duplicate key, the")
-		f.Comment("generic SQLITE_ERROR a schema or syntax error.")
+		f.Comment("dbError tells the runtime what an error of ncruces/go-sqlite3 means: a unique or")
+		f.Comment("primary key constraint is a duplicate key; the generic SQLITE_ERROR a schema or syntax")
+		f.Comment("error; a busy or locked file, a read-only database and a refused value rolled their")
+		f.Comment("statement back. Anything else (an I/O error, an interrupt) may have come after the")
+		f.Comment("commit, and stays in doubt.")
+		code := func(c string) jen.Code { return jen.Qual(sqlitePath, c) }
 		body = []jen.Code{
 			jen.Var().Id("se").Op("*").Qual(sqlitePath, "Error"),
 			jen.Switch().Block(
 				jen.Case(jen.Op("!").Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("se"))),
-				jen.Case(jen.Id("se").Dot("ExtendedCode").Call().Op("==").Qual(sqlitePath, "CONSTRAINT_UNIQUE"),
-					jen.Id("se").Dot("ExtendedCode").Call().Op("==").Qual(sqlitePath, "CONSTRAINT_PRIMARYKEY")).Block(kind("DBErrUniqueViolation")),
-				jen.Case(jen.Id("se").Dot("Code").Call().Op("==").Qual(sqlitePath, "ERROR")).Block(kind("DBErrSchema")),
-				jen.Default().Block(kind("DBErrRejected")),
+				jen.Case(jen.Id("se").Dot("ExtendedCode").Call().Op("==").Add(code("CONSTRAINT_UNIQUE")),
+					jen.Id("se").Dot("ExtendedCode").Call().Op("==").Add(code("CONSTRAINT_PRIMARYKEY"))).Block(kind("DBErrUniqueViolation")),
+				jen.Case(jen.Id("se").Dot("Code").Call().Op("==").Add(code("ERROR"))).Block(kind("DBErrSchema")),
+				jen.Case(jen.Qual("slices", "Contains").Call(jen.Index().Qual(sqlitePath, "ErrorCode").Values(
+					code("BUSY"), code("LOCKED"), code("READONLY"), code("CONSTRAINT"), code("TOOBIG"), code("MISMATCH"), code("RANGE")),
+					jen.Id("se").Dot("Code").Call())).Block(kind("DBErrRejected")),
 			),
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/go-sql-driver/mysql"
@@ -215,7 +216,8 @@ func (d sqlDB) wrap(err error) error {
 		kind = invrt.DBErrUniqueViolation
 	case errors.As(err, &se) && se.Code() == sqlite3.ERROR:
 		kind = invrt.DBErrSchema
-	case errors.As(err, &se):
+	case errors.As(err, &se) && slices.Contains([]sqlite3.ErrorCode{sqlite3.BUSY, sqlite3.LOCKED, sqlite3.READONLY,
+		sqlite3.CONSTRAINT, sqlite3.TOOBIG, sqlite3.MISMATCH, sqlite3.RANGE}, se.Code()):
 		kind = invrt.DBErrRejected
 	}
 	return &invrt.DBError{Kind: kind, Err: err}

@@ -12,6 +12,7 @@ import (
 	_ "embed"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -321,9 +322,11 @@ type ledger struct {
 var _ invrt.Ledger[Key] = ledger{}
 var _ invrt.LayoutStore = ledger{}
 
-// dbError tells the runtime what an error of ncruces/go-sqlite3 means: SQLite rolls a
-// failed statement back; a unique or primary key constraint is a duplicate key, the
-// generic SQLITE_ERROR a schema or syntax error.
+// dbError tells the runtime what an error of ncruces/go-sqlite3 means: a unique or
+// primary key constraint is a duplicate key; the generic SQLITE_ERROR a schema or syntax
+// error; a busy or locked file, a read-only database and a refused value rolled their
+// statement back. Anything else (an I/O error, an interrupt) may have come after the
+// commit, and stays in doubt.
 func dbError(err error) error {
 	if err == nil || errors.Is(err, sql.ErrNoRows) {
 		return err
@@ -336,7 +339,7 @@ func dbError(err error) error {
 		kind = invrt.DBErrUniqueViolation
 	case se.Code() == sqlite3.ERROR:
 		kind = invrt.DBErrSchema
-	default:
+	case slices.Contains([]sqlite3.ErrorCode{sqlite3.BUSY, sqlite3.LOCKED, sqlite3.READONLY, sqlite3.CONSTRAINT, sqlite3.TOOBIG, sqlite3.MISMATCH, sqlite3.RANGE}, se.Code()):
 		kind = invrt.DBErrRejected
 	}
 	return &invrt.DBError{
