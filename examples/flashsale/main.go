@@ -534,7 +534,7 @@ func connectSQLite() (*ledger, error) {
 		return nil, err
 	}
 	file := filepath.Join(dir, "ledger.db")
-	db, err := sql.Open("sqlite3", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)")
+	db, err := sql.Open("sqlite3", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
 	if err == nil {
 		db.SetMaxOpenConns(1)
 		err = db.Ping()

@@ -72,7 +72,7 @@ func OpenSQL(engine, dsn, addr string, maxConns int) (*sql.DB, error) {
 		cfg.Timeout = 2 * time.Second
 		db, err = sql.Open("mysql", cfg.FormatDSN())
 	case "sqlite":
-		db, err = sql.Open("sqlite3", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)")
+		db, err = sql.Open("sqlite3", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
 	default:
 		return nil, fmt.Errorf("engine %q is not mysql or sqlite", engine)
 	}

@@ -70,7 +70,7 @@ func SQLDSN(t testing.TB, engine string) string {
 // that readers do not wait for the writer, and a busy timeout, so that
 // writers wait for each other instead of failing.
 func OpenSQLite(path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite3", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
 	if err != nil {
 		return nil, err
 	}
