@@ -154,6 +154,18 @@ func (b *bench) engineFresh(ctx context.Context, e *engineDB, tables ...string) 
 	return clear(ctx, b.rdb)
 }
 
+// prepare creates m's tables, empties them (prefix's) and Redis, and
+// stocks the hot SKU.
+func (b *bench) prepare(ctx context.Context, e *engineDB, m engineManager, prefix string) error {
+	if err := m.CreateTables(ctx); err != nil {
+		return err
+	}
+	if err := b.engineFresh(ctx, e, prefix+"_inventory_modification_record", prefix+"_inventory_usage_record"); err != nil {
+		return err
+	}
+	return m.Init(ctx, "hot", bigStock)
+}
+
 func (b *bench) engineSync(e *engineDB, name string) (result, error) {
 	ctx := context.Background()
 	m, err := e.sync()
@@ -161,13 +173,7 @@ func (b *bench) engineSync(e *engineDB, name string) (result, error) {
 		return result{name: name}, err
 	}
 	defer m.Close(ctx)
-	if err := m.CreateTables(ctx); err != nil {
-		return result{name: name}, err
-	}
-	if err := b.engineFresh(ctx, e, "flash_sale_inventory_modification_record", "flash_sale_inventory_usage_record"); err != nil {
-		return result{name: name}, err
-	}
-	if err := m.Init(ctx, "hot", bigStock); err != nil {
+	if err := b.prepare(ctx, e, m, "flash_sale"); err != nil {
 		return result{name: name}, err
 	}
 	ops, err := b.hammer(func(ctx context.Context, seq int64) error {
@@ -184,13 +190,7 @@ func (b *bench) engineStream(e *engineDB, name string) (result, error) {
 		return result{name: name}, err
 	}
 	defer m.Close(ctx)
-	if err := m.CreateTables(ctx); err != nil {
-		return result{name: name}, err
-	}
-	if err := b.engineFresh(ctx, e, "drop_inventory_modification_record", "drop_inventory_usage_record"); err != nil {
-		return result{name: name}, err
-	}
-	if err := m.Init(ctx, "hot", bigStock); err != nil {
+	if err := b.prepare(ctx, e, m, "drop"); err != nil {
 		return result{name: name}, err
 	}
 	fctx, stop := context.WithCancel(ctx)

@@ -130,15 +130,20 @@ func (a pgAdmin) rows(ctx context.Context, table string, each func(id, kind, op 
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
+	return scanRows(rows.Next, rows.Scan, rows.Err, each)
+}
+
+// scanRows calls each for every change row of a query of the rows method.
+func scanRows(next func() bool, scan func(...any) error, rerr func() error, each func(id, kind, op string, rw row)) error {
+	for next() {
 		var id, kind, op string
 		var rw row
-		if err := rows.Scan(&id, &kind, &op, &rw.delta, &rw.state, &rw.attempt); err != nil {
+		if err := scan(&id, &kind, &op, &rw.delta, &rw.state, &rw.attempt); err != nil {
 			return err
 		}
 		each(id, kind, op, rw)
 	}
-	return rows.Err()
+	return rerr()
 }
 
 func (a pgAdmin) lockTable(ctx context.Context, table string, d time.Duration) error {
@@ -181,15 +186,7 @@ func (a sqlAdmin) rows(ctx context.Context, table string, each func(id, kind, op
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var id, kind, op string
-		var rw row
-		if err := rows.Scan(&id, &kind, &op, &rw.delta, &rw.state, &rw.attempt); err != nil {
-			return err
-		}
-		each(id, kind, op, rw)
-	}
-	return rows.Err()
+	return scanRows(rows.Next, rows.Scan, rows.Err, each)
 }
 
 // lockTable: MySQL's LOCK TABLES ... WRITE on a connection of its own;
