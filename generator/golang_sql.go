@@ -181,13 +181,15 @@ func emitDBError(f *jen.File, p *Prefix) {
 	var body []jen.Code
 	if p.Engine == "mysql" {
 		f.Comment("dbError tells the runtime what an error of go-sql-driver/mysql means: a server error")
-		f.Comment("rolled its statement back (1062 is a duplicate key, SQLSTATE class 42 a schema or")
-		f.Comment("access error); ErrBadConn and a failed dial mean that nothing was sent.")
+		f.Comment("rolled its statement back (1062 is a duplicate key, 1213 a deadlock and 1205 a lock wait")
+		f.Comment("timeout, which a retry may pass, SQLSTATE class 42 a schema or access error); ErrBadConn")
+		f.Comment("and a failed dial mean that nothing was sent.")
 		body = []jen.Code{
 			jen.Var().Id("me").Op("*").Qual(mysqlPath, "MySQLError"),
 			jen.Var().Id("oe").Op("*").Qual("net", "OpError"),
 			jen.Switch().Block(
 				jen.Case(jen.Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("me")).Op("&&").Id("me").Dot("Number").Op("==").Lit(1062)).Block(kind("DBErrUniqueViolation")),
+				jen.Case(jen.Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("me")).Op("&&").Parens(jen.Id("me").Dot("Number").Op("==").Lit(1213).Op("||").Id("me").Dot("Number").Op("==").Lit(1205))).Block(kind("DBErrConflict")),
 				jen.Case(jen.Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("me")).Op("&&").Id("me").Dot("SQLState").Index(jen.Lit(0)).Op("==").LitRune('4').Op("&&").Id("me").Dot("SQLState").Index(jen.Lit(1)).Op("==").LitRune('2')).Block(kind("DBErrSchema")),
 				jen.Case(jen.Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("me"))).Block(kind("DBErrRejected")),
 				jen.Case(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual("database/sql/driver", "ErrBadConn")),
@@ -197,20 +199,21 @@ func emitDBError(f *jen.File, p *Prefix) {
 	} else {
 		f.Comment("dbError tells the runtime what an error of ncruces/go-sqlite3 means: a unique or")
 		f.Comment("primary key constraint is a duplicate key; the generic SQLITE_ERROR a schema or syntax")
-		f.Comment("error; a busy or locked file, a read-only database and a refused value rolled their")
-		f.Comment("statement back. Anything else (an I/O error, an interrupt) may have come after the")
-		f.Comment("commit, and stays in doubt.")
+		f.Comment("error; a busy or locked file is a conflict a retry may pass; a read-only database and a")
+		f.Comment("refused value rolled their statement back. Anything else (an I/O error, an interrupt)")
+		f.Comment("may have come after the commit, and stays in doubt.")
 		code := func(c string) jen.Code { return jen.Qual(sqlitePath, c) }
+		primary := func() *jen.Statement { return jen.Qual(sqlitePath, "ErrorCode").Parens(jen.Id("x")) }
 		body = []jen.Code{
-			jen.Var().Id("se").Op("*").Qual(sqlitePath, "Error"),
+			jen.Comment("The driver returns an *sqlite3.Error or a bare result code: both convert."),
+			jen.Var().Id("x").Qual(sqlitePath, "ExtendedErrorCode"),
 			jen.Switch().Block(
-				jen.Case(jen.Op("!").Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("se"))),
-				jen.Case(jen.Id("se").Dot("ExtendedCode").Call().Op("==").Add(code("CONSTRAINT_UNIQUE")),
-					jen.Id("se").Dot("ExtendedCode").Call().Op("==").Add(code("CONSTRAINT_PRIMARYKEY"))).Block(kind("DBErrUniqueViolation")),
-				jen.Case(jen.Id("se").Dot("Code").Call().Op("==").Add(code("ERROR"))).Block(kind("DBErrSchema")),
+				jen.Case(jen.Op("!").Qual("errors", "As").Call(jen.Err(), jen.Op("&").Id("x"))),
+				jen.Case(jen.Id("x").Op("==").Add(code("CONSTRAINT_UNIQUE")), jen.Id("x").Op("==").Add(code("CONSTRAINT_PRIMARYKEY"))).Block(kind("DBErrUniqueViolation")),
+				jen.Case(primary().Op("==").Add(code("ERROR"))).Block(kind("DBErrSchema")),
+				jen.Case(primary().Op("==").Add(code("BUSY")), primary().Op("==").Add(code("LOCKED"))).Block(kind("DBErrConflict")),
 				jen.Case(jen.Qual("slices", "Contains").Call(jen.Index().Qual(sqlitePath, "ErrorCode").Values(
-					code("BUSY"), code("LOCKED"), code("READONLY"), code("CONSTRAINT"), code("TOOBIG"), code("MISMATCH"), code("RANGE")),
-					jen.Id("se").Dot("Code").Call())).Block(kind("DBErrRejected")),
+					code("READONLY"), code("CONSTRAINT"), code("TOOBIG"), code("MISMATCH"), code("RANGE")), primary())).Block(kind("DBErrRejected")),
 			),
 		}
 	}

@@ -889,6 +889,15 @@ func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
 	start := time.Now()
 	err := conn.Insert(ctx, e)
+	// A row that lost to another transaction (InnoDB's deadlocks and
+	// lock waits under a crowd, SQLite's busy file) was not written: send
+	// it again, a few times, while the caller waits.
+	for wait := 2 * time.Millisecond; isConflict(err) && wait <= 64*time.Millisecond; wait *= 2 {
+		if sleepCtx(ctx, wait/2+time.Duration(mrand.Int64N(int64(wait)))) != nil {
+			break
+		}
+		err = conn.Insert(ctx, e)
+	}
 	c.observeLedger(e.Kind, start, err)
 	if err == nil {
 		// The row is committed: the change happened. A decrease is in

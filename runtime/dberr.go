@@ -3,6 +3,8 @@ package runtime
 import (
 	"errors"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DBErrorKind is what an error of the ledger's database means to the
@@ -21,8 +23,7 @@ const (
 	// written.
 	DBErrUniqueViolation
 	// DBErrRejected: the server refused the statement and rolled it back;
-	// nothing was written, and a retry may succeed (a lock timeout, a
-	// deadlock, a busy database file).
+	// nothing was written (a constraint, a read-only server).
 	DBErrRejected
 	// DBErrNotSent: the statement never reached the server.
 	DBErrNotSent
@@ -30,6 +31,12 @@ const (
 	// or column, a syntax or permission error); nothing was written and a
 	// retry will fail the same way.
 	DBErrSchema
+	// DBErrConflict: the statement lost to another transaction and was
+	// rolled back (a deadlock, a lock wait timeout, a busy database file):
+	// nothing was written, and the same statement may succeed when sent
+	// again. The runtime sends a change's ledger row again a few times
+	// before it gives the change up.
+	DBErrConflict
 )
 
 // DBError is an error of the ledger's database with its kind. Generated
@@ -53,6 +60,18 @@ func dbErrorKind(err error) (DBErrorKind, bool) {
 		return de.Kind, true
 	}
 	return 0, false
+}
+
+// isConflict reports whether err is a statement that lost to another
+// transaction and wrote nothing: a DBError of kind DBErrConflict, or
+// PostgreSQL's deadlock_detected, serialization_failure or
+// lock_not_available.
+func isConflict(err error) bool {
+	if k, ok := dbErrorKind(err); ok {
+		return k == DBErrConflict
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001" || pe.Code == "55P03")
 }
 
 // SQLStatements splits a script of invgen's SQL templates (schema.sql) into

@@ -201,23 +201,29 @@ func (d sqlDB) wrap(err error) error {
 	var (
 		me *mysql.MySQLError
 		oe *net.OpError
-		se *sqlite3.Error
+		// ncruces returns an *sqlite3.Error or a bare result code: both
+		// convert to the extended code, whose low byte is the primary one.
+		x sqlite3.ExtendedErrorCode
 	)
 	switch {
 	case errors.As(err, &me) && me.Number == 1062:
 		kind = invrt.DBErrUniqueViolation
+	case errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205):
+		kind = invrt.DBErrConflict
 	case errors.As(err, &me) && me.SQLState[0] == '4' && me.SQLState[1] == '2':
 		kind = invrt.DBErrSchema
 	case errors.As(err, &me):
 		kind = invrt.DBErrRejected
 	case errors.Is(err, driver.ErrBadConn), errors.As(err, &oe) && oe.Op == "dial":
 		kind = invrt.DBErrNotSent
-	case errors.As(err, &se) && (se.ExtendedCode() == sqlite3.CONSTRAINT_UNIQUE || se.ExtendedCode() == sqlite3.CONSTRAINT_PRIMARYKEY):
+	case !errors.As(err, &x):
+	case x == sqlite3.CONSTRAINT_UNIQUE || x == sqlite3.CONSTRAINT_PRIMARYKEY:
 		kind = invrt.DBErrUniqueViolation
-	case errors.As(err, &se) && se.Code() == sqlite3.ERROR:
+	case sqlite3.ErrorCode(x) == sqlite3.ERROR:
 		kind = invrt.DBErrSchema
-	case errors.As(err, &se) && slices.Contains([]sqlite3.ErrorCode{sqlite3.BUSY, sqlite3.LOCKED, sqlite3.READONLY,
-		sqlite3.CONSTRAINT, sqlite3.TOOBIG, sqlite3.MISMATCH, sqlite3.RANGE}, se.Code()):
+	case sqlite3.ErrorCode(x) == sqlite3.BUSY || sqlite3.ErrorCode(x) == sqlite3.LOCKED:
+		kind = invrt.DBErrConflict
+	case slices.Contains([]sqlite3.ErrorCode{sqlite3.READONLY, sqlite3.CONSTRAINT, sqlite3.TOOBIG, sqlite3.MISMATCH, sqlite3.RANGE}, sqlite3.ErrorCode(x)):
 		kind = invrt.DBErrRejected
 	}
 	return &invrt.DBError{Kind: kind, Err: err}

@@ -325,8 +325,9 @@ var _ invrt.Ledger[Key] = ledger{}
 var _ invrt.LayoutStore = ledger{}
 
 // dbError tells the runtime what an error of go-sql-driver/mysql means: a server error
-// rolled its statement back (1062 is a duplicate key, SQLSTATE class 42 a schema or
-// access error); ErrBadConn and a failed dial mean that nothing was sent.
+// rolled its statement back (1062 is a duplicate key, 1213 a deadlock and 1205 a lock wait
+// timeout, which a retry may pass, SQLSTATE class 42 a schema or access error); ErrBadConn
+// and a failed dial mean that nothing was sent.
 func dbError(err error) error {
 	if err == nil || errors.Is(err, sql.ErrNoRows) {
 		return err
@@ -337,6 +338,8 @@ func dbError(err error) error {
 	switch {
 	case errors.As(err, &me) && me.Number == 1062:
 		kind = invrt.DBErrUniqueViolation
+	case errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205):
+		kind = invrt.DBErrConflict
 	case errors.As(err, &me) && me.SQLState[0] == '4' && me.SQLState[1] == '2':
 		kind = invrt.DBErrSchema
 	case errors.As(err, &me):

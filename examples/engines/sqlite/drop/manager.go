@@ -351,22 +351,25 @@ var _ invrt.LayoutStore = ledger{}
 
 // dbError tells the runtime what an error of ncruces/go-sqlite3 means: a unique or
 // primary key constraint is a duplicate key; the generic SQLITE_ERROR a schema or syntax
-// error; a busy or locked file, a read-only database and a refused value rolled their
-// statement back. Anything else (an I/O error, an interrupt) may have come after the
-// commit, and stays in doubt.
+// error; a busy or locked file is a conflict a retry may pass; a read-only database and a
+// refused value rolled their statement back. Anything else (an I/O error, an interrupt)
+// may have come after the commit, and stays in doubt.
 func dbError(err error) error {
 	if err == nil || errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
 	kind := invrt.DBErrUnknown
-	var se *sqlite3.Error
+	// The driver returns an *sqlite3.Error or a bare result code: both convert.
+	var x sqlite3.ExtendedErrorCode
 	switch {
-	case !errors.As(err, &se):
-	case se.ExtendedCode() == sqlite3.CONSTRAINT_UNIQUE, se.ExtendedCode() == sqlite3.CONSTRAINT_PRIMARYKEY:
+	case !errors.As(err, &x):
+	case x == sqlite3.CONSTRAINT_UNIQUE, x == sqlite3.CONSTRAINT_PRIMARYKEY:
 		kind = invrt.DBErrUniqueViolation
-	case se.Code() == sqlite3.ERROR:
+	case sqlite3.ErrorCode(x) == sqlite3.ERROR:
 		kind = invrt.DBErrSchema
-	case slices.Contains([]sqlite3.ErrorCode{sqlite3.BUSY, sqlite3.LOCKED, sqlite3.READONLY, sqlite3.CONSTRAINT, sqlite3.TOOBIG, sqlite3.MISMATCH, sqlite3.RANGE}, se.Code()):
+	case sqlite3.ErrorCode(x) == sqlite3.BUSY, sqlite3.ErrorCode(x) == sqlite3.LOCKED:
+		kind = invrt.DBErrConflict
+	case slices.Contains([]sqlite3.ErrorCode{sqlite3.READONLY, sqlite3.CONSTRAINT, sqlite3.TOOBIG, sqlite3.MISMATCH, sqlite3.RANGE}, sqlite3.ErrorCode(x)):
 		kind = invrt.DBErrRejected
 	}
 	return &invrt.DBError{
