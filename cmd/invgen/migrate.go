@@ -24,7 +24,9 @@ applied. For a prefix whose tables exist it applies, in order and each in a
 transaction of its own, the migrations in <package>/migrations/ that it has
 not applied yet: invgen generate writes one when the spec changes the
 prefix's key type or key length. The table invgen_migrations records what
-was applied. With -dry-run it prints what it would do.`
+was applied. With -dry-run it prints what it would do. On the mysql and
+sqlite engines it creates what is missing; their key columns have no
+migrations (invgen generate refuses to change them).`
 
 // migrationsTable records the migrations applied, per prefix.
 const migrationsTable = `CREATE TABLE IF NOT EXISTS invgen_migrations (
