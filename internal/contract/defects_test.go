@@ -66,17 +66,15 @@ func TestDefectLedgerFailureReleases(t *testing.T) {
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "sku", 10), "Init")
 	// Take the usage table away: the insert fails in SQL, for real.
-	_, err := f.pool.Exec(ctx, "ALTER TABLE "+f.usageTable+" RENAME TO gone")
-	testenv.Must(t, err, "rename")
-	_, err = f.m.Decr(ctx, "sku", 3, "o1")
+	f.exec(t, "ALTER TABLE "+f.usageTable+" RENAME TO gone")
+	_, err := f.m.Decr(ctx, "sku", 3, "o1")
 	if err == nil {
 		t.Fatal("Decr succeeded without its ledger row")
 	}
 	if v, err := f.m.Get(ctx, "sku"); err != nil || v != 10 {
 		t.Fatalf("stock %d (%v) after a failed purchase, want 10: units were lost", v, err)
 	}
-	_, err = f.pool.Exec(ctx, "ALTER TABLE gone RENAME TO "+f.usageTable)
-	testenv.Must(t, err, "rename back")
+	f.exec(t, "ALTER TABLE gone RENAME TO "+f.usageTable)
 	// Nothing happened, so the op key is free to succeed now.
 	if r, err := f.m.Decr(ctx, "sku", 3, "o1"); err != nil || r.Replayed || r.Available != 7 {
 		t.Fatalf("retry after the ledger came back = %+v, %v; want a fresh purchase", r, err)

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"context"
 	"regexp"
 	"testing"
 
@@ -17,6 +18,18 @@ func sumSQL[K comparable](t testing.TB, f *fixture[K], q string, args ...any) in
 		return testenv.Sum(t, f.pool, q, args...)
 	}
 	return testenv.SumSQL(t, f.db, dollar.ReplaceAllString(q, "?"), args...)
+}
+
+// exec runs a statement of portable SQL on the fixture's database.
+func (f *fixture[K]) exec(t testing.TB, q string) {
+	t.Helper()
+	var err error
+	if f.db != nil {
+		_, err = f.db.ExecContext(context.Background(), q)
+	} else {
+		_, err = f.pool.Exec(context.Background(), q)
+	}
+	testenv.Must(t, err, "%s", q)
 }
 
 var dollar = regexp.MustCompile(`\$\d+`)

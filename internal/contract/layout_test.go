@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	myflashsale "github.com/invgen/invgen/examples/engines/mysql/flashsale"
+	liflashsale "github.com/invgen/invgen/examples/engines/sqlite/flashsale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/drop"
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	flashdb "github.com/invgen/invgen/examples/flashsale/inventory/flashsale/db"
@@ -526,6 +528,35 @@ func TestLayoutSwitchStreamToSync(t *testing.T) {
 
 // A pgx.Tx passed as the pool is refused by New: the manager commits each
 // change itself and could not undo Redis when the transaction rolls back.
+// TestNewRefusesSQLTx: a *sql.Tx of the mysql and sqlite engines is refused
+// like a pgx transaction, whatever INVGEN_ENGINE says.
+func TestNewRefusesSQLTx(t *testing.T) {
+	rdb := testenv.Redis(t)
+	ctx := ctxT(t)
+	for _, engine := range []string{"mysql", "sqlite"} {
+		t.Run(engine, func(t *testing.T) {
+			db := testenv.SQLDB(t, engine)
+			tx, err := db.BeginTx(ctx, nil)
+			testenv.Must(t, err, "Begin")
+			defer tx.Rollback()
+			var newErr, poolErr error
+			if engine == "mysql" {
+				_, newErr = myflashsale.New(tx, rdb)
+				_, poolErr = myflashsale.New(db, rdb)
+			} else {
+				_, newErr = liflashsale.New(tx, rdb)
+				_, poolErr = liflashsale.New(db, rdb)
+			}
+			if !errors.Is(newErr, invrt.ErrInvalidArgument) || !strings.Contains(newErr.Error(), "transaction") {
+				t.Fatalf("New(*sql.Tx) err = %v, want ErrInvalidArgument naming the transaction", newErr)
+			}
+			if poolErr != nil {
+				t.Fatalf("New(*sql.DB): %v", poolErr)
+			}
+		})
+	}
+}
+
 func TestNewRefusesTx(t *testing.T) {
 	rdb := testenv.Redis(t)
 	pool := testenv.Pool(t)
