@@ -50,10 +50,11 @@ func emitSQLLedger(f *jen.File, p *Prefix) {
 		jen.Err().Op(":=").Id("l").Dot("db").Dot("QueryRowContext").Call(jen.Id("ctx"), jen.Id("direct").Index(jen.Lit("TablesInitialized"))).Dot("Scan").Call(jen.Op("&").Id("n")),
 		jen.Return(jen.Id("n").Op("==").Lit(1), wrapErr.Clone()))
 
-	f.Comment("Acquire takes one connection of the pool under ctx, so that a change whose ledger row")
-	f.Comment("was never sent can tell so.")
+	f.Comment("Acquire takes one connection of the pool (a *sql.DB, or a wrapper of one with its Conn")
+	f.Comment("method) under ctx, so that a change whose ledger row was never sent can tell so.")
 	fn().Params(recv.Clone()).Id("Acquire").Params(ctx.Clone()).Params(rt("Ledger").Types(jen.Id("Key")), jen.Func().Params(), jen.Error()).Block(
-		jen.List(jen.Id("p"), jen.Id("ok")).Op(":=").Id("l").Dot("db").Assert(jen.Op("*").Qual(sqlPath, "DB")),
+		jen.List(jen.Id("p"), jen.Id("ok")).Op(":=").Id("l").Dot("db").Assert(jen.Interface(
+			jen.Id("Conn").Params(jen.Qual("context", "Context")).Params(jen.Op("*").Qual(sqlPath, "Conn"), jen.Error()))),
 		jen.If(jen.Op("!").Id("ok")).Block(jen.Return(jen.Id("l"), jen.Func().Params().Block(), jen.Nil())),
 		jen.List(jen.Id("conn"), jen.Err()).Op(":=").Id("p").Dot("Conn").Call(jen.Id("ctx")),
 		jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Nil(), jen.Nil(), wrapErr.Clone())),

@@ -35,6 +35,23 @@ func (d *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 	return c.ExecContext(ctx, q, args...)
 }
 
+// Conn takes a connection of the pool, as (*sql.DB).Conn does: the
+// generated packages' Acquire takes the connection of a change's ledger
+// insert by it, so a failure here is known to have sent nothing. A
+// connection taken for a call is logged as its insert gone out.
+func (d *DB) Conn(ctx context.Context) (*sql.Conn, error) {
+	d.pause(ctx)
+	c, err := d.SQL.Conn(ctx)
+	if err == nil {
+		if id := callOf(ctx); id != "" {
+			d.mu.Lock()
+			d.sent[id] = true
+			d.mu.Unlock()
+		}
+	}
+	return c, err
+}
+
 // PrepareContext implements DBTX.
 func (d *DB) PrepareContext(ctx context.Context, q string) (*sql.Stmt, error) {
 	d.pause(ctx)

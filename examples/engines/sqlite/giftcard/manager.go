@@ -378,11 +378,13 @@ func (l ledger) TablesInitialized(ctx context.Context) (bool, error) {
 	return n == 1, dbError(err)
 }
 
-// Acquire takes one connection of the pool under ctx, so that a change whose ledger row
-// was never sent can tell so.
+// Acquire takes one connection of the pool (a *sql.DB, or a wrapper of one with its Conn
+// method) under ctx, so that a change whose ledger row was never sent can tell so.
 
 func (l ledger) Acquire(ctx context.Context) (invrt.Ledger[Key], func(), error) {
-	p, ok := l.db.(*sql.DB)
+	p, ok := l.db.(interface {
+		Conn(context.Context) (*sql.Conn, error)
+	})
 	if !ok {
 		return l, func() {}, nil
 	}
