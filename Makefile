@@ -64,7 +64,7 @@ test: services check ## every test, with the race detector, against real Redis a
 test-cluster: services ## the tests that use the shared Redis, with the race detector, on the local Redis Cluster (INVGEN_REDIS_CLUSTER)
 	$(CLUSTER_TEST)
 
-test-engines: services ## the contract tests on MariaDB and SQLite (INVGEN_ENGINE), with the race detector
+test-engines: services ## the contract tests and the model-based tester on MariaDB and SQLite (INVGEN_ENGINE), with the race detector
 	$(ENGINE_TEST)
 
 test-short: services ## the tests without the race detector (quicker)

@@ -83,7 +83,9 @@ log "PostgreSQL at $phost:$pport is up"
 # INVGEN_MYSQL_URL is go-sql-driver/mysql's DSN: user[:pass]@tcp(host:port)/db.
 MYSQL_URL=${INVGEN_MYSQL_URL:-root@tcp(127.0.0.1:3306)/test}
 maddr=${MYSQL_URL#*tcp(}; maddr=${maddr%%)*}; mhost=${maddr%:*}; mport=${maddr##*:}
-muser=${MYSQL_URL%%@*}; muser=${muser%%:*}; mdb=${MYSQL_URL##*/}; mdb=${mdb%%\?*}
+mcred=${MYSQL_URL%%@*}; muser=${mcred%%:*}; mdb=${MYSQL_URL##*/}; mdb=${mdb%%\?*}
+# The client reads the DSN's password, if it has one, from MYSQL_PWD.
+if [ "$mcred" != "$muser" ]; then export MYSQL_PWD=${mcred#*:}; fi
 command -v mariadb >/dev/null || command -v mysql >/dev/null || apt_install mariadb-client
 mcli=$(command -v mariadb || command -v mysql)
 if ! "$mcli" -h "$mhost" -P "$mport" -u "$muser" -e 'SELECT 1' >/dev/null 2>&1; then
