@@ -49,6 +49,7 @@ type engineDB struct {
 	name   string // as the table prints it
 	db     *sql.DB
 	limit  string // the baseline's table
+	ddl    string // its CREATE TABLE
 	sync   func() (engineManager, error)
 	stream func() (engineStream, error)
 	close  func()
@@ -93,10 +94,12 @@ func (b *bench) openEngines(ctx context.Context) ([]*engineDB, error) {
 	opts := []invrt.Option{invrt.WithNamespace(namespace)}
 	return []*engineDB{
 		{name: "MariaDB", db: my, limit: "bench_my_usage",
+			ddl:    "CREATE TABLE bench_my_usage (id INTEGER PRIMARY KEY AUTO_INCREMENT, item_id VARCHAR(64) NOT NULL, delta BIGINT NOT NULL, op_key VARCHAR(128) NOT NULL, UNIQUE (item_id, op_key))",
 			sync:   func() (engineManager, error) { return myflashsale.New(my, b.rdb, opts...) },
 			stream: func() (engineStream, error) { return mydrop.New(my, b.rdb, opts...) },
 			close:  func() { my.Close() }},
 		{name: "SQLite", db: lite, limit: "bench_lite_usage",
+			ddl:    "CREATE TABLE bench_lite_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, delta INTEGER NOT NULL, op_key TEXT NOT NULL, UNIQUE (item_id, op_key))",
 			sync:   func() (engineManager, error) { return liflashsale.New(lite, b.rdb, opts...) },
 			stream: func() (engineStream, error) { return lidrop.New(lite, b.rdb, opts...) },
 			close:  func() { lite.Close(); os.RemoveAll(dir) }},
@@ -116,11 +119,7 @@ func (b *bench) engineSteps(e *engineDB, names [3]string) []step {
 // INSERT of a usage row with a unique op key.
 func (b *bench) engineLimit(e *engineDB, name string) (result, error) {
 	ctx := context.Background()
-	for _, q := range []string{"DROP TABLE IF EXISTS " + e.limit,
-		"CREATE TABLE " + e.limit + " (id INTEGER PRIMARY KEY AUTO_INCREMENT, item_id VARCHAR(64) NOT NULL, delta BIGINT NOT NULL, op_key VARCHAR(128) NOT NULL, UNIQUE (item_id, op_key))"} {
-		if e.name == "SQLite" {
-			q = sqliteDDL(q)
-		}
+	for _, q := range []string{"DROP TABLE IF EXISTS " + e.limit, e.ddl} {
 		if _, err := e.db.ExecContext(ctx, q); err != nil {
 			return result{name: name}, err
 		}
@@ -135,13 +134,6 @@ func (b *bench) engineLimit(e *engineDB, name string) (result, error) {
 		return err
 	})
 	return result{name: name, ops: ops, note: "hand-written, no idempotency in Redis"}, err
-}
-
-func sqliteDDL(q string) string {
-	if q[:6] == "CREATE" {
-		return "CREATE TABLE bench_lite_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, delta INTEGER NOT NULL, op_key TEXT NOT NULL, UNIQUE (item_id, op_key))"
-	}
-	return q
 }
 
 // engineFresh empties a prefix's tables on e and the bench's Redis keys.

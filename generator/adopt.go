@@ -1,9 +1,6 @@
 package generator
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // Adoption names the tables of an inventory_manager deployment (the Python
 // library invgen replaces) as invgen adopt keeps them: renamed, next to
@@ -60,15 +57,5 @@ func AdoptSQL(m *Model, p *Prefix, a Adoption, table string) (map[string]string,
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
-	for _, block := range strings.Split(string(text), "-- name: ")[1:] {
-		head, body, _ := strings.Cut(block, "\n")
-		q := strings.TrimSuffix(strings.TrimSpace(stripComments(body)), ";")
-		if m.Engine == "postgresql" {
-			out[strings.TrimSpace(head)] = numberArgs(q)
-		} else {
-			out[strings.TrimSpace(head)] = numberInOrder(q)
-		}
-	}
-	return out, nil
+	return namedStatements(m.Engine, text), nil
 }

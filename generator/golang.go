@@ -368,6 +368,81 @@ var poolDoc = map[string]string{
 	"sqlite":     "a *sql.DB of ncruces/go-sqlite3",
 }
 
+// ledgerParts emits the pieces of a prefix's ledger adapter that every
+// engine shares; wrap is what its errors go through (nothing on
+// PostgreSQL, dbError on the others) and noRows the driver's "no rows".
+type ledgerParts struct {
+	f      *jen.File
+	p      *Prefix
+	wrap   func(jen.Code) jen.Code
+	noRows jen.Code
+}
+
+func (g ledgerParts) fn() *jen.Statement { g.f.Line(); return g.f.Func() }
+
+func (g ledgerParts) dbq(name string) *jen.Statement { return jen.Qual(g.p.DBImportPath, name) }
+
+// typeDecl emits the ledger type and its interface assertions.
+func (g ledgerParts) typeDecl() {
+	g.f.Comment("ledger implements invrt.Ledger with the sqlc queries of " + g.p.Name + ".")
+	g.f.Type().Id("ledger").Struct(
+		jen.Id("db").Add(g.dbq("DBTX")),
+		jen.Id("q").Op("*").Add(g.dbq("Queries")),
+	)
+	g.f.Var().Id("_").Add(rt("Ledger")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
+	g.f.Var().Id("_").Add(rt("LayoutStore")).Op("=").Id("ledger").Values()
+}
+
+// params emits the conversion of an entry to the insert parameters; both
+// tables have the same columns, so the parameter and row types of their
+// queries convert into each other.
+func (g ledgerParts) params() {
+	g.fn().Id("params").Params(jen.Id("e").Add(rt("Entry").Types(jen.Id("Key")))).Add(g.dbq("InsertUsageParams")).Block(
+		jen.Return(g.dbq("InsertUsageParams").Values(jen.Dict{
+			jen.Id("ItemID"):  jen.Id("e").Dot("Item"),
+			jen.Id("Delta"):   jen.Id("e").Dot("Delta"),
+			jen.Id("Kind"):    jen.String().Parens(jen.Id("e").Dot("Kind")),
+			jen.Id("OpKey"):   jen.Id("e").Dot("OpKey"),
+			jen.Id("Attempt"): jen.Id("e").Dot("Attempt"),
+		})))
+}
+
+func (g ledgerParts) insert() {
+	isMod := jen.Id("e").Dot("Kind").Dot("Modification").Call()
+	g.fn().Params(jen.Id("l").Id("ledger")).Id("Insert").Params(jen.Id("ctx").Qual("context", "Context"), jen.Id("e").Add(rt("Entry").Types(jen.Id("Key")))).Error().Block(
+		jen.If(isMod).Block(
+			jen.Return(g.wrap(jen.Id("l").Dot("q").Dot("InsertModification").Call(jen.Id("ctx"),
+				g.dbq("InsertModificationParams").Parens(jen.Id("params").Call(jen.Id("e"))))))),
+		jen.Return(g.wrap(jen.Id("l").Dot("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e"))))))
+}
+
+// row is the runtime's Row of a query's row r.
+func (g ledgerParts) row() jen.Code {
+	return rt("Row").Values(jen.Dict{
+		jen.Id("State"):   rt("State").Parens(jen.Id("r").Dot("State")),
+		jen.Id("Delta"):   jen.Id("r").Dot("Delta"),
+		jen.Id("Attempt"): jen.Id("r").Dot("Attempt"),
+	})
+}
+
+func (g ledgerParts) lookup() {
+	args := jen.Dict{jen.Id("ItemID"): jen.Id("item"), jen.Id("Kind"): jen.String().Parens(jen.Id("kind")), jen.Id("OpKey"): jen.Id("opKey")}
+	g.fn().Params(jen.Id("l").Id("ledger")).Id("Lookup").Params(jen.Id("ctx").Qual("context", "Context"), jen.Id("item").Id("Key"), jen.Id("kind").Add(rt("Kind")), jen.Id("opKey").String()).
+		Params(rt("Row"), jen.Bool(), jen.Error()).Block(
+		jen.Var().Id("r").Add(g.dbq("LookupUsageRow")),
+		jen.Var().Err().Error(),
+		jen.If(jen.Id("kind").Dot("Modification").Call()).Block(
+			jen.Var().Id("m").Add(g.dbq("LookupModificationRow")),
+			jen.List(jen.Id("m"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupModification").Call(jen.Id("ctx"), g.dbq("LookupModificationParams").Values(args)),
+			jen.Id("r").Op("=").Add(g.dbq("LookupUsageRow")).Parens(jen.Id("m")),
+		).Else().Block(
+			jen.List(jen.Id("r"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupUsage").Call(jen.Id("ctx"), g.dbq("LookupUsageParams").Values(args)),
+		),
+		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), g.noRows)).Block(
+			jen.Return(rt("Row").Values(), jen.False(), jen.Nil())),
+		jen.Return(g.row(), jen.Err().Op("==").Nil(), g.wrap(jen.Err())))
+}
+
 // emitLedger renders the adapter from the prefix's sqlc queries to the
 // runtime's Ledger interface. Both tables have the same columns, so the
 // parameter and row types of their queries convert into each other.
@@ -379,22 +454,9 @@ func emitLedger(f *jen.File, p *Prefix) {
 	recv := jen.Id("l").Id("ledger")
 	isMod := jen.Id("e").Dot("Kind").Dot("Modification").Call()
 
-	f.Comment("ledger implements invrt.Ledger with the sqlc queries of " + p.Name + ".")
-	f.Type().Id("ledger").Struct(
-		jen.Id("db").Add(dbq("DBTX")),
-		jen.Id("q").Op("*").Add(dbq("Queries")),
-	)
-	f.Var().Id("_").Add(rt("Ledger")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
-	f.Var().Id("_").Add(rt("LayoutStore")).Op("=").Id("ledger").Values()
-
-	fn().Id("params").Params(jen.Id("e").Add(entry)).Add(dbq("InsertUsageParams")).Block(
-		jen.Return(dbq("InsertUsageParams").Values(jen.Dict{
-			jen.Id("ItemID"):  jen.Id("e").Dot("Item"),
-			jen.Id("Delta"):   jen.Id("e").Dot("Delta"),
-			jen.Id("Kind"):    jen.String().Parens(jen.Id("e").Dot("Kind")),
-			jen.Id("OpKey"):   jen.Id("e").Dot("OpKey"),
-			jen.Id("Attempt"): jen.Id("e").Dot("Attempt"),
-		})))
+	g := ledgerParts{f: f, p: p, wrap: func(c jen.Code) jen.Code { return c }, noRows: jen.Qual(pgxPath, "ErrNoRows")}
+	g.typeDecl()
+	g.params()
 
 	fn().Params(recv.Clone()).Id("CreateTables").Params(ctx.Clone()).Error().Block(
 		jen.List(jen.Id("_"), jen.Err()).Op(":=").Id("l").Dot("db").Dot("Exec").Call(jen.Id("ctx"), jen.Id("schema")),
@@ -415,27 +477,16 @@ func emitLedger(f *jen.File, p *Prefix) {
 			jen.Id("q"):  dbq("New").Call(jen.Id("conn")),
 		}), jen.Id("conn").Dot("Release"), jen.Nil()))
 
-	fn().Params(recv.Clone()).Id("Insert").Params(ctx.Clone(), jen.Id("e").Add(entry)).Error().Block(
-		jen.If(isMod.Clone()).Block(
-			jen.Return(jen.Id("l").Dot("q").Dot("InsertModification").Call(jen.Id("ctx"),
-				dbq("InsertModificationParams").Parens(jen.Id("params").Call(jen.Id("e")))))),
-		jen.Return(jen.Id("l").Dot("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e")))))
+	g.insert()
 
-	row := func(r jen.Code) jen.Code {
-		return rt("Row").Values(jen.Dict{
-			jen.Id("State"):   rt("State").Parens(jen.Id("r").Dot("State")),
-			jen.Id("Delta"):   jen.Id("r").Dot("Delta"),
-			jen.Id("Attempt"): jen.Id("r").Dot("Attempt"),
-		})
-	}
 	fn().Params(recv.Clone()).Id("Void").Params(ctx.Clone(), jen.Id("e").Add(entry)).Params(rt("Row"), jen.Error()).Block(
 		jen.If(isMod.Clone()).Block(
 			jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidModification").Call(jen.Id("ctx"),
 				dbq("VoidModificationParams").Parens(jen.Id("params").Call(jen.Id("e")))),
-			jen.Return(row(nil), jen.Err())),
+			jen.Return(g.row(), jen.Err())),
 		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidUsage").Call(jen.Id("ctx"),
 			dbq("VoidUsageParams").Parens(jen.Id("params").Call(jen.Id("e")))),
-		jen.Return(row(nil), jen.Err()))
+		jen.Return(g.row(), jen.Err()))
 
 	emitLayoutStore(f, p)
 
@@ -448,21 +499,7 @@ func emitLedger(f *jen.File, p *Prefix) {
 			jen.Id("Attempts"): jen.Id("b").Dot("Attempts"),
 		}))))
 
-	lookupArgs := jen.Dict{jen.Id("ItemID"): jen.Id("item"), jen.Id("Kind"): jen.String().Parens(jen.Id("kind")), jen.Id("OpKey"): jen.Id("opKey")}
-	fn().Params(recv.Clone()).Id("Lookup").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("kind").Add(rt("Kind")), jen.Id("opKey").String()).
-		Params(rt("Row"), jen.Bool(), jen.Error()).Block(
-		jen.Var().Id("r").Add(dbq("LookupUsageRow")),
-		jen.Var().Err().Error(),
-		jen.If(jen.Id("kind").Dot("Modification").Call()).Block(
-			jen.Var().Id("m").Add(dbq("LookupModificationRow")),
-			jen.List(jen.Id("m"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupModification").Call(jen.Id("ctx"), dbq("LookupModificationParams").Values(lookupArgs)),
-			jen.Id("r").Op("=").Add(dbq("LookupUsageRow")).Parens(jen.Id("m")),
-		).Else().Block(
-			jen.List(jen.Id("r"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupUsage").Call(jen.Id("ctx"), dbq("LookupUsageParams").Values(lookupArgs)),
-		),
-		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(pgxPath, "ErrNoRows"))).Block(
-			jen.Return(rt("Row").Values(), jen.False(), jen.Nil())),
-		jen.Return(row(nil), jen.Err().Op("==").Nil(), jen.Err()))
+	g.lookup()
 
 	fn().Params(recv.Clone()).Id("Totals").Params(ctx.Clone(), jen.Id("item").Id("Key")).
 		Params(rt("Totals").Types(jen.Id("Key")), jen.Bool(), jen.Error()).Block(

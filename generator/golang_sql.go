@@ -16,27 +16,12 @@ func emitSQLLedger(f *jen.File, p *Prefix) {
 	ctx := jen.Id("ctx").Qual("context", "Context")
 	recv := jen.Id("l").Id("ledger")
 	isMod := jen.Id("e").Dot("Kind").Dot("Modification").Call()
-	noRows := jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(sqlPath, "ErrNoRows"))
 	wrapErr := jen.Id("dbError").Call(jen.Err())
 
-	f.Comment("ledger implements invrt.Ledger with the sqlc queries of " + p.Name + ".")
-	f.Type().Id("ledger").Struct(
-		jen.Id("db").Add(dbq("DBTX")),
-		jen.Id("q").Op("*").Add(dbq("Queries")),
-	)
-	f.Var().Id("_").Add(rt("Ledger")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
-	f.Var().Id("_").Add(rt("LayoutStore")).Op("=").Id("ledger").Values()
-
+	g := ledgerParts{f: f, p: p, wrap: func(c jen.Code) jen.Code { return jen.Id("dbError").Call(c) }, noRows: jen.Qual(sqlPath, "ErrNoRows")}
+	g.typeDecl()
 	emitDBError(f, p)
-
-	fn().Id("params").Params(jen.Id("e").Add(entry)).Add(dbq("InsertUsageParams")).Block(
-		jen.Return(dbq("InsertUsageParams").Values(jen.Dict{
-			jen.Id("ItemID"):  jen.Id("e").Dot("Item"),
-			jen.Id("Delta"):   jen.Id("e").Dot("Delta"),
-			jen.Id("Kind"):    jen.String().Parens(jen.Id("e").Dot("Kind")),
-			jen.Id("OpKey"):   jen.Id("e").Dot("OpKey"),
-			jen.Id("Attempt"): jen.Id("e").Dot("Attempt"),
-		})))
+	g.params()
 
 	f.Line().Comment("CreateTables runs schema.sql a statement at a time: the drivers take one per call.")
 	fn().Params(recv.Clone()).Id("CreateTables").Params(ctx.Clone()).Error().Block(
@@ -63,17 +48,8 @@ func emitSQLLedger(f *jen.File, p *Prefix) {
 			jen.Id("q"):  dbq("New").Call(jen.Id("conn")),
 		}), jen.Func().Params().Block(jen.Id("conn").Dot("Close").Call()), jen.Nil()))
 
-	fn().Params(recv.Clone()).Id("Insert").Params(ctx.Clone(), jen.Id("e").Add(entry)).Error().Block(
-		jen.If(isMod.Clone()).Block(
-			jen.Return(jen.Id("dbError").Call(jen.Id("l").Dot("q").Dot("InsertModification").Call(jen.Id("ctx"),
-				dbq("InsertModificationParams").Parens(jen.Id("params").Call(jen.Id("e"))))))),
-		jen.Return(jen.Id("dbError").Call(jen.Id("l").Dot("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e"))))))
+	g.insert()
 
-	row := rt("Row").Values(jen.Dict{
-		jen.Id("State"):   rt("State").Parens(jen.Id("r").Dot("State")),
-		jen.Id("Delta"):   jen.Id("r").Dot("Delta"),
-		jen.Id("Attempt"): jen.Id("r").Dot("Attempt"),
-	})
 	if mysql {
 		// No INSERT ... RETURNING in MySQL: write, then read the row that
 		// exists. Rows are never updated, so the read sees the row that
@@ -95,26 +71,13 @@ func emitSQLLedger(f *jen.File, p *Prefix) {
 			jen.If(isMod.Clone()).Block(
 				jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidModification").Call(jen.Id("ctx"),
 					dbq("VoidModificationParams").Parens(jen.Id("params").Call(jen.Id("e")))),
-				jen.Return(row.Clone(), wrapErr.Clone())),
+				jen.Return(g.row(), wrapErr.Clone())),
 			jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("VoidUsage").Call(jen.Id("ctx"),
 				dbq("VoidUsageParams").Parens(jen.Id("params").Call(jen.Id("e")))),
-			jen.Return(row.Clone(), wrapErr.Clone()))
+			jen.Return(g.row(), wrapErr.Clone()))
 	}
 
-	lookupArgs := jen.Dict{jen.Id("ItemID"): jen.Id("item"), jen.Id("Kind"): jen.String().Parens(jen.Id("kind")), jen.Id("OpKey"): jen.Id("opKey")}
-	fn().Params(recv.Clone()).Id("Lookup").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("kind").Add(rt("Kind")), jen.Id("opKey").String()).
-		Params(rt("Row"), jen.Bool(), jen.Error()).Block(
-		jen.Var().Id("r").Add(dbq("LookupUsageRow")),
-		jen.Var().Err().Error(),
-		jen.If(jen.Id("kind").Dot("Modification").Call()).Block(
-			jen.Var().Id("m").Add(dbq("LookupModificationRow")),
-			jen.List(jen.Id("m"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupModification").Call(jen.Id("ctx"), dbq("LookupModificationParams").Values(lookupArgs)),
-			jen.Id("r").Op("=").Add(dbq("LookupUsageRow")).Parens(jen.Id("m")),
-		).Else().Block(
-			jen.List(jen.Id("r"), jen.Err()).Op("=").Id("l").Dot("q").Dot("LookupUsage").Call(jen.Id("ctx"), dbq("LookupUsageParams").Values(lookupArgs)),
-		),
-		jen.If(noRows.Clone()).Block(jen.Return(rt("Row").Values(), jen.False(), jen.Nil())),
-		jen.Return(row.Clone(), jen.Err().Op("==").Nil(), wrapErr.Clone()))
+	g.lookup()
 
 	totalsArg := jen.Id("item")
 	if mysql {

@@ -2,6 +2,7 @@ package generator
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,21 +27,31 @@ func Queries(m *Model, p *Prefix) (map[string]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, block := range strings.Split(string(text), "-- name: ")[1:] {
-			head, body, _ := strings.Cut(block, "\n")
-			name, _, _ := strings.Cut(head, " ")
-			q := strings.TrimSuffix(strings.TrimSpace(stripComments(body)), ";")
-			if m.Engine == "postgresql" {
-				out[name] = numberArgs(q)
-			} else {
-				out[name] = numberInOrder(q)
-			}
-		}
+		maps.Copy(out, namedStatements(m.Engine, text))
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("query.sql of %s holds no named query", p.Name)
 	}
 	return out, nil
+}
+
+// namedStatements splits a rendered file of "-- name: Name" statements into
+// its statements by name, comments and trailing semicolons dropped, with
+// their parameters numbered $n for engine (numberArgs on PostgreSQL,
+// numberInOrder on the engines of ? parameters).
+func namedStatements(engine string, text []byte) map[string]string {
+	out := map[string]string{}
+	for _, block := range strings.Split(string(text), "-- name: ")[1:] {
+		head, body, _ := strings.Cut(block, "\n")
+		name, _, _ := strings.Cut(strings.TrimSpace(head), " ")
+		q := strings.TrimSuffix(strings.TrimSpace(stripComments(body)), ";")
+		if engine == "postgresql" {
+			out[name] = numberArgs(q)
+		} else {
+			out[name] = numberInOrder(q)
+		}
+	}
+	return out
 }
 
 var anyParam = regexp.MustCompile(`\?|sqlc\.arg\((\w+)\)`)

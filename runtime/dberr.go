@@ -67,6 +67,9 @@ func dbErrorKind(err error) (DBErrorKind, bool) {
 // PostgreSQL's deadlock_detected, serialization_failure or
 // lock_not_available.
 func isConflict(err error) bool {
+	if err == nil {
+		return false
+	}
 	if k, ok := dbErrorKind(err); ok {
 		return k == DBErrConflict
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -121,23 +120,21 @@ type admin interface {
 	close()
 }
 
-// sumsSQL is the ledgerSums query, item_id compared as text by cast, in
-// which {} stands for the column.
-func sumsSQL(p int, cast, param string) string {
+// sumsSQL is the ledgerSums query: id is the item_id column as text, param
+// the parameter, to the cast of each sum ("" for none).
+func sumsSQL(p int, id, param, to string) string {
 	pr := Prefixes[p]
-	id := strings.ReplaceAll(cast, "{}", "item_id")
-	return `SELECT
-		COALESCE((SELECT SUM(delta) FROM ` + pr.ModTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed'), 0),
-		COALESCE((SELECT SUM(delta) FROM ` + pr.UsageTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed'), 0),
-		COALESCE((SELECT SUM(delta) FROM ` + pr.UsageTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed' AND delta > 0), 0),
-		COALESCE((SELECT SUM(delta) FROM ` + pr.ModTable + ` WHERE ` + id + ` = ` + param + ` AND state = 'committed' AND kind = 'adjust' AND delta > 0), 0)`
+	sum := func(table, cond string) string {
+		return "COALESCE((SELECT SUM(delta) FROM " + table + " WHERE " + id + " = " + param + " AND state = 'committed'" + cond + "), 0)" + to
+	}
+	return "SELECT " + sum(pr.ModTable, "") + ", " + sum(pr.UsageTable, "") + ", " +
+		sum(pr.UsageTable, " AND delta > 0") + ", " + sum(pr.ModTable, " AND kind = 'adjust' AND delta > 0")
 }
 
 type pgAdmin struct{ pool *pgxpool.Pool }
 
 func (a pgAdmin) sums(ctx context.Context, p int, id string) (s ledgerSums, err error) {
-	q := strings.ReplaceAll(sumsSQL(p, "{}::text", "$1"), "), 0)", "), 0)::bigint")
-	err = a.pool.QueryRow(ctx, q, id).Scan(&s.cap, &s.usage, &s.returns, &s.restocks)
+	err = a.pool.QueryRow(ctx, sumsSQL(p, "item_id::text", "$1", "::bigint"), id).Scan(&s.cap, &s.usage, &s.returns, &s.restocks)
 	return s, err
 }
 
@@ -183,22 +180,23 @@ type sqlAdmin struct {
 	engine string
 }
 
-func (a sqlAdmin) cast() string {
+// itemText is item_id as text.
+func (a sqlAdmin) itemText() string {
 	if a.engine == "mysql" {
-		return "CAST({} AS CHAR)"
+		return "CAST(item_id AS CHAR)"
 	}
-	return "CAST({} AS TEXT)"
+	return "CAST(item_id AS TEXT)"
 }
 
 func (a sqlAdmin) sums(ctx context.Context, p int, id string) (s ledgerSums, err error) {
 	var v [4]sql.NullInt64
-	err = a.db.QueryRowContext(ctx, sumsSQL(p, a.cast(), "?"), id, id, id, id).Scan(&v[0], &v[1], &v[2], &v[3])
+	err = a.db.QueryRowContext(ctx, sumsSQL(p, a.itemText(), "?", ""), id, id, id, id).Scan(&v[0], &v[1], &v[2], &v[3])
 	s.cap, s.usage, s.returns, s.restocks = v[0].Int64, v[1].Int64, v[2].Int64, v[3].Int64
 	return s, err
 }
 
 func (a sqlAdmin) rows(ctx context.Context, table string, each func(id, kind, op string, rw row)) error {
-	rows, err := a.db.QueryContext(ctx, "SELECT "+strings.ReplaceAll(a.cast(), "{}", "item_id")+", kind, op_key, delta, state, attempt FROM "+table+" WHERE kind <> 'init'")
+	rows, err := a.db.QueryContext(ctx, "SELECT "+a.itemText()+", kind, op_key, delta, state, attempt FROM "+table+" WHERE kind <> 'init'")
 	if err != nil {
 		return err
 	}
