@@ -31,6 +31,8 @@ func TestDefinitelyNotWritten(t *testing.T) {
 		{"bare context canceled", context.Canceled, false},
 		{"bare deadline exceeded", context.DeadlineExceeded, false},
 		{"FATAL after the statement", &pgconn.PgError{Severity: "FATAL", Code: "57P01"}, false},
+		{"German server, statement rejected", &pgconn.PgError{Severity: "FEHLER", SeverityUnlocalized: "ERROR", Code: "23514"}, true},
+		{"German server, FATAL", &pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "57P01"}, false},
 		{"connection lost", io.ErrUnexpectedEOF, false},
 		{"anything else", errors.New("?"), false},
 	} {

@@ -78,6 +78,26 @@ if ! psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null 2>&1; then
   psql "$DATABASE_URL" -qAtc 'SELECT 1' >/dev/null || die "cannot log in to PostgreSQL with INVGEN_DATABASE_URL"
 fi
 log "PostgreSQL at $phost:$pport is up"
+# A test proves that a server whose messages are German is read by SQLSTATE
+# alone: it needs the de_DE.UTF-8 locale. A locale generated after the
+# server started is seen only by a restarted server.
+if local_host "$phost" && ! psql "$DATABASE_URL" -qAtc "SET lc_messages = 'de_DE.UTF-8'" >/dev/null 2>&1; then
+  if ! locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$'; then
+    command -v locale-gen >/dev/null || apt_install locales
+    log "generating the de_DE.UTF-8 locale"
+    $SUDO sed -i 's/^# *\(de_DE.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+    grep -q '^de_DE.UTF-8 UTF-8' /etc/locale.gen || echo 'de_DE.UTF-8 UTF-8' | $SUDO tee -a /etc/locale.gen >/dev/null
+    $SUDO locale-gen >/dev/null
+  fi
+  ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$ver" ] && pg_lsclusters -h 2>/dev/null | awk '{print $1, $2, $3}' | grep -q "^$ver main $pport$"; then
+    log "restarting PostgreSQL $ver so that it sees the locale"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main restart || $SUDO pg_ctlcluster "$ver" main restart
+    wait_for "PostgreSQL" pg_isready -h "$phost" -p "$pport"
+  fi
+  psql "$DATABASE_URL" -qAtc "SET lc_messages = 'de_DE.UTF-8'" >/dev/null 2>&1 ||
+    log "warning: PostgreSQL cannot speak German; the localized-server test will fail"
+fi
 
 # --- MariaDB (the mysql engine's tests) ------------------------------------
 # INVGEN_MYSQL_URL is go-sql-driver/mysql's DSN: user[:pass]@tcp(host:port)/db.
