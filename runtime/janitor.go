@@ -26,8 +26,11 @@ type Drift[K any] struct {
 	Ledger  int64
 	Pending int64
 	// Corrupt, when not empty, says what Redis holds for the item that
-	// invgen did not write (a key of another type, a field that is not a
-	// number, a capacity that differs from the ledger's). Refresh repairs it.
+	// invgen did not write (a key of another type, a field missing or not
+	// a number, a capacity that differs from the ledger's, a fence further
+	// ahead than any refresh takes one, a journaled op record of the item
+	// that invgen did not write). Refresh, or the janitor with Repair,
+	// repairs it.
 	Corrupt string
 	// Stale is true when the item was loaded before its Redis server lost
 	// writes (a restart, a failover; see the README's Redis Cluster
@@ -88,7 +91,7 @@ func (c *Core[K]) Audit(ctx context.Context) (rep AuditReport[K], err error) {
 		if err != nil {
 			return rep, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
 		}
-		drift, err := c.compare(ctx, items)
+		drift, err := c.compare(ctx, items, now)
 		if err != nil {
 			return rep, err
 		}
@@ -104,7 +107,7 @@ func (c *Core[K]) Audit(ctx context.Context) (rep AuditReport[K], err error) {
 					again = append(again, t)
 				}
 			}
-			second, err := c.compare(ctx, again)
+			second, err := c.compare(ctx, again, now)
 			if err != nil {
 				return rep, err
 			}
@@ -155,8 +158,9 @@ func confirmDrift[K any](first, second []Drift[K], codec Codec[K]) []Drift[K] {
 // compare reads the Redis stock and the journaled changes of items in one
 // pipeline and returns those that do not add up. What one item's keys hold
 // is that item's alone: a key invgen did not write makes the item's drift
-// corrupt, never the whole audit fail.
-func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], error) {
+// corrupt, never the whole audit fail. now is Redis's clock, against which
+// fences are judged.
+func (c *Core[K]) compare(ctx context.Context, items []Totals[K], now time.Time) ([]Drift[K], error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
@@ -176,7 +180,7 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 			return nil, err
 		}
 		for _, k := range c.bucketKeys(item, c.bucketCount(t.Buckets)) {
-			l := look{keys: k, stock: pipe.HMGet(ctx, k.item, "a", "c", "r", "e", "n"), epoch: pipe.Get(ctx, k.epoch)}
+			l := look{keys: k, stock: pipe.HMGet(ctx, k.item, stockFields...), epoch: pipe.Get(ctx, k.epoch)}
 			if c.stream {
 				l.unflushed = pipe.HGetAll(ctx, k.item)
 			}
@@ -211,6 +215,11 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 				return nil, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
 			case vals[0] == nil:
 				d.Missing = true
+				if bad := garbledFields(vals, now); bad != "" {
+					corrupt(in + bad)
+				} else if vals[1] != nil {
+					corrupt(in + "field a (available) is missing")
+				}
 			default:
 				avail, ok0 := intField(vals[0])
 				bc, ok1 := intField(vals[1])
@@ -221,7 +230,12 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 				if !ok0 || !ok1 || !ok2 {
 					corrupt(fmt.Sprintf("%sfields a=%v c=%v r=%v are not numbers", in, vals[0], vals[1], vals[2]))
 				}
-				if nb, _ := intField(vals[4]); max(nb, 1) != int64(len(looks[i])) {
+				if bad := garbledFields(vals, now); bad != "" {
+					corrupt(in + bad)
+				}
+				if nb, ok := intField(vals[4]); vals[4] != nil && (!ok || nb < 1) {
+					corrupt(fmt.Sprintf("%sbucket count %v is not a positive number", in, vals[4]))
+				} else if max(nb, 1) != int64(len(looks[i])) {
 					corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], len(looks[i])))
 				}
 				d.Redis += avail
@@ -271,6 +285,40 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K]) ([]Drift[K], e
 		}
 	}
 	return drift, nil
+}
+
+// stockFields are the fields of an item hash that compare reads, in the
+// order garbledFields expects them.
+var stockFields = []string{"a", "c", "r", "e", "n", "q", "p", "f"}
+
+// garbledFields says what the fields of an item hash (stockFields, as
+// HMGET returns them) hold that reserve.lua would refuse as corrupt or
+// wait for although no refresh wrote it: a negative stock, a pending count
+// that is not a number, a fence that is not a number or lies further ahead
+// than any refresh takes one (maxFenceTTL). "" when nothing.
+func garbledFields(vals []any, now time.Time) string {
+	if a, ok := intField(vals[0]); ok && a < 0 {
+		return fmt.Sprintf("available %d is negative", a)
+	}
+	if c, ok := intField(vals[1]); ok && c < 0 {
+		return fmt.Sprintf("capacity %d is negative", c)
+	}
+	for _, i := range []int{5, 6} {
+		if _, ok := intField(vals[i]); vals[i] != nil && !ok {
+			return fmt.Sprintf("field %s=%v is not a number", stockFields[i], vals[i])
+		}
+	}
+	if vals[7] == nil {
+		return ""
+	}
+	f, ok := intField(vals[7])
+	switch {
+	case !ok:
+		return fmt.Sprintf("fence %v is not a number", vals[7])
+	case f > now.UnixMilli()+maxFenceTTL.Milliseconds():
+		return fmt.Sprintf("fence until %v, beyond the longest fence (%v)", time.UnixMilli(f).UTC().Format(time.RFC3339), maxFenceTTL)
+	}
+	return ""
 }
 
 // intField parses a hash field that must be an integer.

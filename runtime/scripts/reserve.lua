@@ -97,6 +97,12 @@
 
 local RESERVED, DUPLICATE, SHORT, MISSING, BUSY, LIMIT, UNKNOWN, NOTHING, CORRUPT, BADOP, STALE, BUCKETS, FORWARD = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 
+-- The longest fence any refresh takes, in ms (maxFenceTTL, options.go;
+-- fence.lua's ARGV[3]). A fence that reaches further was not written by a
+-- refresh: the item is not waited for but repaired (fence.lua takes such a
+-- fence over).
+local MAX_FENCE_MS = 600000
+
 -- nb is the item's bucket count once its hash is read.
 local nb = 0
 local function reply(code, avail, delta, state, flag, attempt, soldout)
@@ -140,7 +146,7 @@ end
 local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z', 'n', 'v', 'b')
 nb = tonumber(item[11] or '1') or 0
 if not item[1] then
-  if item[3] and tonumber(item[3]) and tonumber(item[3]) > now then
+  if item[3] and tonumber(item[3]) and tonumber(item[3]) > now and tonumber(item[3]) <= now + MAX_FENCE_MS then
     return reply(BUSY, 0, 0, '', 0, '0')
   end
   return reply(MISSING, 0, 0, '', 0, '0')
@@ -154,6 +160,9 @@ end
 -- in the others when the caller says it falls over.
 if nb > 1 and (ARGV[1] ~= 'decr' or ARGV[15] ~= 'over' and tonumber(ARGV[12]) % nb ~= tonumber(item[13] or '0')) then
   return reply(BUCKETS, avail, 0, '', 0, '0')
+end
+if fence > now + MAX_FENCE_MS then
+  return reply(CORRUPT, 0, 0, '', 0, '0')
 end
 if fence > now then
   return reply(BUSY, 0, 0, '', 0, '0')
