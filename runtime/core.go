@@ -239,7 +239,7 @@ func (c *Core[K]) InitBuckets(ctx context.Context, id K, qty int64, buckets int)
 	case isUniqueViolation(err):
 		return fmt.Errorf("%w: item %v of %s", ErrAlreadyExists, id, c.prefix)
 	case err != nil:
-		return fmt.Errorf("invgen: init %v: %w", id, err)
+		return fmt.Errorf("invgen: init %v: %w", id, busyIfConflict(err))
 	}
 	// The ledger is the truth from here on; an item Redis lacks is loaded on
 	// first use, so a failure below leaves nothing inconsistent. The gate
@@ -877,7 +877,7 @@ func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 	case prev == opVoid:
 		return Result{}, fmt.Errorf("%w: %s %v: ledger write failed: %w", ErrVoided, e.Kind, e.Item, cause)
 	case prev != "x":
-		return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, cause)
+		return Result{}, fmt.Errorf("invgen: %s %v: ledger write failed, nothing taken: %w", e.Kind, e.Item, busyIfConflict(cause))
 	}
 	// The lease passed while the insert failed: settle it.
 	o, err := c.settle(sctx, c.ledger, e, k, opRec)
@@ -937,7 +937,7 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k item
 		// change, this one repeats it.
 		return c.settled(ctx, e, k, available, o, errors.Join(err, serr), true)
 	case definitelyNotWritten(err) && !owner:
-		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, err)
+		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, busyIfConflict(err))
 	case definitelyNotWritten(err):
 		return c.forget(ctx, e, k, opRec, available, err)
 	}

@@ -21,7 +21,13 @@ var (
 	// ErrInvalidArgument: an argument is wrong. Nothing was written.
 	ErrInvalidArgument = errors.New("invgen: invalid argument")
 	// ErrBusy: the item is being refreshed, or an operation with the same op
-	// key is still in progress. Retrying later is safe.
+	// key is still in progress, or the ledger row lost to another
+	// transaction every time it was sent (a deadlock or a lock wait
+	// timeout on PostgreSQL or InnoDB, a busy or locked SQLite file: a
+	// DBErrConflict). In that last case nothing was written: a change
+	// gave its units back and its op key is free (a retry completing an
+	// earlier attempt leaves that attempt as it was). Retrying later is
+	// safe.
 	ErrBusy = errors.New("invgen: busy")
 	// ErrVoided: an earlier operation with this op key failed and was voided
 	// in the ledger. The op key cannot be used again; nothing was taken.
@@ -47,6 +53,16 @@ var (
 	// ErrClosed: the manager was closed.
 	ErrClosed = errors.New("invgen: closed")
 )
+
+// busyIfConflict returns err matching ErrBusy too when it is a ledger
+// conflict (isConflict): the statement lost to another transaction and
+// wrote nothing. Any other err is returned as it is.
+func busyIfConflict(err error) error {
+	if !isConflict(err) {
+		return err
+	}
+	return fmt.Errorf("%w: the ledger row lost to another transaction: %w", ErrBusy, err)
+}
 
 // argError reports a bad argument; it matches ErrInvalidArgument.
 func argError(format string, args ...any) error {
