@@ -156,15 +156,34 @@ func migration(m *Model, p *Prefix, old, cur keyColumn) []byte {
 	b.WriteString("-- refresh Redis from the ledger (invgen admin refresh -all). A key that does\n")
 	b.WriteString("-- not fit the new type makes it fail and change nothing.\n\n")
 	b.WriteString("-- +goose Up\n")
-	alter(&b, p, cur)
+	alter(&b, p, old, cur)
 	b.WriteString("\n-- +goose Down\n")
-	alter(&b, p, old)
+	alter(&b, p, cur, old)
 	return b.Bytes()
 }
 
-func alter(b *bytes.Buffer, p *Prefix, to keyColumn) {
+// alter changes p's key column from "from" to "to". PostgreSQL truncates
+// a string on an explicit cast to a shorter varchar (and ignores the
+// spaces an assignment cast drops), which would make a long key another
+// item's; so a change to a string key that may not fit first looks for a
+// key over the new length, in bytes as the runtime counts it, and raises
+// string_data_right_truncation (SQLSTATE 22001) naming it. The cast to a
+// string is then an assignment, which raises rather than truncates too.
+func alter(b *bytes.Buffer, p *Prefix, from, to keyColumn) {
+	if to.Key == "string" && (from.Key != "string" || from.MaxKeyLen > to.MaxKeyLen) {
+		fmt.Fprintf(b, "-- +goose StatementBegin\nDO $$\nDECLARE\n    k text;\nBEGIN\n")
+		fmt.Fprintf(b, "    SELECT item_id::text INTO k FROM (SELECT item_id FROM %s UNION ALL SELECT item_id FROM %s) AS keys\n", p.ModTable, p.UsageTable)
+		fmt.Fprintf(b, "        WHERE octet_length(item_id::text) > %d LIMIT 1;\n", to.MaxKeyLen)
+		b.WriteString("    IF k IS NOT NULL THEN\n")
+		fmt.Fprintf(b, "        RAISE EXCEPTION 'item key %% of prefix %s is %% bytes long, over the new max_key_len %d: nothing is changed; remove or rename the items whose keys are longer first', k, octet_length(k)\n", p.Name, to.MaxKeyLen)
+		b.WriteString("            USING ERRCODE = 'string_data_right_truncation';\n    END IF;\nEND $$;\n-- +goose StatementEnd\n")
+	}
 	for _, t := range []string{p.ModTable, p.UsageTable} {
-		fmt.Fprintf(b, "ALTER TABLE %s ALTER COLUMN item_id TYPE %s USING item_id::text::%s;\n", t, to.sqlType(), to.sqlType())
+		cast := "item_id::text::" + to.sqlType()
+		if to.Key == "string" {
+			cast = "item_id::text"
+		}
+		fmt.Fprintf(b, "ALTER TABLE %s ALTER COLUMN item_id TYPE %s USING %s;\n", t, to.sqlType(), cast)
 	}
 	fmt.Fprintf(b, "UPDATE %s SET key_type = '%s', max_key_len = %d, version = version + 1, updated_at = now() WHERE id = 1;\n",
 		p.LayoutTable, to.Key, to.MaxKeyLen)

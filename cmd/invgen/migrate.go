@@ -164,7 +164,12 @@ func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, 
 		})
 	}
 	applied := map[string]bool{}
-	if !dry {
+	// A dry run creates nothing: without the table, nothing was applied.
+	var recorded bool
+	if err := pool.QueryRow(ctx, "SELECT to_regclass('invgen_migrations') IS NOT NULL").Scan(&recorded); err != nil {
+		return err
+	}
+	if recorded {
 		rows, err := pool.Query(ctx, "SELECT name FROM invgen_migrations WHERE prefix = $1", p.Name)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,7 +53,8 @@ func TestMigrate(t *testing.T) {
 	}
 	sql := readFile(t, name)
 	for _, want := range []string{"-- +goose Up\nALTER TABLE shop_inventory_modification_record ALTER COLUMN item_id TYPE varchar(40)",
-		"max_key_len = 40", "-- +goose Down\nALTER TABLE shop_inventory_modification_record ALTER COLUMN item_id TYPE varchar(8)"} {
+		"max_key_len = 40", "-- +goose Down\n-- +goose StatementBegin\nDO $$",
+		"over the new max_key_len 8", "ALTER TABLE shop_inventory_modification_record ALTER COLUMN item_id TYPE varchar(8) USING item_id::text;"} {
 		if !strings.Contains(sql, want) {
 			t.Errorf("the migration lacks %q:\n%s", want, sql)
 		}
@@ -95,4 +97,100 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("the item after the second migration:\n%s", r.stdout)
 	}
 	admin(exitUsage, "get", "shop", "abc")
+}
+
+// TestMigrateRefusesTruncation: max_key_len shrinks from 64 to 16 while
+// the ledger holds a 30-byte key. PostgreSQL truncates on an explicit
+// cast, so a migration casting to varchar(16) would turn the key into
+// another item's. The migration must fail with an error naming the key
+// and the length, change nothing (the rows and the column type are as
+// before) and record nothing as applied; a dry run lists it as pending
+// until it is applied, and not after.
+func TestMigrateRefusesTruncation(t *testing.T) {
+	ctx := testenv.Context(t, 2*time.Minute)
+	rdb, pool := testenv.Redis(t), testenv.Pool(t)
+	ns := testenv.Namespace(t, rdb)
+	inModule(t)
+	flags := adminFlags(t, testenv.Schema(pool), ns)
+	db := flags[len(flags)-1]
+	spec := func(maxLen int) {
+		writeFile(t, "inventory.yaml", fmt.Sprintf("version: 1\noutput: gen\nprefixes:\n  - name: shop\n    key: string\n    max_key_len: %d\n", maxLen))
+	}
+	admin := func(code int, args ...string) result {
+		t.Helper()
+		a := append([]string{"admin", "-namespace", ns, "-redis", testRedisURL(), "-db", db}, args...)
+		return invgen(t, a...).want(t, code)
+	}
+	migrate := func(code int, args ...string) result {
+		t.Helper()
+		return invgen(t, append([]string{"migrate", "-namespace", ns, "-db", db}, args...)...).want(t, code)
+	}
+	const long = "a-key-of-thirty-bytes-xxxxxxxx" // 30 bytes; its first 16 are another key
+	const short = "a-key-of-thirty-"
+	if len(long) != 30 || long[:16] != short {
+		t.Fatal("the keys of the test are wrong")
+	}
+	const name = "0001_shop_key_string64_to_string16.sql"
+
+	spec(64)
+	invgen(t, "generate").want(t, exitOK)
+	migrate(exitOK)
+	admin(exitOK, "init", "shop", long, "7")
+	admin(exitOK, "init", "shop", "k1", "3")
+
+	type state struct {
+		keys  string
+		width string
+		done  int
+	}
+	read := func() state {
+		t.Helper()
+		var s state
+		err := pool.QueryRow(ctx, "SELECT string_agg(item_id || ':' || delta, ',' ORDER BY id) FROM shop_inventory_modification_record").Scan(&s.keys)
+		testenv.Must(t, err, "rows")
+		err = pool.QueryRow(ctx, `SELECT string_agg(table_name || ' ' || data_type || '(' || character_maximum_length || ')', ',' ORDER BY table_name)
+			FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'item_id'`).Scan(&s.width)
+		testenv.Must(t, err, "column types")
+		err = pool.QueryRow(ctx, "SELECT count(*) FROM invgen_migrations WHERE prefix = 'shop' AND name = $1", name).Scan(&s.done)
+		testenv.Must(t, err, "applied")
+		return s
+	}
+	before := read()
+	if !strings.Contains(before.keys, long+":7") || !strings.Contains(before.width, "varying(64)") {
+		t.Fatalf("before the migration: %+v", before)
+	}
+
+	spec(16)
+	r := invgen(t, "generate").want(t, exitOK)
+	if !strings.Contains(r.stdout, name) {
+		t.Fatalf("generate wrote no migration %s:\n%s", name, r.stdout)
+	}
+	if r := migrate(exitOK, "-dry-run"); !strings.Contains(r.stdout, "shop: apply "+name) {
+		t.Fatalf("dry run before the migration: %s", r.stdout)
+	}
+	r = migrate(exitFail)
+	for _, want := range []string{name + " (nothing of it applied)", long, "16"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the failed migration's error lacks %q: %s", want, r.stderr)
+		}
+	}
+	if after := read(); after != before {
+		t.Fatalf("a failed migration changed the database:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if r := migrate(exitOK, "-dry-run"); !strings.Contains(r.stdout, "shop: apply "+name) {
+		t.Fatalf("dry run after the failed migration: %s", r.stdout)
+	}
+
+	// Without the long key it applies, once.
+	_, err := pool.Exec(ctx, "DELETE FROM shop_inventory_modification_record WHERE item_id = $1", long)
+	testenv.Must(t, err, "delete")
+	if r := migrate(exitOK); !strings.Contains(r.stdout, "shop: apply "+name) {
+		t.Fatalf("migrate: %s", r.stdout)
+	}
+	if s := read(); s.done != 1 || !strings.Contains(s.width, "varying(16)") || s.keys != "k1:3" {
+		t.Fatalf("after the migration: %+v", s)
+	}
+	if r := migrate(exitOK, "-dry-run"); strings.Contains(r.stdout, "apply") || !strings.Contains(r.stdout, "shop: up to date") {
+		t.Fatalf("a dry run lists an applied migration: %s", r.stdout)
+	}
 }
