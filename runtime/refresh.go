@@ -120,6 +120,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 		t     Totals[K]
 		stale = true
 		wait  backoff
+		hold  string // load.lua's ARGV[11]
 	)
 	for {
 		pending, err := c.pendingOf(ctx, k)
@@ -174,7 +175,7 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			stale = false
 		}
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
-			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0], "1", "0").Int()
+			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0], "1", "0", "0", hold).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
@@ -182,6 +183,16 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 			return nil
 		case res == 0:
 			return fmt.Errorf("%w: refresh %v: fence expired after %v", ErrBusy, id, time.Since(fenced).Round(time.Millisecond))
+		case res == -2:
+			// Units held with no journal entry (lost.go): put the changes
+			// that hold them back in the journal, or hold what is left.
+			n, err := c.rejournal(ctx, k)
+			if err != nil {
+				return fmt.Errorf("invgen: refresh %v: look for its changes in flight: %w", id, err)
+			}
+			if n == 0 {
+				hold = c.holdMS()
+			}
 		}
 		stale = true // a change slipped in before the fence: look again
 	}
@@ -443,7 +454,7 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch, e.keys.filter()},
-			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false], "1", "0")
+			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false], "1", "0", "0", "")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
 		unfence(ready)

@@ -60,6 +60,10 @@ var (
 	forwardSrc    string
 	forwardScript = redis.NewScript(forwardSrc)
 
+	//go:embed scripts/rejournal.lua
+	rejournalSrc    string
+	rejournalScript = redis.NewScript(rejournalSrc)
+
 	//go:embed scripts/unfence.lua
 	unfenceSrc    string
 	unfenceScript = redis.NewScript(unfenceSrc)

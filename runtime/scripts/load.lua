@@ -25,10 +25,25 @@
 -- ARGV[10] this bucket's index among them (reserve.lua's b)
 -- ARGV[9]  1 to keep the fence: the caller lifts it (unfence.lua) once
 --          every bucket of a split item is loaded (buckets.go)
+-- ARGV[11] how long (ms) to keep holding units of purchases in flight that
+--          the journal lost (below), or "" to ask the caller to look for
+--          their op records first; absent: p, q and r are dropped
 --
--- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending.
+-- Units held for changes in flight (p, q, r) with no journal entry of the
+-- item: Redis lost the entries (an operator's DEL, a partial restore), so
+-- no one would settle those changes and a refresh cannot wait for them. A
+-- late ledger row of such a purchase would then sell its units twice. The
+-- caller first puts the changes whose op records are left back in the
+-- journal (refresh.go); for purchases Redis forgot entirely, the load
+-- keeps their units held (p stays, a is the ledger's less p) until w, the
+-- Redis time ARGV[11] ms after the first such load, and a refresh after w
+-- gives them back. Late increases (q, r) are not held: their rows can only
+-- add stock the next refresh then shows.
+--
+-- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending,
+-- -2 units held for changes in flight that the journal does not list.
 
-local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a', 'e', 'm')
+local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a', 'e', 'm', 'p', 'q', 'r', 'w')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if f[2] ~= ARGV[1] or not tonumber(f[1] or '') or tonumber(f[1]) <= now then
@@ -40,18 +55,48 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     return -1
   end
 end
+local held = 0
+if ARGV[11] then
+  held = tonumber(f[6] or '0') or 0
+  local untracked = held ~= 0 or (tonumber(f[7] or '0') or 0) ~= 0 or (tonumber(f[8] or '0') or 0) ~= 0
+  if untracked and ARGV[11] == '' then
+    return -2
+  end
+  if held > 0 then
+    local w = tonumber(f[9] or '')
+    if not w then
+      w = now + tonumber(ARGV[11])
+    end
+    if w <= now then
+      held = 0
+    else
+      redis.call('HSET', KEYS[1], 'w', w)
+    end
+  else
+    held = 0
+  end
+end
+if held == 0 then redis.call('HDEL', KEYS[1], 'w') end
 local epoch = redis.call('GET', KEYS[3]) or ''
-redis.call('HSET', KEYS[1], 'a', ARGV[2], 'c', ARGV[3], 'e', epoch)
+redis.call('HSET', KEYS[1], 'a', math.max(0, tonumber(ARGV[2]) - held), 'c', ARGV[3], 'e', epoch)
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[8] ~= '1' then
   redis.call('HSET', KEYS[1], 'n', ARGV[8], 'b', ARGV[10])
 else
   redis.call('HDEL', KEYS[1], 'n', 'b')
 end
-redis.call('HDEL', KEYS[1], 'q', 'r', 'p')
+redis.call('HDEL', KEYS[1], 'q', 'r')
+if held > 0 then
+  redis.call('HSET', KEYS[1], 'p', held)
+else
+  redis.call('HDEL', KEYS[1], 'p')
+end
 if ARGV[9] ~= '1' then
   redis.call('HDEL', KEYS[1], 'f', 't')
 end
+-- A bucket marked by a step of its split item (step.lua) was loaded in
+-- the epoch its mark names.
+if f[4] and string.sub(f[4], 1, 2) == 'w:' then f[4] = string.sub(f[4], 3) end
 if ARGV[5] == '2' and f[3] and (f[4] or '') == epoch then
   return 1
 end
