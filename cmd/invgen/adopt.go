@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/generator"
@@ -87,7 +89,7 @@ func runAdopt(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	m, code := loadModel(*file, stderr)
+	m, code := loadAdoptModel(*file, stderr)
 	if code != exitOK {
 		return code
 	}
@@ -112,16 +114,37 @@ func runAdopt(args []string, stdout, stderr io.Writer) int {
 	}
 	defer old.Close()
 
+	adoptions := make([]adoption, len(m.Prefixes))
+	for i, p := range m.Prefixes {
+		adoptions[i] = adoption{ctx: ctx, db: db, m: m, p: p, old: old, out: stdout, ns: *namespace, dbURL: *dbURL, redisURL: *redisURL}
+	}
+	if *apply {
+		// A prefix the database has no tables of is a spec or a -db that
+		// names the wrong thing: -apply refuses before it changes anything.
+		for _, a := range adoptions {
+			missing, err := a.missing()
+			if err != nil {
+				fmt.Fprintf(stderr, "invgen adopt: %s: %v\n", a.p.Name, err)
+				return exitFail
+			}
+			if missing {
+				old, _ := generator.OldTables(a.p)
+				fmt.Fprintf(stderr, "invgen adopt: %s: the database has no table %s (inventory_manager's) nor %s (kept by an earlier adopt): is the prefix's name the library's, and -db its database? nothing was changed\n",
+					a.p.Name, a.p.ModTable, old)
+				return exitUsage
+			}
+		}
+	}
 	result := exitOK
-	for _, p := range m.Prefixes {
-		a := adoption{ctx: ctx, db: db, m: m, p: p, old: old, out: stdout}
+	for _, a := range adoptions {
+		p := a.p
 		plan, err := a.inspect()
 		if err == nil && plan != nil && len(plan.blocking) > 0 {
 			result = exitNo
 			continue
 		}
 		if err == nil && plan != nil && *apply {
-			err = a.convert(plan, *namespace, *dbURL, *redisURL)
+			err = a.convert(plan)
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "invgen adopt: %s: %v\n", p.Name, err)
@@ -142,6 +165,21 @@ type adoption struct {
 	p   *generator.Prefix
 	old redis.UniversalClient
 	out io.Writer
+	// ns, dbURL and redisURL are where invgen's manager of the prefix
+	// runs: its Redis namespace (empty: the spec's), ledger and Redis.
+	ns, dbURL, redisURL string
+}
+
+// missing reports whether the database has neither the library's tables
+// of the prefix nor the tables an earlier adopt kept.
+func (a adoption) missing() (bool, error) {
+	mod, err := a.columns(a.p.ModTable)
+	if err != nil || len(mod) > 0 {
+		return false, err
+	}
+	oldMod, _ := generator.OldTables(a.p)
+	kept, err := a.columns(oldMod)
+	return len(kept) == 0, err
 }
 
 // plan is what inspect found: where the rows are, and what they hold.
@@ -149,9 +187,12 @@ type plan struct {
 	generator.Adoption
 	// resume: an earlier -apply renamed the tables (MySQL) but copied
 	// nothing; the rows are in the renamed tables.
-	resume   bool
-	mod, use map[string]itemSums
-	blocking []string
+	resume bool
+	// converted: an earlier -apply converted the tables and copied the
+	// rows, but stopped before the layout was recorded or Redis built.
+	converted bool
+	mod, use  map[string]itemSums
+	blocking  []string
 	// available is each item's stock per the old ledger: Σ modifications
 	// + Σ usage, which invgen's ledger will say too.
 	available map[string]int64
@@ -203,15 +244,14 @@ func (a adoption) inspect() (*plan, error) {
 		fmt.Fprintf(a.out, "%s: no tables of inventory_manager (%s): nothing to adopt\n", p.Name, p.ModTable)
 		return nil, nil
 	case len(kept) > 0 && (len(mod) == 0 || slices.Contains(mod, "op_key")):
-		// Renamed by an earlier -apply: done, or stopped before the copy.
-		if len(mod) > 0 {
-			n, err := a.count(p.ModTable)
-			if err != nil || n > 0 {
-				if err == nil {
-					fmt.Fprintf(a.out, "%s: adopted already (the old tables are kept as %s and %s)\n", p.Name, pl.OldMod, pl.OldUsage)
-				}
-				return nil, err
-			}
+		// Renamed by an earlier -apply: done, stopped before the copy, or
+		// stopped after it.
+		copied, err := a.copied(pl, mod)
+		if err != nil {
+			return nil, err
+		}
+		if copied {
+			return a.finished(pl)
 		}
 		pl.resume, src = true, [2]string{pl.OldMod, pl.OldUsage}
 		mod = kept
@@ -297,6 +337,76 @@ func (a adoption) inspect() (*plan, error) {
 	if len(pl.blocking) > 0 {
 		fmt.Fprintf(a.out, "  %s is not converted: fix the rows above first\n", p.Name)
 	}
+	return pl, nil
+}
+
+// copied reports whether invgen's tables of the prefix exist and hold the
+// rows of the kept ones: the copy is one transaction, so either invgen's
+// tables hold rows or the copy did not commit (or had nothing to copy).
+// mod is the columns of invgen's modification table (none: missing).
+func (a adoption) copied(pl *plan, mod []string) (bool, error) {
+	use, err := a.columns(a.p.UsageTable)
+	if err != nil || !slices.Contains(mod, "op_key") || !slices.Contains(use, "op_key") {
+		return false, err
+	}
+	var rows int64
+	for _, t := range []string{a.p.ModTable, a.p.UsageTable, pl.OldMod, pl.OldUsage} {
+		n, err := a.count(t)
+		if err != nil {
+			return false, err
+		}
+		rows += n
+		if t == a.p.UsageTable && rows > 0 {
+			return true, nil
+		}
+	}
+	return rows == 0, nil
+}
+
+// finished checks the steps after the copy: the layout record and invgen's
+// Redis state, which Audit compares with the ledger. It prints "adopted
+// already" and returns nil when both are there, else a plan that finishes
+// them.
+func (a adoption) finished(pl *plan) (*plan, error) {
+	p := a.p
+	l, err := newSQLLedger(a.db, a.m, p)
+	if err != nil {
+		return nil, err
+	}
+	rec, found, err := l.LoadLayout(a.ctx)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table: no record
+		found, err = false, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the layout record: %w", err)
+	}
+	var missing string
+	if !found {
+		missing = "its layout was recorded and invgen's Redis state built"
+	} else {
+		core, closeAll, err := openCore(a.ctx, a.m, p, a.ns, a.dbURL, a.redisURL)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll()
+		if err := invrt.VerifyLayout(p.Name, core.Layout(), &rec); err != nil {
+			return nil, err
+		}
+		rep, err := core.Audit(a.ctx)
+		if err != nil {
+			return nil, fmt.Errorf("audit invgen's Redis state: %w", err)
+		}
+		if len(rep.Drift) == 0 {
+			fmt.Fprintf(a.out, "%s: adopted already: %d items, Redis as the ledger says (the old tables are kept as %s and %s)\n",
+				p.Name, rep.Items, pl.OldMod, pl.OldUsage)
+			return nil, nil
+		}
+		missing = fmt.Sprintf("invgen's Redis state was built (%d of %d items are not as the ledger says)", len(rep.Drift), rep.Items)
+	}
+	fmt.Fprintf(a.out, "%s: an earlier -apply converted the tables (the old ones are kept as %s and %s) and stopped before %s: -apply finishes it\n",
+		p.Name, pl.OldMod, pl.OldUsage, missing)
+	pl.converted = true
 	return pl, nil
 }
 
@@ -401,8 +511,11 @@ func (a adoption) oldRedis(pl *plan, items map[string]bool) ([]string, error) {
 }
 
 // convert applies pl: the tables, then the layout and invgen's Redis state.
-func (a adoption) convert(pl *plan, ns, dbURL, redisURL string) error {
+func (a adoption) convert(pl *plan) error {
 	p := a.p
+	if pl.converted {
+		return a.build(pl)
+	}
 	l, err := newSQLLedger(a.db, a.m, p)
 	if err != nil {
 		return err
@@ -445,8 +558,15 @@ func (a adoption) convert(pl *plan, ns, dbURL, redisURL string) error {
 	}
 	fmt.Fprintf(a.out, "  converted: invgen's %s and %s hold every row; the old tables are kept as %s and %s\n",
 		p.ModTable, p.UsageTable, pl.OldMod, pl.OldUsage)
+	return a.build(pl)
+}
 
-	core, closeAll, err := openCore(a.ctx, a.m, p, ns, dbURL, redisURL)
+// build records the prefix's layout and builds invgen's Redis state from
+// the ledger, then checks it: each item against the old ledger's sums
+// after a conversion of this run, every item against the ledger (Audit)
+// when it finishes an earlier run's.
+func (a adoption) build(pl *plan) error {
+	core, closeAll, err := openCore(a.ctx, a.m, a.p, a.ns, a.dbURL, a.redisURL)
 	if err != nil {
 		return err
 	}
@@ -454,9 +574,30 @@ func (a adoption) convert(pl *plan, ns, dbURL, redisURL string) error {
 	if err := core.CreateTables(a.ctx); err != nil {
 		return err
 	}
+	// A run killed while it built Redis leaves its items fenced until
+	// their fences expire (seconds): those items are busy until then.
 	n, err := core.RefreshAll(a.ctx)
+	for start := time.Now(); errors.Is(err, invrt.ErrBusy) && time.Since(start) < time.Minute; {
+		select {
+		case <-a.ctx.Done():
+		case <-time.After(time.Second):
+		}
+		n, err = core.RefreshAll(a.ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("building Redis from the ledger: %w", err)
+	}
+	if pl.converted {
+		rep, err := core.Audit(a.ctx)
+		if err != nil {
+			return fmt.Errorf("audit after the build: %w", err)
+		}
+		if len(rep.Drift) > 0 {
+			d := rep.Drift[0]
+			return fmt.Errorf("after the build %d items differ from the ledger (item %v: Redis %d, ledger %d + pending %d)", len(rep.Drift), d.Item, d.Redis, d.Ledger, d.Pending)
+		}
+		fmt.Fprintf(a.out, "  finished: the layout recorded, Redis built from the ledger: %d items, audited against it\n", n)
+		return nil
 	}
 	for it, want := range pl.available {
 		got, err := core.Get(a.ctx, itemKey(it))
@@ -497,4 +638,62 @@ func (a adoption) copyInTx(q map[string]string) error {
 		}
 	}
 	return sq.wrap(tx.Commit())
+}
+
+// loadAdoptModel loads the spec as loadModel does. Adopt writes no code, so
+// a spec whose output directory is in no Go module is loaded as if it
+// were in one: the import path it lacks is of no use here.
+func loadAdoptModel(file string, stderr io.Writer) (*generator.Model, int) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen: %v\n", err)
+		return nil, exitFail
+	}
+	s, err := generator.Parse(file, data)
+	abs, aerr := filepath.Abs(file)
+	if err != nil || aerr != nil || !s.Output.Set || !filepath.IsLocal(filepath.FromSlash(s.Output.Value)) ||
+		outputInModule(filepath.Join(filepath.Dir(abs), filepath.FromSlash(s.Output.Value))) {
+		return loadModel(file, stderr)
+	}
+	tmp, err := os.MkdirTemp("", "invgen-adopt-")
+	if err == nil {
+		defer os.RemoveAll(tmp)
+		err = os.WriteFile(filepath.Join(tmp, "go.mod"), []byte("module invgen.adopt\n"), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "invgen: %v\n", err)
+		return nil, exitFail
+	}
+	s.Path = filepath.Join(tmp, filepath.Base(file))
+	m, err := generator.NewModel(s)
+	var specErrs generator.Errors
+	switch {
+	case errors.As(err, &specErrs):
+		for _, e := range specErrs {
+			if e.File == s.Path {
+				e.File = file
+			}
+			fmt.Fprintln(stderr, e)
+		}
+		return nil, exitUsage
+	case err != nil:
+		fmt.Fprintf(stderr, "invgen: %v\n", err)
+		return nil, exitFail
+	}
+	m.SpecPath = file
+	return m, exitOK
+}
+
+// outputInModule reports whether dir is in a Go module: a go.mod at or above it.
+func outputInModule(dir string) bool {
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return false
+		}
+		dir = parent
+	}
 }

@@ -1,19 +1,28 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/internal/testenv"
 )
@@ -72,23 +81,31 @@ func TestAdopt(t *testing.T) {
 	}
 }
 
-func testAdopt(t *testing.T, engine string) {
-	ctx := testenv.Context(t, 3*time.Minute)
+// deployment is a ledger database of a test's own, with a spec of one
+// string-keyed prefix named like the library's tables of it.
+type deployment struct {
+	engine, prefix, ns, dsn, spec string
+	modT, useT                    string
+	// exec runs a statement whose parameters are written $; one returns
+	// the one number of a query.
+	exec func(q string, args ...any)
+	one  func(q string, args ...any) int64
+}
+
+// newDeployment makes a deployment on engine, its spec in a Go module.
+func newDeployment(t *testing.T, ctx context.Context, engine string) *deployment {
+	t.Helper()
 	rdb := testenv.Redis(t)
-	ns := testenv.Namespace(t, rdb)
-	prefix := "adopt_" + strings.ToLower(rand.Text()[:8])
-	modT, useT := prefix+"_inventory_modification_record", prefix+"_inventory_usage_record"
+	d := &deployment{engine: engine, ns: testenv.Namespace(t, rdb), prefix: "adopt_" + strings.ToLower(rand.Text()[:8])}
+	d.modT, d.useT = d.prefix+"_inventory_modification_record", d.prefix+"_inventory_usage_record"
 
 	// The spec: one string-keyed prefix named like the deployment's.
 	dir := t.TempDir()
 	testenv.Must(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/shop\n\ngo 1.26\n"), 0o644), "go.mod")
-	spec := filepath.Join(dir, "inventory.yaml")
-	testenv.Must(t, os.WriteFile(spec, fmt.Appendf(nil, "version: 1\noutput: inventory\nengine: %s\nprefixes:\n  - name: %s\n    key: string\n", engine, prefix), 0o644), "spec")
+	d.spec = filepath.Join(dir, "inventory.yaml")
+	testenv.Must(t, os.WriteFile(d.spec, fmt.Appendf(nil, "version: 1\noutput: inventory\nengine: %s\nprefixes:\n  - name: %s\n    key: string\n", engine, d.prefix), 0o644), "spec")
 
 	// The ledger database, and a query helper over it.
-	var dsn string
-	var exec func(q string, args ...any)
-	var one func(q string, args ...any) int64
 	switch engine {
 	case "mysql":
 		db := testenv.SQLDB(t, "mysql")
@@ -97,13 +114,13 @@ func testAdopt(t *testing.T, engine string) {
 		cfg, err := mysql.ParseDSN(testenv.MySQLURL())
 		testenv.Must(t, err, "dsn")
 		cfg.DBName = name
-		dsn = cfg.FormatDSN()
-		exec = func(q string, args ...any) {
+		d.dsn = cfg.FormatDSN()
+		d.exec = func(q string, args ...any) {
 			t.Helper()
 			_, err := db.ExecContext(ctx, strings.ReplaceAll(q, "$", "?"), args...)
 			testenv.Must(t, err, "%s", q)
 		}
-		one = func(q string, args ...any) int64 { t.Helper(); return testenv.SumSQL(t, db, q, args...) }
+		d.one = func(q string, args ...any) int64 { t.Helper(); return testenv.SumSQL(t, db, q, args...) }
 	default:
 		pool := testenv.Pool(t)
 		u, err := url.Parse(testenv.DatabaseURL())
@@ -111,8 +128,8 @@ func testAdopt(t *testing.T, engine string) {
 		v := u.Query()
 		v.Set("search_path", testenv.Schema(pool))
 		u.RawQuery = v.Encode()
-		dsn = u.String()
-		exec = func(q string, args ...any) {
+		d.dsn = u.String()
+		d.exec = func(q string, args ...any) {
 			t.Helper()
 			parts := strings.Split(q, "$")
 			q = parts[0]
@@ -122,14 +139,32 @@ func testAdopt(t *testing.T, engine string) {
 			_, err := pool.Exec(ctx, q, args...)
 			testenv.Must(t, err, "%s", q)
 		}
-		one = func(q string, args ...any) int64 { t.Helper(); return pgOne(t, ctx, pool, q, args...) }
+		d.one = func(q string, args ...any) int64 { t.Helper(); return pgOne(t, ctx, pool, q, args...) }
 	}
+	return d
+}
+
+// createOld creates the library's two tables of the deployment.
+func (d *deployment) createOld() {
 	ddl := oldTablePostgres
-	if engine == "mysql" {
+	if d.engine == "mysql" {
 		ddl = oldTableMySQL
 	}
-	exec(fmt.Sprintf(ddl, modT))
-	exec(fmt.Sprintf(ddl, useT))
+	d.exec(fmt.Sprintf(ddl, d.modT))
+	d.exec(fmt.Sprintf(ddl, d.useT))
+}
+
+// args are the arguments of verb (adopt or admin) on the deployment.
+func (d *deployment) args(verb string, more ...string) []string {
+	return append([]string{verb, "-f", d.spec, "-db", d.dsn, "-redis", testRedisURL(), "-namespace", d.ns}, more...)
+}
+
+func testAdopt(t *testing.T, engine string) {
+	ctx := testenv.Context(t, 3*time.Minute)
+	rdb := testenv.Redis(t)
+	d := newDeployment(t, ctx, engine)
+	prefix, ns, modT, useT, exec, one := d.prefix, d.ns, d.modT, d.useT, d.exec, d.one
+	d.createOld()
 	for i, r := range oldMods {
 		exec("INSERT INTO "+modT+" (item_id, delta, create_time) VALUES ($, $, $)", r.item, r.delta, createTime(i))
 	}
@@ -145,13 +180,11 @@ func testAdopt(t *testing.T, engine string) {
 
 	adopt := func(code int, args ...string) result {
 		t.Helper()
-		all := append([]string{"adopt", "-f", spec, "-db", dsn, "-redis", testRedisURL(), "-namespace", ns}, args...)
-		return invgen(t, all...).want(t, code)
+		return invgen(t, d.args("adopt", args...)...).want(t, code)
 	}
 	admin := func(code int, args ...string) result {
 		t.Helper()
-		all := append([]string{"admin", "-f", spec, "-db", dsn, "-redis", testRedisURL(), "-namespace", ns}, args...)
-		return invgen(t, all...).want(t, code)
+		return invgen(t, d.args("admin", args...)...).want(t, code)
 	}
 
 	// A NULL item: the dry run says so and adopt refuses, -apply too.
@@ -276,4 +309,262 @@ func pgOne(t *testing.T, ctx context.Context, pool *pgxpool.Pool, q string, args
 	var n sql.NullInt64
 	testenv.Must(t, pool.QueryRow(ctx, q, args...).Scan(&n), "%s", q)
 	return n.Int64
+}
+
+// TestAdoptChild is not a test of its own: TestAdoptKilled runs the test
+// binary with it selected as an invgen process it can kill with SIGKILL.
+// It runs the command line of INVGEN_ADOPT_CHILD (JSON) and exits.
+func TestAdoptChild(t *testing.T) {
+	raw := os.Getenv("INVGEN_ADOPT_CHILD")
+	if raw == "" {
+		t.Skip("the process TestAdoptKilled runs")
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(raw), &args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(exitUsage)
+	}
+	os.Exit(run(args, os.Stdout, os.Stderr))
+}
+
+// TestAdoptKilled kills `invgen adopt -apply` with SIGKILL at random points
+// (drawn from a logged seed; INVGEN_ADOPT_SEED replays one), among them
+// after its copy committed while it records the layout and builds Redis,
+// and runs -apply again until one completes. The end state is the
+// conversion's: every row is in invgen's tables and the kept ones, the
+// layout is recorded, Redis is built and matches the ledger (admin audit
+// finds no drift), and only then does a run say "adopted already".
+func TestAdoptKilled(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("INVGEN_ADOPT_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		testenv.Must(t, err, "INVGEN_ADOPT_SEED")
+		seed = n
+	}
+	t.Logf("seed %d (INVGEN_ADOPT_SEED=%d replays it)", seed, seed)
+	for i, engine := range []string{"mysql", "postgresql"} {
+		t.Run(engine, func(t *testing.T) { testAdoptKilled(t, engine, seed+uint64(i)) })
+	}
+}
+
+// killedItems is how many items the killed adoptions convert: enough that
+// building Redis takes a while.
+const killedItems = 3000
+
+func testAdoptKilled(t *testing.T, engine string, seed uint64) {
+	ctx := testenv.Context(t, 4*time.Minute)
+	rng := mathrand.New(mathrand.NewPCG(seed, 0x5eed))
+	d := newDeployment(t, ctx, engine)
+	d.createOld()
+	// Every item stocked, some adjusted; purchases and returns.
+	var wantMod, wantUse, modRows, useRows int64
+	insert := func(table string, rows [][2]int64) {
+		for len(rows) > 0 {
+			n := min(len(rows), 500)
+			var b strings.Builder
+			var args []any
+			for i, r := range rows[:n] {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("($, $, $)")
+				args = append(args, fmt.Sprintf("item-%05d", r[0]), r[1], createTime(int(r[0])))
+			}
+			d.exec("INSERT INTO "+table+" (item_id, delta, create_time) VALUES "+b.String(), args...)
+			rows = rows[n:]
+		}
+	}
+	var mods, uses [][2]int64
+	for i := range int64(killedItems) {
+		mods = append(mods, [2]int64{i, 10 + i%7})
+		if i%5 == 0 {
+			mods = append(mods, [2]int64{i, 3})
+		}
+		if i%2 == 0 {
+			uses = append(uses, [2]int64{i, -1 - i%3})
+		}
+		if i%11 == 0 {
+			uses = append(uses, [2]int64{i, 1})
+		}
+	}
+	for _, r := range mods {
+		wantMod, modRows = wantMod+r[1], modRows+1
+	}
+	for _, r := range uses {
+		wantUse, useRows = wantUse+r[1], useRows+1
+	}
+	insert(d.modT, mods)
+	insert(d.useT, uses)
+	// The library's Redis values agree with its ledger: the reports stay short.
+	rdb := testenv.Redis(t)
+	stock := map[int64]int64{}
+	for _, r := range append(mods, uses...) {
+		stock[r[0]] += r[1]
+	}
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, n := range stock {
+			p.Set(ctx, fmt.Sprintf("InventoryManager.%s.item-%05d", d.prefix, i), n, time.Hour)
+		}
+		return nil
+	})
+	testenv.Must(t, err, "old Redis")
+	t.Cleanup(func() {
+		for i := range stock {
+			rdb.Del(context.Background(), fmt.Sprintf("InventoryManager.%s.item-%05d", d.prefix, i))
+		}
+	})
+
+	exe, err := os.Executable()
+	testenv.Must(t, err, "test binary")
+	args, err := json.Marshal(d.args("adopt", "-apply"))
+	testenv.Must(t, err, "args")
+	// start runs adopt -apply in a process of its own; converted is closed
+	// when it printed that the copy committed (in this run or an earlier).
+	type child struct {
+		cmd       *exec.Cmd
+		out       *bytes.Buffer
+		converted chan struct{}
+		done      chan error
+	}
+	start := func() *child {
+		cmd := exec.CommandContext(ctx, exe, "-test.run=^TestAdoptChild$")
+		cmd.Env = append(os.Environ(), "INVGEN_ADOPT_CHILD="+string(args))
+		pr, pw, err := os.Pipe()
+		testenv.Must(t, err, "pipe")
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = pw, &stderr
+		testenv.Must(t, cmd.Start(), "start adopt")
+		pw.Close()
+		c := &child{cmd: cmd, out: &bytes.Buffer{}, converted: make(chan struct{}), done: make(chan error, 1)}
+		lines := make(chan struct{})
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(pr)
+			closed := false
+			for sc.Scan() {
+				c.out.WriteString(sc.Text() + "\n")
+				if !closed && (strings.Contains(sc.Text(), "  converted: ") || strings.Contains(sc.Text(), "an earlier -apply converted the tables")) {
+					close(c.converted)
+					closed = true
+				}
+			}
+			pr.Close()
+		}()
+		go func() {
+			err := cmd.Wait()
+			<-lines
+			if err != nil && stderr.Len() > 0 {
+				err = fmt.Errorf("%w: %s", err, stderr.String())
+			}
+			c.done <- err
+		}()
+		return c
+	}
+
+	// Kill rounds: at a random time from the start, or after the copy
+	// committed (while the layout is recorded and Redis built). At least
+	// one of the latter.
+	rounds := 2 + rng.IntN(3)
+	late := rng.IntN(rounds)
+	for round := range rounds {
+		c := start()
+		afterCopy := round == late || rng.IntN(2) == 0
+		var delay time.Duration
+		if afterCopy {
+			select {
+			case <-c.converted:
+			case err := <-c.done:
+				t.Logf("round %d: adopt ended before its copy committed (%v):\n%s", round, err, c.out)
+				continue
+			}
+			delay = time.Duration(rng.Int64N(int64(400 * time.Millisecond)))
+		} else {
+			delay = time.Duration(rng.Int64N(int64(1500 * time.Millisecond)))
+		}
+		select {
+		case err := <-c.done:
+			t.Logf("round %d: adopt ended (%v) before its kill %v after %s:\n%s", round, err, delay, map[bool]string{true: "the copy", false: "its start"}[afterCopy], c.out)
+			continue
+		case <-time.After(delay):
+		}
+		testenv.Must(t, c.cmd.Process.Signal(syscall.SIGKILL), "kill adopt")
+		<-c.done
+		t.Logf("round %d: killed %v after %s", round, delay, map[bool]string{true: "the copy committed", false: "its start"}[afterCopy])
+	}
+
+	// The next -apply finishes the conversion.
+	r := invgen(t, d.args("adopt", "-apply")...)
+	t.Logf("adopt -apply after the kills:\n%s%s", r.stdout, r.stderr)
+	r.want(t, exitOK)
+
+	// Every row is kept, in invgen's tables and in the library's.
+	oldModT, oldUseT := d.prefix+"_im_modification_record", d.prefix+"_im_usage_record"
+	for _, c := range []struct {
+		table     string
+		rows, sum int64
+	}{{d.modT, modRows, wantMod}, {d.useT, useRows, wantUse}, {oldModT, modRows, wantMod}, {oldUseT, useRows, wantUse}} {
+		if n, s := d.one("SELECT COUNT(*) FROM "+c.table), d.one("SELECT SUM(delta) FROM "+c.table); n != c.rows || s != c.sum {
+			t.Errorf("%s holds %d rows summing to %d, want %d summing to %d", c.table, n, s, c.rows, c.sum)
+		}
+	}
+	if n := d.one("SELECT COUNT(*) FROM " + d.prefix + "_inventory_layout"); n != 1 {
+		t.Errorf("%d layouts recorded, want 1", n)
+	}
+	// Redis is built and matches the ledger.
+	a := invgen(t, d.args("admin", "audit", d.prefix)...)
+	if a.code != exitOK || !regexp.MustCompile(`items\s+`+strconv.Itoa(killedItems)+`\n`).MatchString(a.stdout) {
+		t.Errorf("admin audit after the kills and a completed -apply: exit %d\n%s%s", a.code, firstLines(a.stdout, 8), a.stderr)
+	}
+	if got := invgen(t, d.args("adopt", "-apply")...).want(t, exitOK); !strings.Contains(got.stdout, "adopted already") {
+		t.Errorf("adopt -apply once complete:\n%s", got.stdout)
+	}
+}
+
+// firstLines is the first n lines of s.
+func firstLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	return strings.Join(lines[:min(n, len(lines))], "")
+}
+
+// TestAdoptEdges: an empty deployment (the library's tables, no rows) is
+// adopted once and then reported as adopted; -apply of a prefix the
+// database has no tables of fails and changes nothing; a spec whose output
+// is in no Go module is adopted (adopt writes no code).
+func TestAdoptEdges(t *testing.T) {
+	for _, engine := range []string{"mysql", "postgresql"} {
+		t.Run(engine, func(t *testing.T) {
+			ctx := testenv.Context(t, 2*time.Minute)
+			d := newDeployment(t, ctx, engine)
+			adopt := func(code int, args ...string) result {
+				t.Helper()
+				return invgen(t, d.args("adopt", args...)...).want(t, code)
+			}
+
+			// No tables of the prefix: a mistyped spec.
+			r := adopt(exitUsage, "-apply")
+			if !strings.Contains(r.stderr, d.prefix+": the database has no table "+d.modT) || !strings.Contains(r.stderr, "nothing was changed") {
+				t.Errorf("-apply of a prefix without tables:\n%s", r.stderr)
+			}
+			if n := d.one("SELECT COUNT(*) FROM information_schema.tables WHERE table_name LIKE '" + d.prefix + "%'"); n != 0 {
+				t.Errorf("-apply of a prefix without tables created %d tables", n)
+			}
+
+			// An empty deployment, its spec in no Go module.
+			testenv.Must(t, os.Remove(filepath.Join(filepath.Dir(d.spec), "go.mod")), "go.mod")
+			d.createOld()
+			r = adopt(exitOK, "-apply")
+			if !strings.Contains(r.stdout, "converted:") || !strings.Contains(r.stdout, "Redis built from the ledger: 0 items") {
+				t.Errorf("adopt -apply of an empty deployment:\n%s", r.stdout)
+			}
+			for _, args := range [][]string{nil, {"-apply"}} {
+				r = adopt(exitOK, args...)
+				if !strings.Contains(r.stdout, "adopted already") || strings.Contains(r.stdout, "converted:") {
+					t.Errorf("adopt %v of an adopted empty deployment:\n%s", args, r.stdout)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(d.spec), "inventory")); !os.IsNotExist(err) {
+				t.Errorf("adopt wrote the output directory (%v)", err)
+			}
+		})
+	}
 }
