@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -54,6 +55,14 @@ import (
 // MaxBuckets is the most stock buckets an item may have.
 const MaxBuckets = 64
 
+// step.lua marks the buckets of a step that changes several at once, so
+// that a process dying within it leaves them to be loaded again.
+//
+//go:embed scripts/step.lua
+var stepSrc string
+
+var stepScript = redis.NewScript(stepSrc)
+
 // bucketsOf returns the bucket count of an item as far as this Core
 // knows: n for an item known to be split, else 0.
 func (c *Core[K]) bucketsOf(item string) int {
@@ -104,6 +113,10 @@ type spread struct {
 	final   bool      // every refusal was final (reserve.lua's flag)
 	soldOut int64     // the shortest sold-out period left, 0 if one bucket had none
 	sent    time.Time // when the first refused try was sent
+	// followed is the bucket a pointer led to (-1 none): its record of
+	// the purchase answers, and if it has none the pointer is stray.
+	followed  int
+	unpointed int // stray pointers dropped by this call
 }
 
 // newSpread starts the way of a purchase from its own bucket.
@@ -124,7 +137,7 @@ func (sp *spread) over() bool { return sp.bucket() != sp.first }
 
 // restart starts the way again, from the op key's own bucket.
 func (sp *spread) restart() {
-	sp.at, sp.sum, sp.final, sp.soldOut, sp.sent = 0, 0, true, -1, time.Time{}
+	sp.at, sp.sum, sp.final, sp.soldOut, sp.sent, sp.followed = 0, 0, true, -1, time.Time{}, -1
 	for b := range sp.loads {
 		sp.loads[b] = -1
 	}
@@ -184,6 +197,55 @@ func (c *Core[K]) dropPointer(ctx context.Context, sp *spread, opKey string, att
 	_, _ = c.pointer(ctx, sp, opKey, "drop", attempt, "")
 }
 
+// holdPointer renews the lease of the purchase's pointer before it tries
+// a bucket other than its own (the pointer is the attempt's: its own
+// bucket refused it), and returns the deadline that bucket must see the
+// try before: half the lease, so that a clock of that server behind the
+// own bucket's by less than half a lease still refuses a try that a
+// repeat may have overtaken. A repeat takes the op key over only once the
+// lease has passed (followPointer); a try that stalled beyond it is
+// refused as busy, and the next one finds the pointer gone. lost reports
+// that the pointer is no longer the attempt's: sp starts again from the
+// own bucket, whose record or pointer answers now. A bucket a pointer led
+// to needs no lease, the pointer names it already: deadline is -1. In the
+// own bucket it is 0.
+func (c *Core[K]) holdPointer(ctx context.Context, sp *spread, opKey string, attempt int64) (deadline int64, lost bool, err error) {
+	switch {
+	case !sp.over():
+		return 0, false, nil
+	case sp.bucket() == sp.followed:
+		return -1, false, nil
+	}
+	lease := c.opt.lease.Milliseconds()
+	d, err := forwardScript.Run(ctx, c.rdb, []string{sp.own().op(KindDecr, opKey)}, "renew", attempt, lease,
+		lease+c.opt.opTTL.Milliseconds()).Int64()
+	switch {
+	case err != nil:
+		return 0, false, err
+	case d == 0:
+		sp.restart()
+		return 0, true, nil
+	}
+	return d - lease/2, false, nil
+}
+
+// strayPointer handles a refusal by the bucket a pointer led to: it
+// holds no record of the purchase (the attempt that reserved there was
+// undone, or its record expired), so the pointer binds nothing. It is
+// dropped and the purchase starts again from its own bucket, which may
+// have stock again, rather than refused by the buckets after it.
+func (c *Core[K]) strayPointer(ctx context.Context, sp *spread, opKey string) (bool, error) {
+	if sp.followed < 0 || sp.bucket() != sp.followed || sp.unpointed >= 3 {
+		return false, nil
+	}
+	if _, err := c.pointer(ctx, sp, opKey, "unpoint", 0, "f:"+strconv.Itoa(sp.followed)); err != nil {
+		return false, err
+	}
+	sp.unpointed++
+	sp.restart()
+	return true, nil
+}
+
 // followPointer answers the pointer r that a purchase of opKey found in
 // its own bucket (reserve.lua's code 12): it moves sp to the bucket to try
 // next and reports true, or reports false when the own bucket is to be
@@ -194,6 +256,7 @@ func (c *Core[K]) followPointer(ctx context.Context, sp *spread, r reserveReply,
 		// A bucket reserved it: its record there answers.
 		if to := int(r.available); to >= 0 && to < sp.n && to != sp.first {
 			sp.goTo(to)
+			sp.followed = to
 			return true, nil
 		}
 		return false, fmt.Errorf("%w: the pointer of purchase %q of item %v of %s", ErrCorrupt, opKey, id, c.prefix)
@@ -215,6 +278,7 @@ func (c *Core[K]) followPointer(ctx context.Context, sp *spread, r reserveReply,
 		}
 		if found {
 			sp.goTo(to)
+			sp.followed = to
 			return true, nil
 		}
 		if _, err := c.pointer(ctx, sp, opKey, "drop", r.attempt, ""); err != nil {
@@ -303,7 +367,7 @@ func (c *Core[K]) rebalance(ctx context.Context, id K, item string, n, gather in
 		return err
 	}
 	err = c.loadSplit(ctx, h, h.t, loadMove, gather)
-	c.unfenceSplit(ctx, h)
+	c.endSplit(ctx, h, err == nil)
 	return err
 }
 
@@ -357,7 +421,7 @@ func (c *Core[K]) refreshSplit(ctx context.Context, id K, item string, n int, on
 		mode = loadFresh
 	}
 	err = c.loadSplit(ctx, h, h.t, mode, -1)
-	c.unfenceSplit(ctx, h)
+	c.endSplit(ctx, h, err == nil)
 	return err
 }
 
@@ -370,6 +434,9 @@ type splitHold[K any] struct {
 	t     Totals[K]
 	avail []int64 // each bucket's stock now
 	muted []bool  // buckets in a sold-out period: they sell nothing until it ends
+	// marked: every bucket is marked (step.lua), so that a process dying
+	// before the step ends leaves the item to be loaded again.
+	marked bool
 }
 
 // holdSplit fences every bucket of a split item (in bucket order, so that
@@ -570,9 +637,15 @@ func share(total int64, to []int, out []int64) {
 
 // loadSplit loads totals t into the buckets of h: the buckets that lose
 // stock first, then those that gain, so that at no moment do the buckets
-// hold more than before or after. The fences stay: unfenceSplit lifts
-// them once every bucket is loaded.
+// hold more than before or after. Every bucket is marked first
+// (markSplit): should the process die between two loads, the buckets not
+// loaded yet sell nothing and are loaded again by whoever touches them
+// next, so no unit is lost either. The fences stay: endSplit lifts them
+// once every bucket is loaded.
 func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], mode string, gather int) error {
+	if err := c.markSplit(ctx, h); err != nil {
+		return err
+	}
 	avail, capacity := splitStock(Totals[int]{Available: t.Available, Capacity: t.Capacity}, h.muted, gather)
 	order := make([]int, 0, len(h.keys))
 	for pass := range 2 {
@@ -595,7 +668,71 @@ func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], m
 		}
 		h.avail[b] = avail[b]
 	}
+	h.marked = false // a load writes the bucket's epoch afresh
 	return nil
+}
+
+// markSplit marks every bucket of h (step.lua), unless they are.
+func (c *Core[K]) markSplit(ctx context.Context, h *splitHold[K]) error {
+	if h.marked {
+		return nil
+	}
+	for _, k := range h.keys {
+		ok, err := stepScript.Run(ctx, c.rdb, []string{k.item}, "mark", h.token).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("invgen: refresh %v: mark: %w", h.id, err)
+		case ok != 1:
+			return fmt.Errorf("%w: refresh %v: a bucket's fence was lost", ErrBusy, h.id)
+		}
+	}
+	h.marked = true
+	return nil
+}
+
+// takeSplit takes units off the buckets of h, the fullest first, and as
+// much capacity with them when adjust is set: a decrease, off sale before
+// its ledger row is written. Each bucket it changes is marked (step.lua):
+// should the process die before the row is in, whoever touches the item
+// next loads it from the ledger again, and the units are back.
+func (c *Core[K]) takeSplit(ctx context.Context, h *splitHold[K], units int64, adjust bool) error {
+	order := make([]int, len(h.keys))
+	for b := range order {
+		order[b] = b
+	}
+	slices.SortStableFunc(order, func(x, y int) int { return int(h.avail[y] - h.avail[x]) })
+	for _, b := range order {
+		n := min(units, max(h.avail[b], 0))
+		if n == 0 {
+			continue
+		}
+		ok, err := stepScript.Run(ctx, c.rdb, []string{h.keys[b].item}, "take", h.token, n, adjustFlag[adjust]).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("invgen: refresh %v: take: %w", h.id, err)
+		case ok != 1:
+			return fmt.Errorf("%w: refresh %v: a bucket's fence was lost", ErrBusy, h.id)
+		}
+		h.avail[b] -= n
+		units -= n
+	}
+	return nil
+}
+
+// endSplit ends the step of h: done, the marks go and the fences are
+// lifted (step.lua); else the fences are lifted and the marks stay, so
+// that the item is loaded again before anything is sold from a bucket the
+// step may have left half done.
+func (c *Core[K]) endSplit(ctx context.Context, h *splitHold[K], done bool) {
+	if !done {
+		c.unfenceSplit(ctx, h)
+		return
+	}
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
+	defer cancel()
+	for _, k := range h.keys {
+		_ = stepScript.Run(uctx, c.rdb, []string{k.item}, "finish", h.token).Err()
+	}
 }
 
 // unfenceSplit lifts the fences of h that are still held.
@@ -663,32 +800,43 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
 	if delta < 0 {
-		// Off Redis first: a crash from here on leaves fewer units on
-		// sale than the ledger says, never more.
-		if err := c.loadSplit(lctx, h, after, loadMove, -1); err != nil {
+		// Off Redis first, the buckets it changes marked: a crash from
+		// here on leaves fewer units on sale than the ledger says, never
+		// more, until the item is loaded again.
+		if err := c.takeSplit(lctx, h, -delta, dcap != 0); err != nil {
 			return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 		}
+	} else if err := c.markSplit(lctx, h); err != nil {
+		// An increase marks every bucket before its row: should the
+		// process die after the row, the item is loaded again with it.
+		return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 	}
 	written, err := c.insertSettled(lctx, e)
 	if !written {
+		if errors.Is(err, ErrInDoubt) {
+			// The ledger may hold the row: the marks stay, and the item
+			// is loaded from the ledger before it sells again.
+			return Result{}, err
+		}
 		if delta < 0 {
 			// Put the units back.
 			if lerr := c.loadSplit(lctx, h, t, loadMove, -1); lerr != nil {
-				err = errors.Join(err, lerr)
+				return Result{}, errors.Join(err, lerr)
 			}
 		}
+		c.endSplit(ctx, h, true)
 		return Result{}, err
 	}
 	if delta > 0 {
 		if err := c.loadSplit(lctx, h, after, loadMove, -1); err != nil {
 			// The change is recorded: its units reach Redis by a refresh.
-			c.unfenceSplit(ctx, h)
+			c.endSplit(ctx, h, false)
 			c.wg.Add(1) // within a counted call: see enter
 			go func() { defer c.wg.Done(); c.refreshLost(item) }()
 			return Result{Available: after.Available, Delta: delta}, nil
 		}
 	}
-	c.unfenceSplit(ctx, h)
+	c.endSplit(ctx, h, true)
 	return Result{Available: after.Available, Delta: delta}, nil
 }
 

@@ -450,8 +450,20 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 		lastCheck time.Time
 	)
 	for {
+		var over int64
+		if sp != nil {
+			// A try in another bucket than the purchase's own holds its
+			// pointer's lease (buckets.go).
+			var lost bool
+			if over, lost, err = c.holdPointer(ctx, sp, opKey, attempt); err != nil {
+				return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+			} else if lost {
+				target(sp.current())
+				continue
+			}
+		}
 		sent := time.Now()
-		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt, sp != nil && sp.over())
+		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt, over)
 		if isWrongType(err) {
 			r, err = reserveReply{code: codeCorrupt}, nil
 		}
@@ -577,6 +589,12 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 			arg = strconv.FormatInt(taken, 10)
 		default:
 			if sp != nil && r.code == codeShort {
+				if stray, err := c.strayPointer(ctx, sp, opKey); err != nil {
+					return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
+				} else if stray {
+					target(sp.current())
+					continue
+				}
 				// A purchase falls over to the next bucket while one is
 				// left; the item is short only when every bucket is.
 				sp.refused(r, sent)
@@ -650,18 +668,25 @@ func isWrongType(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
-func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string, attempt int64, over bool) (reserveReply, error) {
+// reserve runs reserve.lua. over is 0 for a change in the item's own
+// shard or a purchase's own bucket; for a purchase in another bucket, the
+// deadline (ms) of the lease of its pointer, which the bucket tried must
+// see the try before, or -1 in a bucket its pointer names (buckets.go).
+func (c *Core[K]) reserve(ctx context.Context, k itemKeys, keys []string, kind Kind, arg, opKey, mode, field, decrField string, attempt int64, over int64) (reserveReply, error) {
 	args := []any{boxedKind(kind), arg, c.leaseArg, c.opTTLArg, k.id, opKey, maxQuantityArg, attempt, boxedMode(mode), field, c.genArg}
 	switch {
 	case decrField != "":
 		args = append(args, decrField)
 	case kind == KindDecr:
 		h1, h2 := filterPositions(opKey)
-		sweep := ownArg
-		if over {
-			sweep = overArg
+		switch {
+		case over > 0:
+			args = append(args, h1, h2, c.soldOutArg, overArg, over)
+		case over < 0:
+			args = append(args, h1, h2, c.soldOutArg, overArg)
+		default:
+			args = append(args, h1, h2, c.soldOutArg, ownArg)
 		}
-		args = append(args, h1, h2, c.soldOutArg, sweep)
 	}
 	v, acked, err := c.runGate(ctx, k, c.opt.replicaAck > 0, keys, args)
 	if err != nil {

@@ -64,7 +64,9 @@
 --          ARGV[13], before modulo m), and ARGV[14] the sold-out period
 --          (ms) the caller asks for, "0" for none; ARGV[15] "over" when
 --          the purchase falls over to a bucket of a split item that is not
---          its own (its own is ARGV[12] modulo n), else "own"
+--          its own (its own is ARGV[12] modulo n), else "own"; with "over",
+--          ARGV[16] is the deadline (ms) of the lease of its pointer: a try
+--          that arrives later is refused as busy (buckets.go)
 --
 -- The sold-out fast path (WithSoldOutCache). A purchase refused because
 -- the stock is 0, by a caller that asks for it, starts a sold-out period
@@ -125,6 +127,11 @@ local now = now_ms()
 local rec = redis.call('GET', KEYS[2]) or settled_get(KEYS[4], KEYS[5], KEYS[6], ARGV[10])
 if rec then
   if rec == 'v' then return reply(DUPLICATE, 0, 0, 'v', 0, '0') end
+  if string.match(rec, '^[fg]:') then
+    -- A pointer: a caller that has never seen the item learns its n here.
+    local ok, n = pcall(redis.call, 'HGET', KEYS[1], 'n')
+    if ok then nb = tonumber(n or '1') or 0 end
+  end
   local fb = string.match(rec, '^f:(%d+)$')
   if fb then return reply(FORWARD, tonumber(fb), 0, 'f', 0, '0') end
   local ga, gl = string.match(rec, '^g:(%d+):(%d+)$')
@@ -164,7 +171,7 @@ end
 if fence > now + MAX_FENCE_MS then
   return reply(CORRUPT, 0, 0, '', 0, '0')
 end
-if fence > now then
+if fence > now or ARGV[15] == 'over' and ARGV[16] and tonumber(ARGV[16]) <= now then
   return reply(BUSY, 0, 0, '', 0, '0')
 end
 if (item[8] or '') ~= (redis.call('GET', KEYS[7]) or '') then
