@@ -48,12 +48,17 @@ invgen's Init, every other row inventory_manager:<id>, and create_time
 becomes created_at. Then it records
 the prefix's layout and builds invgen's Redis state from the ledger, and
 checks each item's stock against the ledger. PostgreSQL converts a prefix in
-one transaction; MySQL in an atomic rename and one transaction of copies,
-and a run stopped between them is finished by the next. The old Redis keys
-are left as they are.
+one transaction; MySQL in an atomic rename and one transaction of copies.
+The old Redis keys are left as they are.
+
+A run stopped at any point is finished by the next -apply: every run checks
+each step (the tables, the rows, the layout record, invgen's Redis state,
+audited against the ledger) and says "adopted already" only when all are
+done. -apply of a prefix the database has no tables of changes nothing and
+exits 2. Adopt writes no code: the spec's output need not be in a Go module.
 
 Exit codes: 0 done (or a clean dry run); 1 a failure; 2 bad arguments or
-spec; 3 rows adopt cannot convert.`
+spec, or a prefix the database lacks (-apply); 3 rows adopt cannot convert.`
 
 // runAdopt is `invgen adopt`.
 func runAdopt(args []string, stdout, stderr io.Writer) int {
