@@ -18,7 +18,7 @@ const (
 	FaultRedisRollback = "redis-rollback" // snapshot, traffic goes on, SIGKILL and restart from the snapshot: recent writes lost, as at a failover to a lagging replica
 	FaultLockTable     = "lock-table"     // LOCK TABLE … IN ACCESS EXCLUSIVE MODE for a while
 	FaultPoolHold      = "pool-hold"      // hold the parent's pool connections busy with pg_sleep
-	FaultGarble        = "garble"         // a wrong-type or garbled key
+	FaultGarble        = "garble"         // a wrong-type or garbled key (garbleVariants kinds)
 	FaultKillChild     = "kill-child"     // SIGKILL a buyer process; its successor retries what was in flight
 	FaultFlusherKill   = "flusher-kill"   // SIGKILL the flusher process, restart it after a gap (a backlog)
 	FaultToxic         = "toxic"          // toxiproxy latency, stalls or resets between the parent and a server
@@ -81,6 +81,15 @@ func drawFaults(rng *rand.Rand, cfg Config) []Fault {
 		out = append(out, Fault{At: time.Duration(rb.Int64N(int64(cfg.Duration * 8 / 10))), Kind: FaultRedisRollback,
 			Dur: time.Duration(100+rb.IntN(900)) * time.Millisecond})
 	}
+	// The garblings added after the first three, in a stream of their
+	// own too: a missing field, a fence beyond its bound or not a number,
+	// a pending count that is not a number, a journaled op record of the
+	// wrong type.
+	rg := rand.New(rand.NewPCG(cfg.Seed, 0x6a7b))
+	for range 1 + rg.IntN(3) {
+		out = append(out, Fault{At: time.Duration(rg.Int64N(int64(cfg.Duration * 9 / 10))), Kind: FaultGarble,
+			Prefix: rg.IntN(len(Prefixes)), Item: rg.IntN(cfg.Items), Arg: 3 + rg.IntN(garbleVariants-3)})
+	}
 	// In time order.
 	for i := 1; i < len(out); i++ {
 		for j := i; j > 0 && out[j].At < out[j-1].At; j-- {
@@ -132,27 +141,60 @@ func forgetOps(ctx context.Context, rdb *redis.Client, ns string, pct int, rng *
 	return n, nil
 }
 
-// garble breaks one key of item i of prefix p: variant 0 sets the item
-// hash to a string, 1 sets its stock field to "x", 2 adds a journal member
-// shaped like an op record of the item whose record holds garbage. It
-// returns what to clean up by hand if the library cannot.
+// garbleVariants is how many ways garble knows to break a key.
+const garbleVariants = 10
+
+// fenceBound is the longest fence a refresh takes (the runtime's
+// WithFenceTTL limit, 10 minutes): a fence further ahead is garbage.
+const fenceBound = 10 * time.Minute
+
+// garble breaks one key of item i of prefix p (of its own bucket, for a
+// split item): variant 0 sets the item hash to a string, 1 sets its stock
+// field to "x", 2 adds a journal member shaped like an op record of the
+// item whose record holds garbage, 3 deletes the capacity field c, 4 the
+// stock field a, 5 sets c to "x", 6 sets a fence a year ahead (beyond
+// fenceBound), 7 a fence that is not a number, 8 sets the pending count q
+// to "x", 9 adds a journal member whose op record is a list. It returns
+// what to clean up by hand if the library cannot.
 func garble(ctx context.Context, rdb *redis.Client, ns string, p, i, variant int) (string, error) {
+	k := ItemKey(ns, p, i)
 	switch variant {
 	case 0:
-		k := ItemKey(ns, p, i)
 		return k, rdb.Set(ctx, k, "garbage", 0).Err()
 	case 1:
-		k := ItemKey(ns, p, i)
 		return k, rdb.HSet(ctx, k, "a", "x").Err()
+	case 3:
+		return k, rdb.HDel(ctx, k, "c").Err()
+	case 4:
+		return k, rdb.HDel(ctx, k, "a").Err()
+	case 5:
+		return k, rdb.HSet(ctx, k, "c", "x").Err()
+	case 6:
+		far := time.Now().Add(365 * 24 * time.Hour).UnixMilli()
+		return k, rdb.HSet(ctx, k, "f", far, "t", "garbled").Err()
+	case 7:
+		return k, rdb.HSet(ctx, k, "f", "soon", "t", "garbled").Err()
+	case 8:
+		return k, rdb.HSet(ctx, k, "q", "x").Err()
 	}
 	id := ItemID(p, i)
 	tag := Tag(ns, p, id)
-	member := fmt.Sprintf("%so:%d:%s:d:garbled", tag, len(id), id)
 	pipe := rdb.TxPipeline()
-	pipe.Set(ctx, member, "p:x:garbled", 0)
+	member := garbledMember(ns, p, i, variant)
+	if variant == 9 {
+		pipe.RPush(ctx, member, "garbage")
+	} else {
+		pipe.Set(ctx, member, "p:x:garbled", 0)
+	}
 	pipe.ZAdd(ctx, tag+"journal", redis.Z{Score: 0, Member: member})
 	_, err := pipe.Exec(ctx)
 	return member, err
+}
+
+// garbledMember is the journal member that garble variants 2 and 9 add.
+func garbledMember(ns string, p, i, variant int) string {
+	id := ItemID(p, i)
+	return fmt.Sprintf("%so:%d:%s:d:garbled%d", Tag(ns, p, id), len(id), id, variant)
 }
 
 // toxic adds a toxic to one of the proxies for d.

@@ -252,6 +252,8 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	if _, err := r.env.Targets[3].Flush(ctx); err != nil {
 		add("OPS", "final Flush of %s fails: %v", Prefixes[3].Name, err)
 	}
+	// The README's row on garbled keys, at rest.
+	vs = append(vs, r.checkGarbled(ctx)...)
 	return vs
 }
 
