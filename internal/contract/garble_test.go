@@ -88,10 +88,15 @@ var garblings = []garbling{
 // Repair rebuilds it, and the item sells again without anyone calling
 // Refresh.
 func TestAuditAndJanitorSeeEveryGarbling(t *testing.T) {
+	t.Run("sync", func(t *testing.T) { auditAndJanitorSeeEveryGarbling(t, stringFixture) })
+	t.Run("stream", func(t *testing.T) { auditAndJanitorSeeEveryGarbling(t, streamFixture) })
+}
+
+func auditAndJanitorSeeEveryGarbling(t *testing.T, open func(testing.TB, ...invrt.Option) *fixture[string]) {
 	const items = 20
 	for _, g := range garblings {
 		t.Run(g.name, func(t *testing.T) {
-			f := stringFixture(t, invrt.WithBusyWait(200*time.Millisecond))
+			f := open(t, invrt.WithBusyWait(200*time.Millisecond))
 			ctx := ctxT(t)
 			for i := range items {
 				testenv.Must(t, f.m.Init(ctx, f.key(i), 10), "Init")
@@ -99,6 +104,7 @@ func TestAuditAndJanitorSeeEveryGarbling(t *testing.T) {
 			_, err := f.m.Decr(ctx, f.key(7), 3, "before")
 			testenv.Must(t, err, "Decr")
 			f.quiesce(t)
+			f.flushed(t)
 			bad := f.key(7)
 			testenv.Must(t, g.garble(ctx, f, bad, f.itemKey(t, bad)), "garble")
 
@@ -139,6 +145,7 @@ func TestAuditAndJanitorSeeEveryGarbling(t *testing.T) {
 			if r, err := f.m.Decr(ctx, bad, 1, "after"); err != nil || r.Available != 6 {
 				t.Fatalf("Decr of the repaired item = %+v, %v; want 6 left", r, err)
 			}
+			f.flushed(t)
 			for i := range items {
 				f.assertConserved(t, f.key(i))
 			}
@@ -220,5 +227,16 @@ func TestAuditAndJanitorSeeEveryGarblingOfABucket(t *testing.T) {
 				t.Fatalf("stock %d after selling every unit, want 0", got)
 			}
 		})
+	}
+}
+
+// flushed writes the stream mode's unflushed entries to the ledger
+// (nothing in the sync mode).
+func (f *fixture[K]) flushed(t *testing.T) {
+	t.Helper()
+	if s, ok := f.m.(streamer); ok {
+		if _, err := s.Flush(context.Background()); err != nil {
+			t.Fatalf("Flush: %v", err)
+		}
 	}
 }
