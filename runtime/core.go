@@ -860,9 +860,12 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 		}
 		return c.forget(ctx, e, k, opRec, available, err)
 	}
+	// finish gives the connection back before it settles through the
+	// pool: a pool of one connection (SQLite) would wait for itself.
+	release = sync.OnceFunc(release)
 	if ctx.Done() == nil {
 		defer release()
-		return c.finish(ctx, conn, e, k, opRec, available, owner)
+		return c.finish(ctx, conn, release, e, k, opRec, available, owner)
 	}
 	type outcome struct {
 		res Result
@@ -875,7 +878,7 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 		defer release()
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 		defer cancel()
-		res, err := c.finish(dctx, conn, e, k, opRec, available, owner)
+		res, err := c.finish(dctx, conn, release, e, k, opRec, available, owner)
 		done <- outcome{res, err}
 	}()
 	select {
@@ -910,8 +913,9 @@ func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 }
 
 // finish inserts the row of a reserved change over conn and settles the
-// change by the outcome.
-func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
+// change by the outcome. release gives conn back to the pool; it is called
+// before anything goes through the pool itself.
+func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], release func(), e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
 	start := time.Now()
 	err := conn.Insert(ctx, e)
 	// A row that lost to another transaction (InnoDB's deadlocks and
@@ -949,7 +953,11 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k item
 		// reservation by a retry or the dead owner, a void row of
 		// Reconcile, or an earlier use of the op key whose record Redis
 		// has lost (expired or restarted).
-		row, found, lerr := c.lookup(ctx, conn, e)
+		row, found, lerr := conn.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+		if lerr != nil {
+			release()
+			row, found, lerr = c.ledger.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+		}
 		if lerr == nil && !found {
 			lerr = errors.New("the row that made the insert fail is gone")
 		}
@@ -970,19 +978,25 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], e Entry[K], k item
 	// either goes in (and the change is undone) or finds the committed row.
 	o, serr = c.settle(ctx, conn, e, k, opRec)
 	if serr != nil {
-		o, serr = c.settle(ctx, c.ledger, e, k, opRec)
+		release()
+		o, serr = c.settleThroughPool(ctx, e, k, opRec)
 	}
 	return c.settled(ctx, e, k, available, o, errors.Join(err, serr), false)
 }
 
-// lookup reads the row of e over conn, or over the pool when conn fails.
-func (c *Core[K]) lookup(ctx context.Context, conn Ledger[K], e Entry[K]) (Row, bool, error) {
-	row, found, err := conn.Lookup(ctx, e.Item, e.Kind, e.OpKey)
-	if err != nil {
-		row, found, err = c.ledger.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+// settleThroughPool settles a pending change over the pool, a few times
+// if need be: the network fault that cut the insert's answer may have
+// taken the pool's idle connections with it, and a settle is idempotent
+// (its void row goes in once, or finds the row that is there).
+func (c *Core[K]) settleThroughPool(ctx context.Context, e Entry[K], k itemKeys, opRec string) (outcome, error) {
+	for wait := time.Millisecond; ; wait *= 2 {
+		o, err := c.settle(ctx, c.ledger, e, k, opRec)
+		if err == nil || permanent(err) || wait > 128*time.Millisecond || sleepCtx(ctx, wait) != nil {
+			return o, err
+		}
 	}
-	return row, found, err
 }
+
 
 // settled turns how the ledger decided a change into the caller's answer.
 // cause is the error that made settling necessary, joined with any error of
