@@ -80,6 +80,10 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "invgen admin: -redis: %v\n", err)
 		return exitUsage
 	}
+	if err := checkNamespace(*namespace); err != nil {
+		fmt.Fprintf(stderr, "invgen admin: %v\n", err)
+		return exitUsage
+	}
 	m, code := loadModel(*file, stderr)
 	if code != exitOK {
 		return code
@@ -99,9 +103,16 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	core, closeAll, err := openCore(ctx, m, p, *namespace, *dbURL, *redisURL)
+	mode := dbWrite
+	if readOnlyVerbs[verb] {
+		mode = dbRead
+	}
+	core, closeAll, err := openCoreMode(ctx, m, p, *namespace, *dbURL, *redisURL, mode)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen admin: %v\n", err)
+		if errors.Is(err, errBadDB) || errors.Is(err, invrt.ErrInvalidArgument) {
+			return exitUsage
+		}
 		return exitFail
 	}
 	defer closeAll()
@@ -126,13 +137,44 @@ var adminArgs = map[string][2]int{
 	"reconcile": {0, 0}, "refresh": {1, 1}, "lag": {0, 0}, "drain": {0, 0},
 }
 
+// readOnlyVerbs only read the ledger: they open a SQLite ledger
+// read-only. (get and list may put an item Redis forgot back from the
+// ledger, as the application's Get does; that writes Redis only.)
+var readOnlyVerbs = map[string]bool{"list": true, "get": true, "audit": true, "lag": true, "redis": true}
+
+// checkNamespace refuses a -namespace the runtime would refuse (what may
+// stand before a hash tag in a key: letters, digits, _ - . :, at most 64
+// bytes), so that a bad one exits 2 before anything is opened; "" keeps
+// the spec's.
+func checkNamespace(ns string) error {
+	if ns == "" {
+		return nil
+	}
+	for _, r := range ns {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			r == '_' || r == '-' || r == '.' || r == ':'
+		if !ok {
+			return fmt.Errorf("-namespace %q: %q is not allowed (letters, digits, _ - . : only)", ns, r)
+		}
+	}
+	if len(ns) > 64 {
+		return fmt.Errorf("-namespace %q is over 64 bytes", ns)
+	}
+	return nil
+}
+
 // errFound: audit found drift, or drain left changes pending.
 var errFound = errors.New("found")
 
 // openCore builds the manager of prefix p from the spec, over the ledger
 // database at dbURL and the Redis at redisURL.
 func openCore(ctx context.Context, m *generator.Model, p *generator.Prefix, ns, dbURL, redisURL string) (*invrt.Core[itemKey], func(), error) {
-	pool, err := openDB(ctx, m.Engine, dbURL)
+	return openCoreMode(ctx, m, p, ns, dbURL, redisURL, dbWrite)
+}
+
+// openCoreMode is openCore opening the ledger as mode says.
+func openCoreMode(ctx context.Context, m *generator.Model, p *generator.Prefix, ns, dbURL, redisURL string, mode dbMode) (*invrt.Core[itemKey], func(), error) {
+	pool, err := openLedger(ctx, m.Engine, dbURL, mode)
 	if err != nil {
 		return nil, nil, err
 	}

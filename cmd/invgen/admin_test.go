@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +20,7 @@ import (
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/examples/flashsale/inventory/giftcard"
 	"github.com/invgen/invgen/internal/testenv"
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 // adminArgsFor are the flags of `invgen admin` of the root spec against
@@ -150,4 +156,88 @@ func shardOfItem(item string, shards int) int {
 		h *= 16777619
 	}
 	return int(h % uint32(shards))
+}
+
+// TestAdminRefusals: bad arguments exit 2 before anything is opened, and
+// no verb creates a SQLite ledger that is not there (a mistyped -db): a
+// read-only verb opens the file read-only, the others open it without
+// creating it, and only invgen migrate (not its dry run) creates one.
+func TestAdminRefusals(t *testing.T) {
+	rdb := testenv.Redis(t)
+	ns := testenv.Namespace(t, rdb)
+	sqliteSpec := filepath.Join("..", "..", "examples", "engines", "sqlite.yaml")
+
+	t.Run("namespace", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "ledger.db")
+		for _, args := range [][]string{
+			{"admin", "-f", sqliteSpec, "-namespace", "BAD NS!", "-redis", testRedisURL(), "-db", missing, "get", "flash_sale", "x"},
+			{"admin", "-f", sqliteSpec, "-namespace", "BAD NS!", "-redis", testRedisURL(), "-db", missing, "init", "flash_sale", "x", "1"},
+			{"migrate", "-f", sqliteSpec, "-namespace", "BAD NS!", "-db", missing},
+		} {
+			r := invgen(t, args...).want(t, exitUsage)
+			if !strings.Contains(r.stderr, "namespace") || !strings.Contains(r.stderr, "BAD NS!") {
+				t.Errorf("%v: the error does not name the namespace: %s", args, r.stderr)
+			}
+			if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("%v created %s (%v)", args, missing, err)
+			}
+		}
+	})
+
+	t.Run("missing sqlite ledger", func(t *testing.T) {
+		dir := t.TempDir()
+		missing := filepath.Join(dir, "ledgr.db") // mistyped
+		for _, verb := range [][]string{
+			{"list", "flash_sale"}, {"get", "flash_sale", "x"}, {"audit", "flash_sale"}, {"lag", "drop"},
+			{"init", "flash_sale", "x", "1"}, {"adjust", "flash_sale", "x", "1", "op"}, {"reconcile", "flash_sale"},
+			{"refresh", "flash_sale", "-all"}, {"drain", "drop"},
+		} {
+			args := append([]string{"admin", "-f", sqliteSpec, "-namespace", ns, "-redis", testRedisURL(), "-db", missing}, verb...)
+			r := invgen(t, args...).want(t, exitFail)
+			if !strings.Contains(r.stderr, missing) || !strings.Contains(r.stderr, "no SQLite ledger") {
+				t.Errorf("admin %s: the error does not say the file is missing: %s", verb[0], r.stderr)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+				t.Fatalf("admin %s on a missing SQLite file created %s", verb[0], entries[0].Name())
+			}
+		}
+		r := invgen(t, "migrate", "-f", sqliteSpec, "-namespace", ns, "-db", missing, "-dry-run").want(t, exitOK)
+		if !strings.Contains(r.stdout, "flash_sale: create its tables") {
+			t.Errorf("migrate -dry-run on a missing file: %s", r.stdout)
+		}
+		invgen(t, "flush", "-f", sqliteSpec, "-namespace", ns, "-redis", testRedisURL(), "-db", missing, "-once").want(t, exitFail)
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			t.Fatalf("migrate -dry-run or flush created %s", entries[0].Name())
+		}
+		// migrate creates it; then the read-only verbs read it.
+		invgen(t, "migrate", "-f", sqliteSpec, "-namespace", ns, "-db", missing).want(t, exitOK)
+		admin := func(code int, verb ...string) result {
+			t.Helper()
+			return invgen(t, append([]string{"admin", "-f", sqliteSpec, "-namespace", ns, "-redis", testRedisURL(), "-db", missing}, verb...)...).want(t, code)
+		}
+		admin(exitOK, "init", "flash_sale", "sku-1", "4")
+		if r := admin(exitOK, "get", "flash_sale", "sku-1"); !strings.Contains(r.stdout, "sku-1  4      4       4") {
+			t.Errorf("get:\n%s", r.stdout)
+		}
+		admin(exitOK, "list", "flash_sale")
+		admin(exitOK, "audit", "flash_sale")
+		admin(exitOK, "lag", "drop")
+	})
+}
+
+// nopWriter is a BatchWriter that is never called.
+type nopWriter struct{}
+
+func (nopWriter) Flush(context.Context, *invrt.Batch) ([]string, error) { return nil, nil }
+
+// TestCheckNamespace: the namespaces that admin and migrate refuse up
+// front are exactly those the runtime refuses.
+func TestCheckNamespace(t *testing.T) {
+	rdb := testenv.Redis(t)
+	for _, ns := range []string{"inv", "Shop.EU", "a:b", "t-1_x", "BAD NS!", "inv{x}", "ä", "x/y", strings.Repeat("n", 64), strings.Repeat("n", 65)} {
+		_, rterr := invrt.NewFlusher(rdb, ns, "p", 1, nopWriter{}, invrt.FlusherConfig{})
+		if err := checkNamespace(ns); (err == nil) != (rterr == nil) {
+			t.Errorf("namespace %q: checkNamespace says %v, the runtime %v", ns, err, rterr)
+		}
+	}
 }

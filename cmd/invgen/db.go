@@ -6,10 +6,13 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
@@ -61,16 +64,56 @@ func defaultDB(engine string) string {
 const dbFlagDoc = "the ledger database `DB`, by the spec's engine: a PostgreSQL URL, a MySQL DSN (user@tcp(host:port)/db) or a SQLite file\n" +
 	"(default $INVGEN_DATABASE_URL, $INVGEN_MYSQL_URL or $INVGEN_SQLITE_PATH, else the local server or inventory.db)"
 
-// openDB opens the ledger database of engine at dsn ("" for defaultDB) and
-// checks that it answers.
+// errBadDB is what openDB's error for a -db that the spec's engine cannot
+// take matches: a bad argument, refused before any connection.
+var errBadDB = errors.New("-db")
+
+// dbMode is how a command opens the ledger. It matters to SQLite, where
+// opening a file that is not there would create an empty database.
+type dbMode int
+
+const (
+	// dbWrite reads and writes a ledger that exists; it creates none.
+	dbWrite dbMode = iota
+	// dbRead only reads: a SQLite file is opened read-only.
+	dbRead
+	// dbCreate creates a SQLite file that is missing (invgen migrate).
+	dbCreate
+)
+
+// The DSN forms of each engine, as the errors name them.
+const (
+	pgForm     = "a PostgreSQL URL, postgres://user:password@host:port/dbname?sslmode=disable, or key=value settings (host=... dbname=...)"
+	mysqlForm  = "go-sql-driver/mysql's DSN, user:password@tcp(host:port)/dbname"
+	sqliteForm = "the path of a SQLite file (invgen adds the URI and its parameters)"
+)
+
+// urlScheme matches the scheme of a URL, such as mysql:// or postgres://.
+var urlScheme = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*)://`)
+
+// openDB opens the ledger database of engine at dsn ("" for defaultDB),
+// reading and writing, and checks that it answers. It never creates a
+// SQLite file.
 func openDB(ctx context.Context, engine, dsn string) (ledgerDB, error) {
+	return openLedger(ctx, engine, dsn, dbWrite)
+}
+
+// openLedger opens the ledger database of engine at dsn ("" for
+// defaultDB) as mode says and checks that it answers. A dsn of another
+// form than the engine's is refused with an error matching errBadDB that
+// names the form; a SQLite file that is not there is created by dbCreate
+// only.
+func openLedger(ctx context.Context, engine, dsn string, mode dbMode) (ledgerDB, error) {
 	if dsn == "" {
 		dsn = defaultDB(engine)
 	}
 	if engine == "postgresql" {
+		if m := urlScheme.FindStringSubmatch(dsn); m != nil && m[1] != "postgres" && m[1] != "postgresql" {
+			return nil, fmt.Errorf("%w: the postgresql engine takes %s, not a %s:// URL", errBadDB, pgForm, m[1])
+		}
 		cfg, err := pgxpool.ParseConfig(dsn)
 		if err != nil {
-			return nil, fmt.Errorf("-db: %w", err)
+			return nil, fmt.Errorf("%w: the postgresql engine takes %s: %v", errBadDB, pgForm, err)
 		}
 		// Keys travel as text whatever the key type; PostgreSQL converts.
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
@@ -86,20 +129,60 @@ func openDB(ctx context.Context, engine, dsn string) (ledgerDB, error) {
 	}
 	driverName, source := "mysql", dsn
 	if engine == "sqlite" {
+		var err error
+		if source, err = sqliteSource(dsn, mode); err != nil {
+			return nil, err
+		}
 		driverName = "sqlite3"
-		source = "file:" + dsn + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)"
+	} else if m := urlScheme.FindStringSubmatch(dsn); m != nil {
+		return nil, fmt.Errorf("%w: the mysql engine takes %s, not a %s:// URL", errBadDB, mysqlForm, m[1])
 	} else if _, err := mysql.ParseDSN(dsn); err != nil {
-		return nil, fmt.Errorf("-db: %w", err)
+		return nil, fmt.Errorf("%w: the mysql engine takes %s: %v", errBadDB, mysqlForm, err)
 	}
 	db, err := sql.Open(driverName, source)
 	if err != nil {
-		return nil, fmt.Errorf("-db: %w", err)
+		return nil, fmt.Errorf("%w: %v", errBadDB, err)
 	}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
+		var x sqlite3.ExtendedErrorCode
+		if engine == "sqlite" && errors.As(err, &x) && sqlite3.ErrorCode(x) == sqlite3.CANTOPEN {
+			return nil, missingSQLite(dsn)
+		}
 		return nil, fmt.Errorf("%s does not answer: %w", engine, err)
 	}
 	return sqlDB{db: db, name: engine}, nil
+}
+
+// sqliteSource is the URI that opens the SQLite file at path as mode says:
+// read-only, read-write, or created when missing. WAL is set by the modes
+// that write; a reader leaves the file's journal mode as it is.
+func sqliteSource(path string, mode dbMode) (string, error) {
+	if m := urlScheme.FindStringSubmatch(path); m != nil || strings.HasPrefix(path, "file:") {
+		return "", fmt.Errorf("%w: the sqlite engine takes %s, not a URL", errBadDB, sqliteForm)
+	}
+	if path == "" || strings.ContainsRune(path, 0) {
+		return "", fmt.Errorf("%w: the sqlite engine takes %s", errBadDB, sqliteForm)
+	}
+	if mode != dbCreate {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return "", missingSQLite(path)
+		}
+	}
+	// In a URI, ? and # end the path and % escapes.
+	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?_pragma=busy_timeout(10000)"
+	switch mode {
+	case dbRead:
+		return uri + "&mode=ro", nil
+	case dbWrite:
+		return uri + "&mode=rw&_pragma=journal_mode(wal)", nil
+	}
+	return uri + "&mode=rwc&_pragma=journal_mode(wal)", nil
+}
+
+// missingSQLite is the error of a SQLite ledger file that is not there.
+func missingSQLite(path string) error {
+	return fmt.Errorf("no SQLite ledger at %s: nothing was created (a mistyped -db? invgen migrate creates it)", path)
 }
 
 // pgDB is a pgx pool in the simple protocol.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func TestDBErrorKinds(t *testing.T) {
 	}
 	for _, engine := range []string{"mysql", "sqlite"} {
 		t.Run(engine, func(t *testing.T) {
-			db, err := openDB(ctx, engine, testenv.SQLDSN(t, engine))
+			db, err := openLedger(ctx, engine, testenv.SQLDSN(t, engine), dbCreate)
 			testenv.Must(t, err, "open")
 			defer db.close()
 			_, err = db.exec(ctx, "CREATE TABLE t (k VARCHAR(8) NOT NULL PRIMARY KEY, n INTEGER NOT NULL CHECK (n >= 0))")
@@ -68,4 +69,54 @@ func TestDBErrorKinds(t *testing.T) {
 			t.Errorf("a context error is kind %d, want unknown (in doubt)", got)
 		}
 	})
+}
+
+// TestDBFlagForms: a -db of another engine's form is refused, before any
+// connection, with an error naming the form the spec's engine takes, by
+// every command that takes -db; a bad -db is a bad argument (exit 2) for
+// admin and migrate.
+func TestDBFlagForms(t *testing.T) {
+	ctx := testenv.Context(t, time.Minute)
+	cases := []struct {
+		engine, dsn, want string
+	}{
+		{"mysql", "mysql://root@127.0.0.1:3306/test", "user:password@tcp(host:port)/dbname"},
+		{"mysql", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "user:password@tcp(host:port)/dbname"},
+		{"mysql", "inventory.db", "user:password@tcp(host:port)/dbname"},
+		{"postgresql", "root@tcp(127.0.0.1:3306)/test", "postgres://user:password@host:port/dbname"},
+		{"postgresql", "mysql://root@127.0.0.1:3306/test", "postgres://user:password@host:port/dbname"},
+		{"sqlite", "postgres://postgres@127.0.0.1:5432/test", "the path of a SQLite file"},
+		{"sqlite", "file:inventory.db?mode=rw", "the path of a SQLite file"},
+	}
+	for _, c := range cases {
+		db, err := openDB(ctx, c.engine, c.dsn)
+		if err == nil {
+			db.close()
+			t.Errorf("%s -db %s: opened", c.engine, c.dsn)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "default addr") || !errors.Is(err, errBadDB) {
+			t.Errorf("%s -db %s: %v; want an error naming %q", c.engine, c.dsn, err, c.want)
+		}
+	}
+
+	// Through every command of a mysql spec.
+	inModule(t)
+	writeFile(t, "inventory.yaml", "version: 1\noutput: gen\nengine: mysql\nprefixes:\n  - name: shop\n    key: string\n    ledger: stream\n")
+	for _, args := range [][]string{
+		{"admin", "-redis", testRedisURL(), "-db", "mysql://root@127.0.0.1:3306/test", "get", "shop", "x"},
+		{"admin", "-redis", testRedisURL(), "-db", "mysql://root@127.0.0.1:3306/test", "init", "shop", "x", "1"},
+		{"migrate", "-db", "mysql://root@127.0.0.1:3306/test"},
+		{"migrate", "-dry-run", "-db", "postgres://postgres@127.0.0.1:5432/test"},
+		{"flush", "-once", "-redis", testRedisURL(), "-db", "mysql://root@127.0.0.1:3306/test"},
+		{"adopt", "-redis", testRedisURL(), "-old-redis", testRedisURL(), "-db", "mysql://root@127.0.0.1:3306/test"},
+	} {
+		r := invgen(t, args...)
+		if !strings.Contains(r.stderr, "user:password@tcp(host:port)/dbname") || strings.Contains(r.stderr, "default addr") {
+			t.Errorf("%v: exit %d: %s", args, r.code, r.stderr)
+		}
+		if args[0] != "flush" && args[0] != "adopt" && r.code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (bad arguments)", args, r.code, exitUsage)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -58,6 +59,10 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "invgen migrate: unexpected argument %q\n", fset.Arg(0))
 		return exitUsage
 	}
+	if err := checkNamespace(*namespace); err != nil {
+		fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
+		return exitUsage
+	}
 	m, code := loadModel(*file, stderr)
 	if code != exitOK {
 		return code
@@ -68,9 +73,24 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	db, err := openDB(ctx, m.Engine, *dbURL)
+	mode := dbCreate
+	if *dry {
+		mode = dbRead
+	}
+	db, err := openLedger(ctx, m.Engine, *dbURL, mode)
+	if *dry && m.Engine == "sqlite" && err != nil && !errors.Is(err, errBadDB) && sqliteMissing(*dbURL) {
+		// A dry run creates no file: the tables of every prefix are
+		// missing.
+		for _, p := range m.Prefixes {
+			fmt.Fprintf(stdout, "%s: create its tables (layout %s)\n", p.Name, invrt.Layout{Namespace: ns, Shards: p.Shards, Ledger: p.Ledger, KeyType: p.Key, MaxKeyLen: p.MaxKeyLen})
+		}
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen migrate: %v\n", err)
+		if errors.Is(err, errBadDB) {
+			return exitUsage
+		}
 		return exitFail
 	}
 	defer db.close()
@@ -215,4 +235,14 @@ func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, 
 		fmt.Fprintf(out, "%s: up to date\n", p.Name)
 	}
 	return nil
+}
+
+// sqliteMissing reports whether the SQLite ledger file at dsn ("" for
+// defaultDB) is not there.
+func sqliteMissing(dsn string) bool {
+	if dsn == "" {
+		dsn = defaultDB("sqlite")
+	}
+	_, err := os.Stat(dsn)
+	return errors.Is(err, fs.ErrNotExist)
 }
