@@ -721,7 +721,7 @@ func (c *Core[K]) runGate(ctx context.Context, k itemKeys, ack bool, keys []stri
 		switch {
 		case isNoScript(err) && gated < 3:
 			gated++
-			if err := c.openGate(ctx, k); err != nil {
+			if err := c.openChecked(ctx, k); err != nil {
 				return "", false, err
 			}
 			continue

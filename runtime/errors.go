@@ -50,6 +50,12 @@ var (
 	// layout switch. Nothing was done; a layout changes only by
 	// SwitchLayout.
 	ErrLayoutMismatch = errors.New("invgen: layout mismatch")
+	// ErrUnsafeRedis: the Redis server may evict keys (its maxmemory-policy
+	// is not noeviction), which would drop op records and items that
+	// only Redis holds. Nothing was done on it. Set maxmemory-policy
+	// noeviction on the server; WithEvictionAllowed lets such a server
+	// serve, with a warning.
+	ErrUnsafeRedis = errors.New("invgen: unsafe redis configuration")
 	// ErrClosed: the manager was closed.
 	ErrClosed = errors.New("invgen: closed")
 )

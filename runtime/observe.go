@@ -26,6 +26,14 @@ type Observer interface {
 	Audited(prefix string, items, drift, expired int)
 }
 
+// RedisObserver is an Observer that also hears the check of each Redis
+// server (its eviction policy and persistence), made when the server's
+// gate opens: on its first use by a Core, and after a restart, a failover
+// or a SCRIPT FLUSH. An Observer that does not implement it is not told.
+type RedisObserver interface {
+	RedisChecked(prefix string, r RedisConfig, verdict RedisVerdict)
+}
+
 // Observers returns an Observer that reports to each of os, in order
 // (metrics and tracing, say).
 func Observers(os ...Observer) Observer { return fanOut(os) }
@@ -53,6 +61,14 @@ func (f fanOut) LedgerWrite(prefix string, kind Kind, took time.Duration, err er
 func (f fanOut) Reconciled(prefix string, r ReconcileReport) {
 	for _, o := range f {
 		o.Reconciled(prefix, r)
+	}
+}
+
+func (f fanOut) RedisChecked(prefix string, r RedisConfig, verdict RedisVerdict) {
+	for _, o := range f {
+		if ro, ok := o.(RedisObserver); ok {
+			ro.RedisChecked(prefix, r, verdict)
+		}
 	}
 }
 

@@ -20,6 +20,10 @@ type options struct {
 	soldOut       time.Duration
 	logger        *slog.Logger
 	observer      Observer
+	// evictionAllowed is WithEvictionAllowed; checks are the Core's own
+	// checks of its Redis servers (redischeck.go), made by defaults.
+	evictionAllowed bool
+	checks          *redisChecks
 }
 
 // maxFenceTTL bounds WithFenceTTL: a fence reaching further than this was
@@ -35,6 +39,7 @@ func defaults() options {
 		busyWait:      2 * time.Second,
 		ledgerTimeout: 5 * time.Second,
 		logger:        slog.New(slog.DiscardHandler),
+		checks:        &redisChecks{m: map[string]*redisCheck{}},
 	}
 }
 
@@ -111,6 +116,16 @@ func WithReplicaAck(d time.Duration) Option { return func(o *options) { o.replic
 // option is on: items created without it, or loaded again after Redis lost
 // them, have no fast path. A few hundred milliseconds suit a flash sale.
 func WithSoldOutCache(d time.Duration) Option { return func(o *options) { o.soldOut = d } }
+
+// WithEvictionAllowed lets the manager use a Redis server whose
+// maxmemory-policy may evict keys (anything but noeviction), which it
+// otherwise refuses with ErrUnsafeRedis. Each such server is then reported
+// through WithLogger (a warning) and WithObserver (a RedisObserver's
+// RedisChecked: the metrics package's invgen_redis_unsafe gauge) when its
+// gate opens. An evicted op record lets a repeat of its op key be applied
+// again or refused instead of replayed; an evicted item is rebuilt from
+// the ledger. See the README, "Redis persistence and eviction".
+func WithEvictionAllowed() Option { return func(o *options) { o.evictionAllowed = true } }
 
 func (o *options) validate() error {
 	for _, d := range []struct {

@@ -30,6 +30,7 @@ same protocol as the application's generated package, without writing Go:
   refresh   PREFIX ITEM|-all            set Redis to what the ledger says, one item or all
   lag       PREFIX                      changes not yet in the ledger: journal, and streams (stream ledger)
   drain     PREFIX                      reconcile and flush until nothing is pending (before a layout switch)
+  redis     PREFIX                      each Redis server's eviction policy and persistence, and what they guarantee (exit 3 if one may evict)
 
 Output is a table, or JSON with -json. Exit codes: 0 done; 1 a failure (Redis
 or SQL unreachable, a layout mismatch); 2 bad arguments or spec; 3 the
@@ -134,7 +135,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 // adminArgs: how many arguments each verb takes after the prefix.
 var adminArgs = map[string][2]int{
 	"list": {0, 0}, "get": {1, 1}, "init": {2, 3}, "adjust": {3, 3}, "audit": {0, 0},
-	"reconcile": {0, 0}, "refresh": {1, 1}, "lag": {0, 0}, "drain": {0, 0},
+	"reconcile": {0, 0}, "refresh": {1, 1}, "lag": {0, 0}, "drain": {0, 0}, "redis": {0, 0},
 }
 
 // readOnlyVerbs only read the ledger: they open a SQLite ledger
@@ -326,6 +327,8 @@ func (a admin) do(verb string, args []string) (any, error) {
 		return lag, a.print(lag, func(w *tabwriter.Writer) {
 			fmt.Fprintf(w, "journal entries\t%d\nstream entries\t%d\noldest\t%v\n", lag.Journal, lag.Stream, time.Duration(lag.OldestMS)*time.Millisecond)
 		})
+	case "redis":
+		return a.redisCheck()
 	case "drain":
 		lag, err := a.drain()
 		if err != nil {
