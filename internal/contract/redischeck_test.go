@@ -239,3 +239,46 @@ func TestNoEvictionRedisPassesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestEvictingClusterMasterIsRefused: on a Redis Cluster each master is
+// checked: with one master set to evict, the items it serves are refused
+// with ErrUnsafeRedis naming it, and the items of the other masters sell.
+func TestEvictingClusterMasterIsRefused(t *testing.T) {
+	cl := testenv.StartCluster(t, testenv.ClusterConfig{})
+	rdb := cl.Client(clusterOptions(cl.Seeds()))
+	ctx := ctxT(t)
+	var masters []string
+	var mu sync.Mutex
+	testenv.Must(t, rdb.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		masters = append(masters, n.Options().Addr)
+		return nil
+	}), "masters")
+	bad := masters[0]
+	testenv.Must(t, cl.Exec(ctx, bad, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru").Err(), "config set")
+	f := fixtureOn(t, rdb, false)
+	refused, sold := 0, 0
+	for i := range 30 {
+		id := "sku-" + strconv.Itoa(i)
+		err := f.m.Init(ctx, id, 5)
+		switch {
+		case errors.Is(err, invrt.ErrUnsafeRedis):
+			refused++
+			if !strings.Contains(err.Error(), bad) {
+				t.Errorf("Init %s: %v, which does not name the evicting master %s", id, err, bad)
+			}
+		case err != nil:
+			t.Fatalf("Init %s: %v", id, err)
+		default:
+			if _, err := f.m.Decr(ctx, id, 1, "o1"); err != nil {
+				t.Fatalf("Decr %s on a master that does not evict: %v", id, err)
+			}
+			sold++
+		}
+	}
+	t.Logf("%d items refused on %s, %d sold on the other masters", refused, bad, sold)
+	if refused == 0 || sold == 0 {
+		t.Errorf("%d refused, %d sold: want both, one master of three evicts", refused, sold)
+	}
+}
