@@ -492,6 +492,19 @@ func testAdoptKilled(t *testing.T, engine string, seed uint64) {
 		t.Logf("round %d: killed %v after %s", round, delay, map[bool]string{true: "the copy committed", false: "its start"}[afterCopy])
 	}
 
+	// A dry run says "adopted already" only of a complete conversion, and
+	// changes nothing.
+	dry := invgen(t, d.args("adopt")...).want(t, exitOK)
+	complete := strings.Contains(dry.stdout, "adopted already")
+	if !complete && !strings.Contains(dry.stdout, "-apply finishes it") && !strings.Contains(dry.stdout, "-apply copies them now") {
+		t.Errorf("dry run after the kills:\n%s", firstLines(dry.stdout, 8))
+	}
+	if complete {
+		if a := invgen(t, d.args("admin", "audit", d.prefix)...); a.code != exitOK {
+			t.Errorf("a dry run said adopted already, but admin audit exits %d:\n%s%s", a.code, firstLines(a.stdout, 8), a.stderr)
+		}
+	}
+
 	// The next -apply finishes the conversion.
 	r := invgen(t, d.args("adopt", "-apply")...)
 	t.Logf("adopt -apply after the kills:\n%s%s", r.stdout, r.stderr)
