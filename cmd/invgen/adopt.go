@@ -246,7 +246,7 @@ func (a adoption) inspect() (*plan, error) {
 	src := [2]string{p.ModTable, p.UsageTable}
 	switch {
 	case len(mod) == 0 && len(kept) == 0:
-		fmt.Fprintf(a.out, "%s: no tables of inventory_manager (%s): nothing to adopt\n", p.Name, p.ModTable)
+		fmt.Fprintf(a.out, "%s: no tables of inventory_manager (%s): nothing to adopt (-apply refuses a prefix the database has no tables of)\n", p.Name, p.ModTable)
 		return nil, nil
 	case len(kept) > 0 && (len(mod) == 0 || slices.Contains(mod, "op_key")):
 		// Renamed by an earlier -apply: done, stopped before the copy, or

@@ -558,6 +558,9 @@ func TestAdoptEdges(t *testing.T) {
 			if !strings.Contains(r.stderr, d.prefix+": the database has no table "+d.modT) || !strings.Contains(r.stderr, "nothing was changed") {
 				t.Errorf("-apply of a prefix without tables:\n%s", r.stderr)
 			}
+			if r := adopt(exitOK); !strings.Contains(r.stdout, "nothing to adopt (-apply refuses") {
+				t.Errorf("dry run of a prefix without tables:\n%s", r.stdout)
+			}
 			if n := d.one("SELECT COUNT(*) FROM information_schema.tables WHERE table_name LIKE '" + d.prefix + "%'"); n != 0 {
 				t.Errorf("-apply of a prefix without tables created %d tables", n)
 			}
