@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -221,6 +223,9 @@ func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, 
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := checkKeysFit(ctx, tx, p, name); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, up); err != nil {
 				return err
 			}
@@ -245,4 +250,34 @@ func sqliteMissing(dsn string) bool {
 	}
 	_, err := os.Stat(dsn)
 	return errors.Is(err, fs.ErrNotExist)
+}
+
+// keyMigrationName is the name generate gives a migration of the key
+// column: NNNN_<prefix>_key_<old>_to_<new>.sql.
+var keyMigrationName = regexp.MustCompile(`^\d+_.+_key_[a-z0-9]+_to_string(\d+)\.sql$`)
+
+// checkKeysFit refuses, in the migration's transaction, a migration of
+// p's key column to a string no key of its tables fits (in bytes, as the
+// runtime counts). The migrations generate writes check it themselves;
+// this also stops one written by an older invgen, whose explicit cast
+// PostgreSQL would truncate each longer key with, making it another item.
+func checkKeysFit(ctx context.Context, tx pgx.Tx, p *generator.Prefix, name string) error {
+	m := keyMigrationName.FindStringSubmatch(name)
+	if m == nil {
+		return nil
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return nil
+	}
+	var key string
+	err = tx.QueryRow(ctx, "SELECT item_id::text FROM (SELECT item_id FROM "+p.ModTable+" UNION ALL SELECT item_id FROM "+p.UsageTable+
+		") AS keys WHERE octet_length(item_id::text) > $1 LIMIT 1", n).Scan(&key)
+	switch {
+	case isNoRows(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("item key %s of prefix %s is %d bytes long, over the new max_key_len %d: nothing is changed; remove or rename the items whose keys are longer first", key, p.Name, len(key), n)
 }

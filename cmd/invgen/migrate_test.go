@@ -181,6 +181,24 @@ func TestMigrateRefusesTruncation(t *testing.T) {
 		t.Fatalf("dry run after the failed migration: %s", r.stdout)
 	}
 
+	// A migration written by an older invgen, which cast with truncation,
+	// is refused by invgen migrate itself.
+	file := filepath.Join("gen", "shop", "migrations", name)
+	current := readFile(t, file)
+	up, down, _ := strings.Cut(current, "-- +goose Down")
+	writeFile(t, file, "-- +goose Up\n"+
+		"ALTER TABLE shop_inventory_modification_record ALTER COLUMN item_id TYPE varchar(16) USING item_id::text::varchar(16);\n"+
+		"ALTER TABLE shop_inventory_usage_record ALTER COLUMN item_id TYPE varchar(16) USING item_id::text::varchar(16);\n"+
+		up[strings.Index(up, "UPDATE shop_inventory_layout"):]+"-- +goose Down"+down)
+	r = migrate(exitFail)
+	if !strings.Contains(r.stderr, name+" (nothing of it applied)") || !strings.Contains(r.stderr, long) {
+		t.Errorf("the old migration's failure: %s", r.stderr)
+	}
+	if after := read(); after != before {
+		t.Fatalf("an old, truncating migration changed the database:\nbefore %+v\nafter  %+v", before, after)
+	}
+	writeFile(t, file, current)
+
 	// Without the long key it applies, once.
 	_, err := pool.Exec(ctx, "DELETE FROM shop_inventory_modification_record WHERE item_id = $1", long)
 	testenv.Must(t, err, "delete")
