@@ -469,7 +469,10 @@ func (c *Core[K]) holdSplit(ctx context.Context, id K, item string, n int, onlyM
 		for {
 			ok, err := fenceScript.Run(ctx, c.rdb, []string{k.item}, h.token, c.fenceMS, maxFenceArg).Int()
 			if err != nil {
-				c.unfenceSplit(ctx, &splitHold[K]{keys: h.keys[:i], token: h.token})
+				// The fence may be set though its answer was lost (a
+				// deadline): lift this bucket's too, rather than leave it
+				// to stop the bucket's sales until it expires.
+				c.unfenceSplit(ctx, &splitHold[K]{keys: h.keys[:i+1], token: h.token})
 				return nil, fmt.Errorf("invgen: refresh %v: fence: %w", id, err)
 			}
 			if ok == 1 {
