@@ -109,6 +109,9 @@ func runAdopt(args []string, stdout, stderr io.Writer) int {
 	db, err := openDB(ctx, m.Engine, *dbURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen adopt: %v\n", err)
+		if errors.Is(err, errBadDB) {
+			return exitUsage
+		}
 		return exitFail
 	}
 	defer db.close()

@@ -71,6 +71,9 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	pool, err := openDB(ctx, m.Engine, *dbURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "invgen flush: %v\n", err)
+		if errors.Is(err, errBadDB) {
+			return exitUsage
+		}
 		return exitFail
 	}
 	defer pool.close()
