@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,11 +32,20 @@ type DB struct {
 	rng   *rand.Rand
 	delay float64 // probability of a delay before a statement
 	sent  map[string]bool
+	ins   map[string]insertLog // PostgreSQL: what became of each call's inserts
+	fly   atomic.Int64         // inserts on their way
+}
+
+// insertLog is what the wrapper saw of one call's ledger inserts.
+type insertLog struct {
+	sent    int64  // when the first went out on a connection (unix ns)
+	refused bool   // the server refused one (refusedByServer)
+	refusal string // its error
 }
 
 // NewDB wraps pool; seed drives its failpoint.
 func NewDB(pool *pgxpool.Pool, seed uint64, delay float64) *DB {
-	return &DB{Pool: pool, rng: rand.New(rand.NewPCG(seed, 7)), delay: delay, sent: map[string]bool{}}
+	return &DB{Pool: pool, rng: rand.New(rand.NewPCG(seed, 7)), delay: delay, sent: map[string]bool{}, ins: map[string]insertLog{}}
 }
 
 // NewSQLDB wraps db, of the mysql or sqlite engine.
@@ -89,12 +99,39 @@ func (d *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 		return pgconn.CommandTag{}, err
 	}
 	defer c.Release()
-	if id := callOf(ctx); id != "" && isInsert(sql) {
+	id := callOf(ctx)
+	if id == "" || !isInsert(sql) {
+		return c.Exec(ctx, sql, args...)
+	}
+	d.mu.Lock()
+	d.sent[id] = true
+	if l := d.ins[id]; l.sent == 0 {
+		l.sent = time.Now().UnixNano()
+		d.ins[id] = l
+	}
+	d.mu.Unlock()
+	d.fly.Add(1)
+	tag, err := c.Exec(ctx, sql, args...)
+	d.fly.Add(-1)
+	if refusedByServer(err) {
 		d.mu.Lock()
-		d.sent[id] = true
+		l := d.ins[id]
+		l.refused, l.refusal = true, err.Error()
+		d.ins[id] = l
 		d.mu.Unlock()
 	}
-	return c.Exec(ctx, sql, args...)
+	return tag, err
+}
+
+// InFlight is the number of the parent's ledger inserts on their way.
+func (d *DB) InFlight() int64 { return d.fly.Load() }
+
+// Inserts reports what became of the call's ledger inserts
+// (PostgreSQL).
+func (d *DB) Inserts(call string) insertLog {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ins[call]
 }
 
 // isInsert tells the committed-row inserts (InsertUsage and

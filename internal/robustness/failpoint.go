@@ -90,6 +90,7 @@ func drawFaults(rng *rand.Rand, cfg Config) []Fault {
 		out = append(out, Fault{At: time.Duration(rg.Int64N(int64(cfg.Duration * 9 / 10))), Kind: FaultGarble,
 			Prefix: rg.IntN(len(Prefixes)), Item: rg.IntN(cfg.Items), Arg: 3 + rg.IntN(garbleVariants-3)})
 	}
+	out = append(out, drawLedgerFaults(cfg)...)
 	// In time order.
 	for i := 1; i < len(out); i++ {
 		for j := i; j > 0 && out[j].At < out[j-1].At; j-- {

@@ -58,6 +58,7 @@ func Execute(ctx context.Context, plan *Plan, setup Setup) (*Report, error) {
 	rep.Violations = append(rep.Violations, r.Settle(ctx)...)
 	rep.Violations = append(rep.Violations, r.CheckI2(ctx)...)
 	rep.Violations = append(rep.Violations, r.CheckI3(ctx, calls)...)
+	rep.Violations = append(rep.Violations, r.checkFailureTable(calls)...)
 	lin, fails := r.CheckLinearizable(calls, 5*time.Second)
 	rep.Violations = append(rep.Violations, lin...)
 	rep.Failures = fails

@@ -44,6 +44,9 @@ type Setup struct {
 	Exe string
 	// Logf logs a line.
 	Logf func(format string, args ...any)
+	// Cut runs the plan's cuts of every ledger connection (FaultCut),
+	// which find an open defect of the stream ledger (README).
+	Cut bool
 }
 
 // Event is a fault as it happened, for the validator: some invariants are
@@ -303,6 +306,11 @@ func (r *Run) startPostgres(ctx context.Context) (*DB, error) {
 	pc.ConnConfig.Host, pc.ConnConfig.Port = host, uint16(pn)
 	pc.ConnConfig.RuntimeParams["search_path"] = r.Setup.Schema
 	pc.ConnConfig.ConnectTimeout = 2 * time.Second
+	if drawLocalized(r.Plan.Config.Seed) {
+		// The server's messages in German (scripts/services.sh makes the
+		// locale): the runtime must read errors by SQLSTATE alone.
+		pc.ConnConfig.RuntimeParams["lc_messages"] = "de_DE.UTF-8"
+	}
 	pc.MaxConns = r.Plan.Config.ParentConns
 	if r.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 		return nil, err
@@ -648,6 +656,8 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 				}
 				r.event(Event{Kind: kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("variant %d %v", f.Arg, err)})
 			}()
+		default:
+			r.ledgerFault(ctx, f, &wg, begin)
 		}
 	}
 }

@@ -75,6 +75,10 @@ type Call struct {
 	Avail    int64  `json:"av"`
 	Replayed bool   `json:"rp"`
 	Err      string `json:"err,omitempty"`
+	// InDoubt: the call's error was ErrInDoubt (its outcome is unknown).
+	InDoubt bool `json:"dbt,omitempty"`
+	// Limit is the client deadline the call ran under.
+	Limit time.Duration `json:"lim,omitempty"`
 }
 
 // Outcomes of a call.
@@ -350,7 +354,7 @@ type Env struct {
 
 // Run executes one step and returns the call.
 func (e *Env) Run(ctx context.Context, s Step, attempt int, deadline time.Duration, emit func(c Call, done bool)) Call {
-	c := Call{ID: e.Proc + "/" + s.ID() + "r" + strconv.Itoa(attempt), Proc: e.Proc, Step: s}
+	c := Call{ID: e.Proc + "/" + s.ID() + "r" + strconv.Itoa(attempt), Proc: e.Proc, Step: s, Limit: deadline}
 	t := e.Targets[s.Prefix]
 	cctx, cancel := context.WithTimeout(WithCall(ctx, c.ID), deadline)
 	defer cancel()
@@ -389,6 +393,7 @@ func (e *Env) Run(ctx context.Context, s Step, attempt int, deadline time.Durati
 	c.Return = time.Now().UnixNano()
 	c.Outcome = Classify(err)
 	c.Delta, c.Avail, c.Replayed = r.Delta, r.Available, r.Replayed
+	c.InDoubt = errors.Is(err, invrt.ErrInDoubt)
 	if err != nil {
 		c.Err = strings.ReplaceAll(err.Error(), "\n", " ")
 	}

@@ -232,6 +232,17 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 			}
 		}
 	}
+	// The README: after Redis lost a journal, Audit reports the drift and
+	// Refresh repairs it; units of changes whose op records went too are
+	// held for a lease and a ledger timeout first.
+	if r.inWindow(0, forever, FaultJournalDel) {
+		sleep(ctx, lease+r.Plan.Config.Options.LedgerLimit+200*time.Millisecond)
+		for p, t := range r.env.Targets[:3] {
+			if _, err := t.RefreshAll(ctx); err != nil {
+				add("OPS", "RefreshAll of %s after a journal was lost: %v", Prefixes[p].Name, err)
+			}
+		}
+	}
 	// The stream is flushed when a flusher has claimed what the killed
 	// ones left pending (after its ClaimAfter) and written everything.
 	fctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
