@@ -997,7 +997,6 @@ func (c *Core[K]) settleThroughPool(ctx context.Context, e Entry[K], k itemKeys,
 	}
 }
 
-
 // settled turns how the ledger decided a change into the caller's answer.
 // cause is the error that made settling necessary, joined with any error of
 // settling itself; ourRowIsReplay is true when the row of this very attempt
