@@ -82,6 +82,9 @@ type Core[K any] struct {
 	gate   *redis.Script
 	gateMu sync.Mutex
 	gates  map[string]*gateCall
+	// vetted holds the addresses of the servers that passed their check
+	// (redischeck.go's vet).
+	vetted sync.Map
 	// soldOutArg is WithSoldOutCache in ms, boxed; marks are the items
 	// sold out now, by Redis form (soldout.go).
 	soldOutArg any
@@ -710,6 +713,9 @@ func (c *Core[K]) evalGate(ctx context.Context, k itemKeys, keys []string, args 
 // runGate is evalGate, with WAIT for a replica pipelined when ack is set
 // (tryAcked); acked is true without it.
 func (c *Core[K]) runGate(ctx context.Context, k itemKeys, ack bool, keys []string, args []any) (v string, acked bool, err error) {
+	if err := c.vet(ctx, k); err != nil {
+		return "", false, err
+	}
 	var wait backoff
 	for gated := 0; ; {
 		if ack {

@@ -264,17 +264,59 @@ func (c *Core[K]) openChecked(ctx context.Context, k itemKeys) error {
 	return c.openGate(ctx, k)
 }
 
+// vet checks the server of item k before the Core's first call on it: a
+// server whose gate another process opened (one allowed to use an
+// evicting server, or of an older release) never answers NOSCRIPT, so
+// openChecked alone would not see it. A server that passed is remembered
+// for the Core's life (openChecked checks it again when its gate has to
+// be opened again); one that cannot be reached now is left to the call's
+// own command, which waits for it or fails as it always does.
+func (c *Core[K]) vet(ctx context.Context, k itemKeys) error {
+	var addr string
+	switch rdb := c.rdb.(type) {
+	case *redis.Client:
+		addr = rdb.Options().Addr
+	case *redis.ClusterClient:
+		n, err := rdb.MasterForKey(ctx, k.epoch)
+		if err != nil {
+			return nil
+		}
+		addr = n.Options().Addr
+	case *redis.Ring:
+		addr = "ring"
+	}
+	if _, ok := c.vetted.Load(addr); ok {
+		return nil
+	}
+	addr, judge, err := c.serverOf(ctx, k)
+	if err != nil {
+		return nil
+	}
+	switch err := c.checkNode(ctx, addr, judge); {
+	case err == nil:
+		c.vetted.Store(addr, true)
+	case errors.Is(err, ErrUnsafeRedis):
+		return err
+	}
+	return nil
+}
+
 // checkRedis checks the server of item k, or finds its recent check.
 func (c *Core[K]) checkRedis(ctx context.Context, k itemKeys) error {
-	var (
-		addr  string
-		judge func(context.Context) error
-	)
+	addr, judge, err := c.serverOf(ctx, k)
+	if err != nil {
+		return err
+	}
+	return c.checkNode(ctx, addr, judge)
+}
+
+// serverOf names the server of item k and how to judge it.
+func (c *Core[K]) serverOf(ctx context.Context, k itemKeys) (addr string, judge func(context.Context) error, err error) {
 	switch rdb := c.rdb.(type) {
 	case *redis.ClusterClient:
 		n, err := rdb.MasterForKey(ctx, k.epoch)
 		if err != nil {
-			return err
+			return "", nil, err
 		}
 		addr = n.Options().Addr
 		judge = func(ctx context.Context) error { return c.judgeServer(ctx, n, addr) }
@@ -292,6 +334,11 @@ func (c *Core[K]) checkRedis(ctx context.Context, k itemKeys) error {
 	default:
 		judge = func(ctx context.Context) error { return c.judgeServer(ctx, c.rdb, addr) }
 	}
+	return addr, judge, nil
+}
+
+// checkNode runs judge for the server at addr, or finds its recent check.
+func (c *Core[K]) checkNode(ctx context.Context, addr string, judge func(context.Context) error) error {
 	s := c.opt.checks
 	s.mu.Lock()
 	if ch := s.m[addr]; ch != nil {

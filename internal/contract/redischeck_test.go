@@ -282,3 +282,21 @@ func TestEvictingClusterMasterIsRefused(t *testing.T) {
 		t.Errorf("%d refused, %d sold: want both, one master of three evicts", refused, sold)
 	}
 }
+
+// A strict process must refuse an evicting server even when another
+// process (one with WithEvictionAllowed, or of an older release) opened
+// the server's gate first: the gate's script is then loaded and this
+// process never meets NOSCRIPT.
+func TestEvictingRedisIsRefusedAfterAnotherProcessOpenedIt(t *testing.T) {
+	rdb := startRedisWith(t, "--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
+	f := stringFixtureOn(t, rdb, invrt.WithEvictionAllowed())
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "sku-1", 10), "Init by the tolerant process")
+	strict := f.reopen()
+	if _, err := strict.Decr(ctx, "sku-1", 1, "o1"); !errors.Is(err, invrt.ErrUnsafeRedis) {
+		t.Fatalf("Decr by a strict process on a server another one opened = %v, want ErrUnsafeRedis", err)
+	}
+	if _, err := strict.Get(ctx, "sku-1"); !errors.Is(err, invrt.ErrUnsafeRedis) {
+		t.Fatalf("Get by the strict process = %v, want ErrUnsafeRedis", err)
+	}
+}
