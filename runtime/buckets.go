@@ -853,7 +853,7 @@ func (c *Core[K]) insertSettled(ctx context.Context, e Entry[K]) (bool, error) {
 		return true, nil
 	}
 	if isUniqueViolation(err) || definitelyNotWritten(err) {
-		return false, fmt.Errorf("invgen: %s %v: %w", e.Kind, e.Item, err)
+		return false, fmt.Errorf("invgen: %s %v: %w", e.Kind, e.Item, busyIfConflict(err))
 	}
 	row, verr := c.ledger.Void(ctx, e)
 	switch {

@@ -868,7 +868,8 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 	}
 	// finish gives the connection back before it settles through the
 	// pool: a pool of one connection (SQLite) would wait for itself.
-	release = sync.OnceFunc(release)
+	// It is called from one goroutine only: a flag is enough.
+	release = releaseOnce(release)
 	if ctx.Done() == nil {
 		defer release()
 		return c.finish(ctx, conn, release, e, k, opRec, available, owner)
@@ -893,6 +894,18 @@ func (c *Core[K]) record(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("%w: %s %v: %w; the change completes in the background: retry with op key %q for its outcome",
 			ErrInDoubt, e.Kind, e.Item, context.Cause(ctx), e.OpKey)
+	}
+}
+
+// releaseOnce returns release, made safe to call more than once from one
+// goroutine.
+func releaseOnce(release func()) func() {
+	done := false
+	return func() {
+		if !done {
+			done = true
+			release()
+		}
 	}
 }
 
@@ -978,6 +991,7 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], release func(), e 
 	case definitelyNotWritten(err) && !owner:
 		return Result{}, fmt.Errorf("invgen: %s %v: completing the earlier attempt failed, retry later: %w", e.Kind, e.Item, busyIfConflict(err))
 	case definitelyNotWritten(err):
+		release() // forget may settle through the pool
 		return c.forget(ctx, e, k, opRec, available, err)
 	}
 	// The insert may or may not have committed. Settle it now: a void row
