@@ -36,8 +36,10 @@
 -- caller first puts the changes whose op records are left back in the
 -- journal (refresh.go); for purchases Redis forgot entirely, the load
 -- keeps their units held (p stays, a is the ledger's less p) until w, the
--- Redis time ARGV[11] ms after the first such load, and a refresh after w
--- gives them back. Late increases (q, r) are not held: their rows can only
+-- Redis time ARGV[11] ms after the first such load (w = "<ms>:<units>",
+-- a new hold when more units are held than it covers; a load while it
+-- covers them does not ask the caller to look again), and a refresh
+-- after w gives them back. Late increases (q, r) are not held: their rows can only
 -- add stock the next refresh then shows.
 --
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending,
@@ -59,18 +61,23 @@ local held = 0
 if ARGV[11] then
   held = tonumber(f[6] or '0') or 0
   local untracked = held ~= 0 or (tonumber(f[7] or '0') or 0) ~= 0 or (tonumber(f[8] or '0') or 0) ~= 0
-  if untracked and ARGV[11] == '' then
+  -- w = "<ms>:<units>": until then a load keeps that many units held.
+  local wt, wh = string.match(f[9] or '', '^(%d+):(%d+)$')
+  wt, wh = tonumber(wt), tonumber(wh)
+  local covered = wt and wt > now and held > 0 and held <= wh
+  if untracked and ARGV[11] == '' and not covered then
     return -2
   end
   if held > 0 then
-    local w = tonumber(f[9] or '')
-    if not w then
-      w = now + tonumber(ARGV[11])
+    if not wt or held > wh then
+      -- No hold yet, or more units held than it covers (the journal lost
+      -- another change since): hold them all from now on.
+      wt, wh = now + (tonumber(ARGV[11]) or 0), held
     end
-    if w <= now then
+    if wt <= now then
       held = 0
     else
-      redis.call('HSET', KEYS[1], 'w', w)
+      redis.call('HSET', KEYS[1], 'w', string.format('%d:%d', wt, wh))
     end
   else
     held = 0
