@@ -23,27 +23,41 @@ func TestLostJournalEntryDoesNotOversell(t *testing.T) {
 	if testenv.Engine() != "postgresql" {
 		t.Skip("a PL/pgSQL trigger slows the row down")
 	}
-	for _, lost := range []string{"journal", "journal and op record"} {
-		t.Run(lost, func(t *testing.T) {
+	for _, tc := range []struct{ lost, change string }{
+		{"journal", "purchase"}, {"journal and op record", "purchase"},
+		{"journal", "adjustment"}, {"journal and op record", "adjustment"},
+	} {
+		lost := tc.lost
+		t.Run(tc.change+"/"+lost, func(t *testing.T) {
 			const lease = time.Second
 			f := stringFixture(t, invrt.WithFenceTTL(400*time.Millisecond), invrt.WithLease(lease),
 				invrt.WithLedgerTimeout(2*time.Second))
 			ctx := ctxT(t)
 			testenv.Must(t, f.m.Init(ctx, "sku", 10), "Init")
-			// The first purchase's row takes 1.5 s to reach the ledger.
+			// The first change's row takes 1.5 s to reach the ledger: a
+			// purchase of 1, or an adjustment of -3.
+			table, slowKey := f.usageTable, "order-1"
+			if tc.change == "adjustment" {
+				table, slowKey = f.modTable, "adj-1"
+			}
 			f.exec(t, "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN "+
-				"IF NEW.op_key = 'order-1' AND NEW.state = 'committed' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END$$")
-			f.exec(t, "CREATE TRIGGER slow_row BEFORE INSERT ON "+f.usageTable+" FOR EACH ROW EXECUTE FUNCTION slow_row()")
+				"IF NEW.op_key = '"+slowKey+"' AND NEW.state = 'committed' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END$$")
+			f.exec(t, "CREATE TRIGGER slow_row BEFORE INSERT ON "+table+" FOR EACH ROW EXECUTE FUNCTION slow_row()")
 			dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-			_, err := f.m.Decr(dctx, "sku", 1, "order-1")
+			var err error
+			if tc.change == "adjustment" {
+				_, err = f.m.Adjust(dctx, "sku", -3, slowKey)
+			} else {
+				_, err = f.m.Decr(dctx, "sku", 1, slowKey)
+			}
 			cancel()
 			if !errors.Is(err, invrt.ErrInDoubt) {
-				t.Fatalf("Decr with its row on its way = %v, want ErrInDoubt", err)
+				t.Fatalf("the change with its row on its way = %v, want ErrInDoubt", err)
 			}
 			keys, err := testenv.Keys(ctx, f.rdb, f.ns)
 			testenv.Must(t, err, "keys")
 			for _, k := range keys {
-				if strings.HasSuffix(k, "}:journal") || lost != "journal" && strings.HasSuffix(k, ":d:order-1") {
+				if strings.HasSuffix(k, "}:journal") || lost != "journal" && strings.HasSuffix(k, ":"+slowKey) {
 					testenv.Must(t, f.rdb.Del(ctx, k).Err(), "DEL %s", k)
 				}
 			}
@@ -69,12 +83,12 @@ func TestLostJournalEntryDoesNotOversell(t *testing.T) {
 			if _, err := f.m.Reconcile(ctx); err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
-			_, avail := f.ledger(t, "sku")
+			capacity, avail := f.ledger(t, "sku")
 			if avail < 0 {
-				t.Fatalf("the ledger holds %d available against a capacity of 10: sold twice", avail)
+				t.Fatalf("the ledger holds %d available against a capacity of %d: sold twice", avail, capacity)
 			}
-			if sold > 10 {
-				t.Fatalf("%d purchases told success, of 10 units", sold)
+			if int64(sold) > capacity {
+				t.Fatalf("%d purchases told success, of %d units", sold, capacity)
 			}
 			f.quiesce(t)
 			testenv.Must(t, f.m.Refresh(ctx, "sku"), "Refresh after the hold")

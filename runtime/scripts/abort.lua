@@ -50,6 +50,7 @@ if loaded then
     redis.call('HINCRBY', KEYS[1], 'a', -d)
     if ARGV[3] == '1' then
       redis.call('HINCRBY', KEYS[1], 'c', -d)
+      redis.call('HINCRBY', KEYS[1], 'd', d)
     else
       redis.call('HINCRBY', KEYS[1], 'p', d)
     end

@@ -41,6 +41,8 @@ if loaded then
     end
   elseif ARGV[3] ~= '1' then
     redis.call('HINCRBY', KEYS[3], 'p', d)
+  else
+    redis.call('HINCRBY', KEYS[3], 'd', d)
   end
 end
 return 'p'

@@ -29,7 +29,7 @@
 --          the journal lost (below), or "" to ask the caller to look for
 --          their op records first; absent: p, q and r are dropped
 --
--- Units held for changes in flight (p, q, r) with no journal entry of the
+-- Units held for changes in flight (p, d, q, r) with no journal entry of the
 -- item: Redis lost the entries (an operator's DEL, a partial restore), so
 -- no one would settle those changes and a refresh cannot wait for them. A
 -- late ledger row of such a purchase would then sell its units twice. The
@@ -45,7 +45,7 @@
 -- Reply: 1 loaded, 0 fence lost (expired or taken over), -1 changes pending,
 -- -2 units held for changes in flight that the journal does not list.
 
-local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a', 'e', 'm', 'p', 'q', 'r', 'w')
+local f = redis.call('HMGET', KEYS[1], 'f', 't', 'a', 'e', 'm', 'p', 'q', 'r', 'w', 'd')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if f[2] ~= ARGV[1] or not tonumber(f[1] or '') or tonumber(f[1]) <= now then
@@ -57,9 +57,12 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     return -1
   end
 end
-local held = 0
+local held, taken = 0, 0
 if ARGV[11] then
-  held = tonumber(f[6] or '0') or 0
+  -- Purchases (p) and adjustments below zero (d) in flight took units off;
+  -- the hold covers both, and the adjustments' capacity too.
+  taken = math.max(0, tonumber(f[10] or '0') or 0)
+  held = (tonumber(f[6] or '0') or 0) + taken
   local untracked = held ~= 0 or (tonumber(f[7] or '0') or 0) ~= 0 or (tonumber(f[8] or '0') or 0) ~= 0
   -- w = "<ms>:<units>": until then a load keeps that many units held.
   local wt, wh = string.match(f[9] or '', '^(%d+):(%d+)$')
@@ -83,9 +86,12 @@ if ARGV[11] then
     held = 0
   end
 end
-if held == 0 then redis.call('HDEL', KEYS[1], 'w') end
+if held == 0 then
+  taken = 0
+  redis.call('HDEL', KEYS[1], 'w')
+end
 local epoch = redis.call('GET', KEYS[3]) or ''
-redis.call('HSET', KEYS[1], 'a', math.max(0, tonumber(ARGV[2]) - held), 'c', ARGV[3], 'e', epoch)
+redis.call('HSET', KEYS[1], 'a', math.max(0, tonumber(ARGV[2]) - held), 'c', math.max(0, tonumber(ARGV[3]) - taken), 'e', epoch)
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[8] ~= '1' then
   redis.call('HSET', KEYS[1], 'n', ARGV[8], 'b', ARGV[10])
@@ -94,9 +100,10 @@ else
 end
 redis.call('HDEL', KEYS[1], 'q', 'r')
 if held > 0 then
-  redis.call('HSET', KEYS[1], 'p', held)
+  redis.call('HSET', KEYS[1], 'p', held - taken)
+  if taken > 0 then redis.call('HSET', KEYS[1], 'd', taken) else redis.call('HDEL', KEYS[1], 'd') end
 else
-  redis.call('HDEL', KEYS[1], 'p')
+  redis.call('HDEL', KEYS[1], 'p', 'd')
 end
 if ARGV[9] ~= '1' then
   redis.call('HDEL', KEYS[1], 'f', 't')

@@ -19,6 +19,10 @@
 --                         r = capacity of pending sync restocks (adjust > 0),
 --                         p = units taken by pending sync purchases (decr): they come back
 --                             if the purchase is undone, so increases count them as on sale,
+--                         d = units taken off by pending sync adjustments < 0 (stock and
+--                             capacity both): a load counts them with p (load.lua),
+--                         w = "<ms>:<units>": a load keeps that many units of changes the
+--                             journal lost held until then (load.lua),
 --                         h = "<ms>:<generation length>": when Init created the item; Redis has
 --                             every op record of it since, for two generations (settled.lua)
 --                         e = the shard's epoch when the item was loaded (KEYS[7])
@@ -275,7 +279,11 @@ end
 if delta < 0 then
   redis.call('HINCRBY', KEYS[1], 'a', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
-  if kind == 'decr' then redis.call('HINCRBY', KEYS[1], 'p', -delta) end
+  if kind == 'decr' then
+    redis.call('HINCRBY', KEYS[1], 'p', -delta)
+  else
+    redis.call('HINCRBY', KEYS[1], 'd', -delta)
+  end
 else
   redis.call('HINCRBY', KEYS[1], 'q', delta)
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'r', dcap) end
