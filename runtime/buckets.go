@@ -231,7 +231,10 @@ func (c *Core[K]) holdPointer(ctx context.Context, sp *spread, opKey string, att
 
 // strayPointer handles a refusal by the bucket a pointer led to: it
 // holds no record of the purchase (the attempt that reserved there was
-// undone, or its record expired), so the pointer binds nothing. It is
+// undone, or its record expired, which a pointer outlives), so the pointer
+// binds nothing. Such a bucket refuses whatever stock it has
+// (reserve.lua): a purchase reserved there under the old pointer would be
+// found by a repeat only until that pointer expires. The pointer is
 // dropped and the purchase starts again from its own bucket, which may
 // have stock again, rather than refused by the buckets after it.
 func (c *Core[K]) strayPointer(ctx context.Context, sp *spread, opKey string) (bool, error) {

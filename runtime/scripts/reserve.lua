@@ -70,7 +70,9 @@
 --          the purchase falls over to a bucket of a split item that is not
 --          its own (its own is ARGV[12] modulo n), else "own"; with "over",
 --          ARGV[16] is the deadline (ms) of the lease of its pointer: a try
---          that arrives later is refused as busy (buckets.go)
+--          that arrives later is refused as busy (buckets.go); without
+--          ARGV[16], the bucket the purchase's pointer names, which
+--          refuses it (short) unless it holds the purchase's record
 --
 -- The sold-out fast path (WithSoldOutCache). A purchase refused because
 -- the stock is 0, by a caller that asks for it, starts a sold-out period
@@ -207,6 +209,18 @@ local function short(a, soldout)
     redis.call('SET', KEYS[2], 'g:' .. ARGV[8] .. ':' .. (now + tonumber(ARGV[3])), 'PX', tonumber(ARGV[3]) + tonumber(ARGV[4]))
   end
   return reply(SHORT, a, loads, '', final, '0', soldout)
+end
+
+-- A try that the pointer in its own bucket led here ("over" without a
+-- lease deadline) found no record of the purchase above: the pointer is
+-- stray (the record expired, a pointer lives longer, or the attempt here
+-- failed). Nothing is reserved, however much stock there is: the caller
+-- drops the pointer and starts again from its own bucket, so that the
+-- bucket that serves it now is pointed at afresh, for as long as its new
+-- record lives. Reserved here under the old pointer, the purchase would
+-- be found by a repeat only while that pointer lives.
+if ARGV[15] == 'over' and not ARGV[16] then
+  return reply(SHORT, avail, loads, '', final, '0')
 end
 
 local delta, dcap = 0, 0
