@@ -396,7 +396,16 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 			stale, _ := cl.Exec(ctx, promoted, "HGET", itemKey, "a").Int64()
 			cl.Unpause(promoted)
 			t.Logf("%s: %d purchases acknowledged, %d in doubt; the promoted replica offers %d units", tc.name, len(told), len(doubt), stale)
-			if stale != stock {
+			switch {
+			case tc.ack > 0 && len(doubt) != stock:
+				t.Fatalf("%d of %d purchases were confirmed by the paused replica: it did not lag", stock-len(doubt), stock)
+			case tc.ack > 0 && stale != stock:
+				// No WAIT was answered, so the replica lagged while the
+				// purchases ran; it may apply what it had received before
+				// the master died once it is promoted (under load it
+				// sometimes does). What follows holds either way.
+				t.Logf("the promoted replica applied the %d purchases it had received", stock-stale)
+			case stale != stock:
 				t.Fatalf("the promoted replica offers %d units: it did not lag", stale)
 			}
 			if !tc.stream {
