@@ -82,7 +82,7 @@ type Core[K any] struct {
 	gate   *redis.Script
 	gateMu sync.Mutex
 	gates  map[string]*gateCall
-	// vetted holds the addresses of the servers that passed their check
+	// vetted holds the clients of the servers that passed their check
 	// (redischeck.go's vet).
 	vetted sync.Map
 	// soldOutArg is WithSoldOutCache in ms, boxed; marks are the items

@@ -272,20 +272,17 @@ func (c *Core[K]) openChecked(ctx context.Context, k itemKeys) error {
 // be opened again); one that cannot be reached now is left to the call's
 // own command, which waits for it or fails as it always does.
 func (c *Core[K]) vet(ctx context.Context, k itemKeys) error {
-	var addr string
-	switch rdb := c.rdb.(type) {
-	case *redis.Client:
-		addr = rdb.Options().Addr
-	case *redis.ClusterClient:
-		n, err := rdb.MasterForKey(ctx, k.epoch)
+	// Keyed by the server's client, a pointer: the lookup of every call
+	// allocates nothing.
+	var node any = c.rdb
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		n, err := cc.MasterForKey(ctx, k.epoch)
 		if err != nil {
 			return nil
 		}
-		addr = n.Options().Addr
-	case *redis.Ring:
-		addr = "ring"
+		node = n
 	}
-	if _, ok := c.vetted.Load(addr); ok {
+	if _, ok := c.vetted.Load(node); ok {
 		return nil
 	}
 	addr, judge, err := c.serverOf(ctx, k)
@@ -294,7 +291,7 @@ func (c *Core[K]) vet(ctx context.Context, k itemKeys) error {
 	}
 	switch err := c.checkNode(ctx, addr, judge); {
 	case err == nil:
-		c.vetted.Store(addr, true)
+		c.vetted.Store(node, true)
 	case errors.Is(err, ErrUnsafeRedis):
 		return err
 	}
