@@ -529,7 +529,8 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 
 // CheckLinearizable checks the history of every item of the sync prefixes
 // with porcupine. The history of an item is cut at the first Redis restart
-// or garbling of it: the README allows a window of disagreement there. It
+// or garbling of it, or loss of its pending op records with a journal: the
+// README allows a window of disagreement there. It
 // returns the violations and, for each failing item, the model and the
 // linearization info for the visualization.
 func (r *Run) CheckLinearizable(calls []Call, timeout time.Duration) ([]Violation, []Failure) {
@@ -544,7 +545,7 @@ func (r *Run) CheckLinearizable(calls []Call, timeout time.Duration) ([]Violatio
 	}
 	garbleAt := map[[2]int]int64{}
 	for _, e := range r.events {
-		if e.Kind == FaultGarble {
+		if e.Kind == FaultGarble || e.Kind == FaultJournalRecords {
 			k := [2]int{e.Prefix, e.Item}
 			if t, ok := garbleAt[k]; !ok || e.Start < t {
 				garbleAt[k] = e.Start
