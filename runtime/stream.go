@@ -575,7 +575,7 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	var conflicts []string
 	if b.Len() > 0 {
 		var err error
-		if conflicts, err = f.writeBatch(ctx, b); err != nil {
+		if conflicts, err = f.w.Flush(ctx, b); err != nil {
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
@@ -598,38 +598,6 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 		f.cfg.OnFlush(r)
 	}
 	return n, nil
-}
-
-// writeBatch writes b to the ledger and returns the items of its entries
-// the ledger refused as repeats (see BatchWriter).
-//
-// It writes b twice. The first statement inserts the rows; one whose op key
-// another writer (another flusher, a refresh) inserted while the statement
-// ran is skipped once that writer commits, but the statement's own
-// snapshot, taken before that commit, does not show the other writer's
-// row, so it cannot tell a repeat there (another attempt of the op key)
-// from this very entry. The second statement starts after every row the
-// first one skipped is committed: it inserts nothing and sees them all, so
-// it reports every repeat of the batch. Without it a repeat whose first
-// attempt was written at the same moment by another flusher (one that
-// claimed it from a flusher whose round failed, say) would be acknowledged
-// uncorrected, and Redis would keep the units of both attempts: a repeated
-// return or release sells units that are not there.
-func (f *Flusher) writeBatch(ctx context.Context, b *Batch) ([]string, error) {
-	first, err := f.w.Flush(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	again, err := f.w.Flush(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	for _, item := range again {
-		if !slices.Contains(first, item) {
-			first = append(first, item)
-		}
-	}
-	return first, nil
 }
 
 // ack acknowledges and trims the written entries of every shard, and
