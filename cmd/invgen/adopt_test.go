@@ -311,13 +311,13 @@ func pgOne(t *testing.T, ctx context.Context, pool *pgxpool.Pool, q string, args
 	return n.Int64
 }
 
-// TestAdoptChild is not a test of its own: TestAdoptKilled runs the test
-// binary with it selected as an invgen process it can kill with SIGKILL.
-// It runs the command line of INVGEN_ADOPT_CHILD (JSON) and exits.
-func TestAdoptChild(t *testing.T) {
+// TestMain runs the test binary as an invgen process when
+// INVGEN_ADOPT_CHILD holds a command line (JSON): TestAdoptKilled starts it
+// so and kills it with SIGKILL. Otherwise it runs the tests.
+func TestMain(m *testing.M) {
 	raw := os.Getenv("INVGEN_ADOPT_CHILD")
 	if raw == "" {
-		t.Skip("the process TestAdoptKilled runs")
+		os.Exit(m.Run())
 	}
 	var args []string
 	if err := json.Unmarshal([]byte(raw), &args); err != nil {
@@ -427,7 +427,7 @@ func testAdoptKilled(t *testing.T, engine string, seed uint64) {
 		done      chan error
 	}
 	start := func() *child {
-		cmd := exec.CommandContext(ctx, exe, "-test.run=^TestAdoptChild$")
+		cmd := exec.CommandContext(ctx, exe)
 		cmd.Env = append(os.Environ(), "INVGEN_ADOPT_CHILD="+string(args))
 		pr, pw, err := os.Pipe()
 		testenv.Must(t, err, "pipe")
