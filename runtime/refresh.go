@@ -137,65 +137,91 @@ func (c *Core[K]) loadFenced(ctx context.Context, id K, k itemKeys, token string
 		}
 		if len(pending) > 0 {
 			stale = true
-			if time.Now().After(settleAfter) {
-				// Changes that outlive half the fence are settled now: a
-				// void row makes their late commit fail harmlessly.
-				for _, member := range pending {
-					if _, _, err := c.settleMember(ctx, k.journal, member, true); err != nil && !errors.Is(err, errRepaired) {
-						return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
-					}
-				}
-				continue
-			}
-			if err := wait.sleep(ctx, c.opt.fenceTTL); err != nil {
-				return fmt.Errorf("%w: refresh %v: changes still pending", ErrBusy, id)
+			if err := c.awaitPending(ctx, id, k, pending, settleAfter, &wait); err != nil {
+				return err
 			}
 			continue
 		}
 		if stale {
-			if c.stream {
-				// The stream holds changes the ledger may lack; none of
-				// this item can be added while the fence holds.
-				if err := c.writeUnflushed(ctx, k); err != nil {
-					return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
-				}
-			}
-			var found bool
-			t, found, err = c.ledger.Totals(ctx, id)
-			if err != nil {
-				return fmt.Errorf("invgen: refresh %v: %w", id, err)
-			}
-			if !found {
-				return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
-			}
-			if n := c.bucketCount(t.Buckets); n > 1 {
-				c.learnBuckets(k.id, n)
-				return errSplit
+			if t, err = c.fencedTotals(ctx, id, k); err != nil {
+				return err
 			}
 			stale = false
 		}
-		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
-			token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0], "1", "0", "0", hold).Int()
-		switch {
-		case err != nil:
-			return fmt.Errorf("invgen: refresh %v: load: %w", id, err)
-		case res == 1:
-			return nil
-		case res == 0:
-			return fmt.Errorf("%w: refresh %v: fence expired after %v", ErrBusy, id, time.Since(fenced).Round(time.Millisecond))
-		case res == -2:
-			// Units held with no journal entry (lost.go): put the changes
-			// that hold them back in the journal, or hold what is left.
-			n, err := c.rejournal(ctx, k)
-			if err != nil {
-				return fmt.Errorf("invgen: refresh %v: look for its changes in flight: %w", id, err)
-			}
-			if n == 0 {
-				hold = c.holdMS()
-			}
+		done, err := c.loadTotals(ctx, id, k, token, t, fresh, fenced, &hold)
+		if done || err != nil {
+			return err
 		}
 		stale = true // a change slipped in before the fence: look again
 	}
+}
+
+// awaitPending waits for the item's pending changes, and settles them
+// once they outlive half the fence: a void row makes their late commit
+// fail harmlessly.
+func (c *Core[K]) awaitPending(ctx context.Context, id K, k itemKeys, pending []string, settleAfter time.Time, wait *backoff) error {
+	if time.Now().After(settleAfter) {
+		for _, member := range pending {
+			if _, _, err := c.settleMember(ctx, k.journal, member, true); err != nil && !errors.Is(err, errRepaired) {
+				return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
+			}
+		}
+		return nil
+	}
+	if err := wait.sleep(ctx, c.opt.fenceTTL); err != nil {
+		return fmt.Errorf("%w: refresh %v: changes still pending", ErrBusy, id)
+	}
+	return nil
+}
+
+// fencedTotals reads what the ledger says of a fenced item with nothing
+// pending, after writing its unflushed stream entries (stream mode: none
+// of the item can be added while the fence holds). A split item gives
+// way to refreshSplit (errSplit).
+func (c *Core[K]) fencedTotals(ctx context.Context, id K, k itemKeys) (Totals[K], error) {
+	if c.stream {
+		if err := c.writeUnflushed(ctx, k); err != nil {
+			return Totals[K]{}, fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
+		}
+	}
+	t, found, err := c.ledger.Totals(ctx, id)
+	if err != nil {
+		return t, fmt.Errorf("invgen: refresh %v: %w", id, err)
+	}
+	if !found {
+		return t, fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
+	}
+	if n := c.bucketCount(t.Buckets); n > 1 {
+		c.learnBuckets(k.id, n)
+		return t, errSplit
+	}
+	return t, nil
+}
+
+// loadTotals loads t into the fenced item (load.lua). done is false when
+// the item must be looked at again: a change slipped in before the fence,
+// or units are held with no journal entry (lost.go), whose changes it
+// puts back in the journal, or else asks the next load to hold (*hold).
+func (c *Core[K]) loadTotals(ctx context.Context, id K, k itemKeys, token string, t Totals[K], fresh bool, fenced time.Time, hold *string) (bool, error) {
+	res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
+		token, t.Available, t.Capacity, k.opPrefix(), adjustFlag[fresh], c.genArg, adjustFlag[fresh && c.opt.soldOut > 0], "1", "0", "0", *hold).Int()
+	switch {
+	case err != nil:
+		return true, fmt.Errorf("invgen: refresh %v: load: %w", id, err)
+	case res == 1:
+		return true, nil
+	case res == 0:
+		return true, fmt.Errorf("%w: refresh %v: fence expired after %v", ErrBusy, id, time.Since(fenced).Round(time.Millisecond))
+	case res == -2:
+		n, err := c.rejournal(ctx, k)
+		if err != nil {
+			return true, fmt.Errorf("invgen: refresh %v: look for its changes in flight: %w", id, err)
+		}
+		if n == 0 {
+			*hold = c.holdMS()
+		}
+	}
+	return false, nil
 }
 
 // errSplit: the item turned out to be split into buckets; the single-key
@@ -327,13 +353,7 @@ func (c *Core[K]) RefreshAll(ctx context.Context) (_ int, err error) {
 // after and first) under their fences, and returns how many it loaded and
 // the items left for a Refresh of their own.
 func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []Totals[K]) (int, []K, error) {
-	token := newToken()
-	type entry struct {
-		id   K
-		keys itemKeys
-	}
-	all := make([]entry, 0, len(items))
-	var rest []K
+	pg := &page[K]{c: c, token: newToken()}
 	for _, t := range items {
 		item, err := c.codec.Encode(t.Item)
 		if err != nil {
@@ -342,99 +362,140 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		if n := c.bucketCount(t.Buckets); n > 1 {
 			// A split item is refreshed on its own (buckets.go).
 			c.learnBuckets(item, n)
-			rest = append(rest, t.Item)
+			pg.rest = append(pg.rest, t.Item)
 			continue
 		}
-		all = append(all, entry{t.Item, c.ks.forItem(item)})
+		pg.all = append(pg.all, pageEntry[K]{t.Item, c.ks.forItem(item)})
 	}
-	if len(all) == 0 {
-		return 0, rest, nil
+	if len(pg.all) == 0 {
+		return 0, pg.rest, nil
 	}
+	fenced, err := pg.fence(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	ready, err := pg.dropPending(ctx, fenced)
+	if err != nil {
+		return 0, nil, err
+	}
+	loaded, err := pg.load(ctx, ready, after, first, len(items))
+	if err != nil {
+		return 0, nil, err
+	}
+	return loaded, pg.rest, nil
+}
 
-	unfence := func(es []entry) {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
-		defer cancel()
-		p := c.rdb.Pipeline()
-		for _, e := range es {
-			unfenceScript.EvalSha(uctx, p, []string{e.keys.item}, token)
-		}
-		p.Exec(uctx)
-	}
+// page is one page of RefreshAll: its items under one fence token, and
+// those left for a Refresh of their own (rest).
+type page[K any] struct {
+	c     *Core[K]
+	token string
+	all   []pageEntry[K]
+	rest  []K
+}
 
-	// 1. Fence the page, after writing the bulk of large backlogs of
-	// unflushed entries while changes go on.
+type pageEntry[K any] struct {
+	id   K
+	keys itemKeys
+}
+
+// unfence lifts the page's fences of es.
+func (pg *page[K]) unfence(ctx context.Context, es []pageEntry[K]) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pg.c.opt.ledgerTimeout)
+	defer cancel()
+	p := pg.c.rdb.Pipeline()
+	for _, e := range es {
+		unfenceScript.EvalSha(uctx, p, []string{e.keys.item}, pg.token)
+	}
+	p.Exec(uctx)
+}
+
+// keysOf lists the item keys of es.
+func keysOf[K any](es []pageEntry[K]) []itemKeys {
+	keys := make([]itemKeys, len(es))
+	for i, e := range es {
+		keys[i] = e.keys
+	}
+	return keys
+}
+
+// fence fences the page, after writing the bulk of large backlogs of
+// unflushed entries while changes go on, and returns the items it
+// fenced. An error of one item's command (its key is not invgen's) is that
+// item's alone: it goes on to a Refresh of its own, which repairs it.
+func (pg *page[K]) fence(ctx context.Context) ([]pageEntry[K], error) {
+	c := pg.c
 	if c.stream {
-		keys := make([]itemKeys, len(all))
-		for i, e := range all {
-			keys[i] = e.keys
-		}
-		if err := c.writeUnflushedBeforeFence(ctx, keys...); err != nil {
-			return 0, nil, err
+		if err := c.writeUnflushedBeforeFence(ctx, keysOf(pg.all)...); err != nil {
+			return nil, err
 		}
 	}
 	pipe := c.rdb.Pipeline()
-	fences := make([]*redis.Cmd, len(all))
-	for i, e := range all {
-		fences[i] = fenceScript.EvalSha(ctx, pipe, []string{e.keys.item}, token, c.fenceMS, maxFenceArg)
+	fences := make([]*redis.Cmd, len(pg.all))
+	for i, e := range pg.all {
+		fences[i] = fenceScript.EvalSha(ctx, pipe, []string{e.keys.item}, pg.token, c.fenceMS, maxFenceArg)
 	}
-	// An error of one item's command (its key is not invgen's) is that
-	// item's alone: it goes on to a Refresh of its own, which repairs it.
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
-		unfence(all)
-		return 0, nil, err
+		pg.unfence(ctx, pg.all)
+		return nil, err
 	}
-	fenced := all[:0:0]
-	for i, e := range all {
+	fenced := pg.all[:0:0]
+	for i, e := range pg.all {
 		if v, _ := fences[i].Int(); v == 1 {
 			fenced = append(fenced, e)
 		} else {
-			rest = append(rest, e.id)
+			pg.rest = append(pg.rest, e.id)
 		}
 	}
+	return fenced, nil
+}
 
-	// 2. Items with pending changes go their own way. In the stream mode,
-	// the items' unflushed entries are written first so the ledger holds
-	// every change.
+// dropPending sends the fenced items with pending changes their own way
+// and returns the others. In the stream mode, their unflushed entries are
+// written first so the ledger holds every change.
+func (pg *page[K]) dropPending(ctx context.Context, fenced []pageEntry[K]) ([]pageEntry[K], error) {
+	c := pg.c
 	shards := map[string]bool{}
 	for _, e := range fenced {
 		shards[e.keys.journal] = true
 	}
-	pipe = c.rdb.Pipeline()
+	pipe := c.rdb.Pipeline()
 	journals := map[string]*redis.StringSliceCmd{}
 	for j := range shards {
 		journals[j] = pipe.ZRange(ctx, j, 0, -1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
-		unfence(fenced)
-		return 0, nil, err
+		pg.unfence(ctx, fenced)
+		return nil, err
 	}
 	ready := fenced[:0:0]
-	var pending []entry
+	var pending []pageEntry[K]
 	for _, e := range fenced {
 		if len(e.keys.ops(journals[e.keys.journal].Val())) > 0 {
 			pending = append(pending, e)
-			rest = append(rest, e.id)
+			pg.rest = append(pg.rest, e.id)
 		} else {
 			ready = append(ready, e)
 		}
 	}
-	unfence(pending)
+	pg.unfence(ctx, pending)
 	if c.stream {
-		keys := make([]itemKeys, len(ready))
-		for i, e := range ready {
-			keys[i] = e.keys
-		}
-		if err := c.writeUnflushed(ctx, keys...); err != nil {
-			unfence(ready)
-			return 0, nil, err
+		if err := c.writeUnflushed(ctx, keysOf(ready)...); err != nil {
+			pg.unfence(ctx, ready)
+			return nil, err
 		}
 	}
+	return ready, nil
+}
 
-	// 3. Read the page again, now that nothing of it can change, and load.
-	totals, err := c.ledger.Items(ctx, after, first, len(items))
+// load reads the page again, now that nothing of it can change, and loads
+// the ready items; those the ledger or load.lua turn away go to rest.
+func (pg *page[K]) load(ctx context.Context, ready []pageEntry[K], after K, first bool, n int) (int, error) {
+	c := pg.c
+	totals, err := c.ledger.Items(ctx, after, first, n)
 	if err != nil {
-		unfence(ready)
-		return 0, nil, err
+		pg.unfence(ctx, ready)
+		return 0, err
 	}
 	byItem := make(map[string]Totals[K], len(totals))
 	for _, t := range totals {
@@ -443,9 +504,8 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 		}
 	}
 	loads := make([]*redis.Cmd, len(ready))
-	loaded := 0
-	var retry []entry
-	pipe = c.rdb.Pipeline()
+	var retry []pageEntry[K]
+	pipe := c.rdb.Pipeline()
 	for i, e := range ready {
 		item, _ := c.codec.Encode(e.id)
 		t, ok := byItem[item]
@@ -454,12 +514,13 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			continue
 		}
 		loads[i] = loadScript.EvalSha(ctx, pipe, []string{e.keys.item, e.keys.journal, e.keys.epoch, e.keys.filter()},
-			token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false], "1", "0", "0", "")
+			pg.token, t.Available, t.Capacity, e.keys.opPrefix(), adjustFlag[false], c.genArg, adjustFlag[false], "1", "0", "0", "")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
-		unfence(ready)
-		return 0, nil, err
+		pg.unfence(ctx, ready)
+		return 0, err
 	}
+	loaded := 0
 	for i, e := range ready {
 		if loads[i] == nil {
 			continue
@@ -470,11 +531,11 @@ func (c *Core[K]) refreshPage(ctx context.Context, after K, first bool, items []
 			retry = append(retry, e)
 		}
 	}
-	unfence(retry)
+	pg.unfence(ctx, retry)
 	for _, e := range retry {
-		rest = append(rest, e.id)
+		pg.rest = append(pg.rest, e.id)
 	}
-	return loaded, rest, nil
+	return loaded, nil
 }
 
 // ReconcileReport tells what Reconcile found and did.
