@@ -164,20 +164,42 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K], now time.Time)
 	if len(items) == 0 {
 		return nil, nil
 	}
-	// One look per bucket: an item that is not split has one, its own.
-	type look struct {
-		keys      itemKeys
-		stock     *redis.SliceCmd
-		epoch     *redis.StringCmd
-		unflushed *redis.MapStringStringCmd // stream mode
+	looks, journals, err := c.lookAll(ctx, items)
+	if err != nil {
+		return nil, err
 	}
+	var drift []Drift[K]
+	for i, t := range items {
+		d, err := c.driftOf(ctx, t, looks[i], journals, now)
+		if err != nil {
+			return nil, err
+		}
+		if d.Missing || d.Corrupt != "" || d.Redis != d.Ledger+d.Pending {
+			drift = append(drift, d)
+		}
+	}
+	return drift, nil
+}
+
+// look is what Audit reads of one bucket of an item (an item that is not
+// split has one, its own).
+type look struct {
+	keys      itemKeys
+	stock     *redis.SliceCmd
+	epoch     *redis.StringCmd
+	unflushed *redis.MapStringStringCmd // stream mode
+}
+
+// lookAll reads every bucket of items and their shards' journals in one
+// pipeline.
+func (c *Core[K]) lookAll(ctx context.Context, items []Totals[K]) ([][]look, map[string]*redis.StringSliceCmd, error) {
 	looks := make([][]look, len(items))
 	pipe := c.rdb.Pipeline()
 	journals := map[string]*redis.StringSliceCmd{}
 	for i, t := range items {
 		item, err := c.codec.Encode(t.Item)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, k := range c.bucketKeys(item, c.bucketCount(t.Buckets)) {
 			l := look{keys: k, stock: pipe.HMGet(ctx, k.item, stockFields...), epoch: pipe.Get(ctx, k.epoch)}
@@ -191,100 +213,123 @@ func (c *Core[K]) compare(ctx context.Context, items []Totals[K], now time.Time)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
-		return nil, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
+		return nil, nil, fmt.Errorf("invgen: audit %s: %w", c.prefix, err)
 	}
-	var drift []Drift[K]
-	for i, t := range items {
-		d := Drift[K]{Item: t.Item, Ledger: t.Available}
-		var capacity, pendingCap int64
-		corrupt := func(s string) {
-			if d.Corrupt == "" {
-				d.Corrupt = s
+	return looks, journals, nil
+}
+
+// driftOf compares item t's buckets, as read, with the ledger.
+func (c *Core[K]) driftOf(ctx context.Context, t Totals[K], looks []look, journals map[string]*redis.StringSliceCmd, now time.Time) (Drift[K], error) {
+	d := Drift[K]{Item: t.Item, Ledger: t.Available}
+	var capacity, pendingCap int64
+	for b, l := range looks {
+		in := ""
+		if len(looks) > 1 {
+			in = fmt.Sprintf("bucket %d: ", b)
+		}
+		bc, err := c.judgeStock(&d, t, l, in, len(looks), now)
+		if err != nil {
+			return d, err
+		}
+		capacity += bc
+		pending, pcap, err := c.pendingOfLook(ctx, &d, t, l, journals, in)
+		if err != nil {
+			return d, err
+		}
+		d.Pending += pending
+		pendingCap += pcap
+	}
+	if d.Missing {
+		d.Redis = 0
+	}
+	// Capacity: Redis's c plus pending restocks (r) is the ledger's
+	// capacity plus the adjusts of the journal that the ledger lacks.
+	if d.Corrupt == "" && !d.Missing && capacity != t.Capacity+pendingCap {
+		d.Corrupt = fmt.Sprintf("capacity %d in Redis, %d per the ledger and the journal", capacity, t.Capacity+pendingCap)
+	}
+	return d, nil
+}
+
+// corrupt records the first reason d's item is garbled.
+func (d *Drift[K]) corrupt(s string) {
+	if d.Corrupt == "" {
+		d.Corrupt = s
+	}
+}
+
+// judgeStock reads one bucket's stock fields into d and returns its
+// capacity plus pending restocks; in names the bucket, n is the number of
+// buckets per the ledger.
+func (c *Core[K]) judgeStock(d *Drift[K], t Totals[K], l look, in string, n int, now time.Time) (int64, error) {
+	vals, err := l.stock.Result()
+	switch {
+	case isWrongType(err):
+		d.corrupt(in + "the item key is not a hash")
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
+	case vals[0] == nil:
+		d.Missing = true
+		if bad := garbledFields(vals, now); bad != "" {
+			d.corrupt(in + bad)
+		} else if vals[1] != nil {
+			d.corrupt(in + "field a (available) is missing")
+		}
+		return 0, nil
+	}
+	avail, ok0 := intField(vals[0])
+	bc, ok1 := intField(vals[1])
+	rising, ok2 := intField(vals[2])
+	if vals[2] == nil {
+		rising, ok2 = 0, true
+	}
+	if !ok0 || !ok1 || !ok2 {
+		d.corrupt(fmt.Sprintf("%sfields a=%v c=%v r=%v are not numbers", in, vals[0], vals[1], vals[2]))
+	}
+	if bad := garbledFields(vals, now); bad != "" {
+		d.corrupt(in + bad)
+	}
+	if nb, ok := intField(vals[4]); vals[4] != nil && (!ok || nb < 1) {
+		d.corrupt(fmt.Sprintf("%sbucket count %v is not a positive number", in, vals[4]))
+	} else if max(nb, 1) != int64(n) {
+		d.corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], n))
+	}
+	d.Redis += avail
+	e, _ := vals[3].(string)
+	d.Stale = d.Stale || e != l.epoch.Val()
+	return bc + rising, nil
+}
+
+// pendingOfLook returns the units and capacity of one bucket's changes
+// that the ledger lacks: pending in the journal, or (stream mode) not yet
+// flushed.
+func (c *Core[K]) pendingOfLook(ctx context.Context, d *Drift[K], t Totals[K], l look, journals map[string]*redis.StringSliceCmd, in string) (int64, int64, error) {
+	jv, jerr := journals[l.keys.journal].Result()
+	if jerr != nil {
+		d.corrupt(in + "its shard journal: " + jerr.Error())
+	}
+	pending, pcap, bad, err := c.pendingDelta(ctx, t.Item, l.keys, jv)
+	if err != nil {
+		return 0, 0, err
+	}
+	if bad != "" {
+		d.corrupt(bad)
+	}
+	if l.unflushed != nil {
+		var batch Batch
+		for f, v := range l.unflushed.Val() {
+			if !strings.HasPrefix(f, unflushedPrefix) {
+				continue
+			}
+			if err := batch.addUnflushed(l.keys.id, v); err != nil {
+				d.corrupt(err.Error())
 			}
 		}
-		for b, l := range looks[i] {
-			in := ""
-			if len(looks[i]) > 1 {
-				in = fmt.Sprintf("bucket %d: ", b)
-			}
-			vals, err := l.stock.Result()
-			switch {
-			case isWrongType(err):
-				corrupt(in + "the item key is not a hash")
-			case err != nil:
-				return nil, fmt.Errorf("invgen: audit %s: item %v: %w", c.prefix, t.Item, err)
-			case vals[0] == nil:
-				d.Missing = true
-				if bad := garbledFields(vals, now); bad != "" {
-					corrupt(in + bad)
-				} else if vals[1] != nil {
-					corrupt(in + "field a (available) is missing")
-				}
-			default:
-				avail, ok0 := intField(vals[0])
-				bc, ok1 := intField(vals[1])
-				rising, ok2 := intField(vals[2])
-				if vals[2] == nil {
-					rising, ok2 = 0, true
-				}
-				if !ok0 || !ok1 || !ok2 {
-					corrupt(fmt.Sprintf("%sfields a=%v c=%v r=%v are not numbers", in, vals[0], vals[1], vals[2]))
-				}
-				if bad := garbledFields(vals, now); bad != "" {
-					corrupt(in + bad)
-				}
-				if nb, ok := intField(vals[4]); vals[4] != nil && (!ok || nb < 1) {
-					corrupt(fmt.Sprintf("%sbucket count %v is not a positive number", in, vals[4]))
-				} else if max(nb, 1) != int64(len(looks[i])) {
-					corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], len(looks[i])))
-				}
-				d.Redis += avail
-				capacity += bc + rising
-				e, _ := vals[3].(string)
-				d.Stale = d.Stale || e != l.epoch.Val()
-			}
-			jv, jerr := journals[l.keys.journal].Result()
-			if jerr != nil {
-				corrupt(in + "its shard journal: " + jerr.Error())
-			}
-			pending, pcap, bad, err := c.pendingDelta(ctx, t.Item, l.keys, jv)
-			if err != nil {
-				return nil, err
-			}
-			if bad != "" {
-				corrupt(bad)
-			}
-			if l.unflushed != nil {
-				// Changes in the stream that the ledger lacks until flushed.
-				var batch Batch
-				for f, v := range l.unflushed.Val() {
-					if !strings.HasPrefix(f, unflushedPrefix) {
-						continue
-					}
-					if err := batch.addUnflushed(l.keys.id, v); err != nil {
-						corrupt(err.Error())
-					}
-				}
-				for _, delta := range batch.Deltas {
-					pending += delta
-				}
-			}
-			d.Pending += pending
-			pendingCap += pcap
-		}
-		if d.Missing {
-			d.Redis = 0
-		}
-		// Capacity: Redis's c plus pending restocks (r) is the ledger's
-		// capacity plus the adjusts of the journal that the ledger lacks.
-		if d.Corrupt == "" && !d.Missing && capacity != t.Capacity+pendingCap {
-			d.Corrupt = fmt.Sprintf("capacity %d in Redis, %d per the ledger and the journal", capacity, t.Capacity+pendingCap)
-		}
-		if d.Missing || d.Corrupt != "" || d.Redis != d.Ledger+d.Pending {
-			drift = append(drift, d)
+		for _, delta := range batch.Deltas {
+			pending += delta
 		}
 	}
-	return drift, nil
+	return pending, pcap, nil
 }
 
 // stockFields are the fields of an item hash that compare reads, in the
