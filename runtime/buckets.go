@@ -505,46 +505,10 @@ func (c *Core[K]) holdSplit(ctx context.Context, id K, item string, n int, onlyM
 // settleSplit waits, under the fences of h, until no bucket has a change
 // pending, then reads the ledger's totals and the buckets' stock.
 func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) error {
-	id := h.id
-	settleAfter := time.Now().Add(c.opt.fenceTTL / 2)
-	var wait backoff
-	for {
-		var pending []string
-		var pendingKeys []itemKeys
-		for _, k := range h.keys {
-			p, err := c.pendingOf(ctx, k)
-			if err != nil {
-				return fmt.Errorf("invgen: refresh %v: %w", id, err)
-			}
-			if heal && len(p) > 0 {
-				if _, err := c.settleDecided(ctx, k, p); err != nil {
-					return fmt.Errorf("invgen: refresh %v: %w", id, err)
-				}
-				if p, err = c.pendingOf(ctx, k); err != nil {
-					return fmt.Errorf("invgen: refresh %v: %w", id, err)
-				}
-			}
-			for _, m := range p {
-				pending = append(pending, m)
-				pendingKeys = append(pendingKeys, k)
-			}
-		}
-		heal = false
-		if len(pending) == 0 {
-			break
-		}
-		if time.Now().After(settleAfter) {
-			for i, member := range pending {
-				if _, _, err := c.settleMember(ctx, pendingKeys[i].journal, member, true); err != nil && !errors.Is(err, errRepaired) {
-					return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
-				}
-			}
-			continue
-		}
-		if err := wait.sleep(ctx, c.opt.fenceTTL); err != nil {
-			return fmt.Errorf("%w: refresh %v: changes still pending", ErrBusy, id)
-		}
+	if err := c.awaitSplitPending(ctx, h, heal); err != nil {
+		return err
 	}
+	id := h.id
 	if c.stream {
 		if err := c.writeUnflushed(ctx, h.keys...); err != nil {
 			return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
@@ -558,9 +522,70 @@ func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) e
 		return fmt.Errorf("%w: item %v of %s", ErrNotFound, id, c.prefix)
 	}
 	h.t = t
+	return c.readSplitState(ctx, h)
+}
+
+// awaitSplitPending waits until no bucket of h has a pending change,
+// settling those that outlive half the fence; with heal, it first settles
+// the changes the ledger has decided (see loadFenced).
+func (c *Core[K]) awaitSplitPending(ctx context.Context, h *splitHold[K], heal bool) error {
+	id := h.id
+	settleAfter := time.Now().Add(c.opt.fenceTTL / 2)
+	var wait backoff
+	for {
+		pending, pendingKeys, err := c.splitPending(ctx, h, heal)
+		if err != nil {
+			return fmt.Errorf("invgen: refresh %v: %w", id, err)
+		}
+		heal = false
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(settleAfter) {
+			for i, member := range pending {
+				if _, _, err := c.settleMember(ctx, pendingKeys[i].journal, member, true); err != nil && !errors.Is(err, errRepaired) {
+					return fmt.Errorf("invgen: refresh %v: settle %s: %w", id, member, err)
+				}
+			}
+			continue
+		}
+		if err := wait.sleep(ctx, c.opt.fenceTTL); err != nil {
+			return fmt.Errorf("%w: refresh %v: changes still pending", ErrBusy, id)
+		}
+	}
+}
+
+// splitPending lists the pending changes of every bucket of h, with the
+// keys of each one's bucket.
+func (c *Core[K]) splitPending(ctx context.Context, h *splitHold[K], heal bool) ([]string, []itemKeys, error) {
+	var pending []string
+	var pendingKeys []itemKeys
+	for _, k := range h.keys {
+		p, err := c.pendingOf(ctx, k)
+		if err != nil {
+			return nil, nil, err
+		}
+		if heal && len(p) > 0 {
+			if _, err := c.settleDecided(ctx, k, p); err != nil {
+				return nil, nil, err
+			}
+			if p, err = c.pendingOf(ctx, k); err != nil {
+				return nil, nil, err
+			}
+		}
+		for _, m := range p {
+			pending = append(pending, m)
+			pendingKeys = append(pendingKeys, k)
+		}
+	}
+	return pending, pendingKeys, nil
+}
+
+// readSplitState reads each bucket's stock and sold-out period into h.
+func (c *Core[K]) readSplitState(ctx context.Context, h *splitHold[K]) error {
 	var now *redis.TimeCmd
 	states := make([]*redis.SliceCmd, len(h.keys))
-	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
 		for i, k := range h.keys {
 			states[i] = p.HMGet(ctx, k.item, "a", "z")
@@ -568,7 +593,7 @@ func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) e
 		return nil
 	})
 	if err != nil && !isCommandError(err) {
-		return fmt.Errorf("invgen: refresh %v: %w", id, err)
+		return fmt.Errorf("invgen: refresh %v: %w", h.id, err)
 	}
 	ms := now.Val().UnixMilli()
 	h.avail, h.muted = make([]int64, len(h.keys)), make([]bool, len(h.keys))
