@@ -97,17 +97,7 @@ func TestLedgerConflictIsErrBusy(t *testing.T) {
 		testenv.Must(t, oerr, "open")
 		t.Cleanup(func() { db.Close() })
 		m, err = liflashsale.New(db, rdb, opts...)
-		lock = func(ctx context.Context) (func(), error) {
-			c, err := db.Conn(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-				c.Close()
-				return nil, err
-			}
-			return func() { c.ExecContext(context.Background(), "ROLLBACK"); c.Close() }, nil
-		}
+		lock = sqliteWriteLock(db)
 		count = func(opKey string) int64 {
 			return testenv.SumSQL(t, db, "SELECT count(*) FROM "+liflashsale.UsageTable+" WHERE op_key = ?", opKey)
 		}

@@ -88,17 +88,7 @@ func TestLedgerConflictIsRetried(t *testing.T) {
 		testenv.Must(t, oerr, "open")
 		t.Cleanup(func() { db.Close() })
 		m, err = liflashsale.New(db, rdb, opts...)
-		lock = func(ctx context.Context) (func(), error) {
-			c, err := db.Conn(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-				c.Close()
-				return nil, err
-			}
-			return func() { c.ExecContext(context.Background(), "ROLLBACK"); c.Close() }, nil
-		}
+		lock = sqliteWriteLock(db)
 		count = func() int64 {
 			return testenv.SumSQL(t, db, "SELECT count(*) FROM "+liflashsale.UsageTable+" WHERE op_key = 'o1' AND state = 'committed'")
 		}

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"context"
+	"database/sql"
 	"regexp"
 	"testing"
 
@@ -33,3 +34,19 @@ func (f *fixture[K]) exec(t testing.TB, q string) {
 }
 
 var dollar = regexp.MustCompile(`\$\d+`)
+
+// sqliteWriteLock returns a lock of SQLite file db against every other
+// writer (BEGIN IMMEDIATE on a connection of its own), and its release.
+func sqliteWriteLock(db *sql.DB) func(ctx context.Context) (func(), error) {
+	return func(ctx context.Context) (func(), error) {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return func() { c.ExecContext(context.Background(), "ROLLBACK"); c.Close() }, nil
+	}
+}
