@@ -91,9 +91,15 @@ func (r *Run) ledgerFault(ctx context.Context, f Fault, wg *sync.WaitGroup, begi
 	case FaultJournalDel:
 		tag, err := r.busyJournal(ctx, f.Prefix)
 		n := 0
+		// The shard's item hashes, buckets included, from the plan (a KEYS
+		// would stall the server).
 		var items []string
-		if err == nil {
-			items, err = r.rdb.Keys(ctx, tag+"item:*").Result()
+		for i := range r.Plan.Config.Items {
+			for _, k := range BucketKeys(r.Setup.Namespace, f.Prefix, i, r.Plan.Config.Buckets[f.Prefix][i]) {
+				if strings.HasPrefix(k, tag) {
+					items = append(items, k)
+				}
+			}
 		}
 		if err == nil {
 			n, err = dropJournalScript.Run(ctx, r.rdb, append([]string{tag + "journal"}, items...), f.Arg).Int()
@@ -169,7 +175,7 @@ func (r *Run) busyJournal(ctx context.Context, p int) (string, error) {
 				return tag, nil
 			}
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	return first, nil
 }
