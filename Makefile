@@ -80,7 +80,7 @@ chaos: services ## the fault-injection suite, long: kill -9 x50, network faults,
 	$(MAKE) --no-print-directory robustness
 
 robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1 INVGEN_ENGINE=postgresql|mysql|sqlite); a failure prints its seed and a shrunk plan
-	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
+	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long -robustness.strict \
 		-robustness.seeds=$(or $(SEEDS),20) -robustness.first=$(or $(FIRST),1) | tee robustness.out | grep -E 'seed [0-9]+|^(--- FAIL|FAIL|ok|PASS)'
 
 mutants: services ## plant each bug of scripts/mutants/ one at a time and show that the tests catch it (SEEDS=6)
