@@ -294,7 +294,9 @@ func (c *Core[K]) judgeStock(d *Drift[K], t Totals[K], l look, in string, n int,
 	} else if max(nb, 1) != int64(n) {
 		d.corrupt(fmt.Sprintf("%sbucket count %v in Redis, %d per the ledger", in, vals[4], n))
 	}
-	d.Redis += avail
+	// Stream increases not yet written (i) are Redis's, not yet on sale.
+	unwritten, _ := intField(vals[8])
+	d.Redis += avail + unwritten
 	e, _ := vals[3].(string)
 	d.Stale = d.Stale || e != l.epoch.Val()
 	return bc + rising, nil
@@ -334,7 +336,7 @@ func (c *Core[K]) pendingOfLook(ctx context.Context, d *Drift[K], t Totals[K], l
 
 // stockFields are the fields of an item hash that compare reads, in the
 // order garbledFields expects them.
-var stockFields = []string{"a", "c", "r", "e", "n", "q", "p", "f"}
+var stockFields = []string{"a", "c", "r", "e", "n", "q", "p", "f", "i"}
 
 // garbledFields says what the fields of an item hash (stockFields, as
 // HMGET returns them) hold that reserve.lua would refuse as corrupt or
@@ -348,7 +350,7 @@ func garbledFields(vals []any, now time.Time) string {
 	if c, ok := intField(vals[1]); ok && c < 0 {
 		return fmt.Sprintf("capacity %d is negative", c)
 	}
-	for _, i := range []int{5, 6} {
+	for _, i := range []int{5, 6, 8} {
 		if _, ok := intField(vals[i]); vals[i] != nil && !ok {
 			return fmt.Sprintf("field %s=%v is not a number", stockFields[i], vals[i])
 		}

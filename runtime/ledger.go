@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"slices"
 )
 
 // Kind says what a ledger row records.
@@ -119,16 +120,49 @@ func (b *Batch) JSON() (string, error) {
 	return string(out), err
 }
 
+// releasesPerPurchase sets each release of b to give back what the first
+// purchase of its item and op key earlier in b took: that purchase's row is
+// the one the ledger keeps (the flush statement looks up the ledger's
+// own). It returns the items of the releases it changed: Redis gave back
+// the units of a repeat of the purchase, which the ledger refuses.
+func (b *Batch) releasesPerPurchase() []string {
+	var changed []string
+	var took map[[2]string]int64
+	for i, kind := range b.Kinds {
+		if kind != string(KindRelease) && kind != string(KindDecr) {
+			continue
+		}
+		if took == nil {
+			took = map[[2]string]int64{}
+		}
+		key := [2]string{b.Items[i], b.OpKeys[i]}
+		t, seen := took[key]
+		switch {
+		case kind == string(KindDecr) && !seen:
+			took[key] = b.Deltas[i]
+		case kind == string(KindRelease) && seen && t < 0 && b.Deltas[i] != -t:
+			b.Deltas[i] = -t
+			if !slices.Contains(changed, b.Items[i]) {
+				changed = append(changed, b.Items[i])
+			}
+		}
+	}
+	return changed
+}
+
 func (b *Batch) reset() {
 	b.Items, b.Deltas, b.Kinds, b.OpKeys, b.Attempts = b.Items[:0], b.Deltas[:0], b.Kinds[:0], b.OpKeys[:0], b.Attempts[:0]
 }
 
 // BatchWriter writes usage rows to the ledger in one statement, skipping
 // rows whose item, kind and op key are there already, so that writing a
-// batch twice changes nothing. It returns the items (in Redis form) of
-// rows whose op key the ledger holds from another attempt: changes Redis
-// made a second time after it had forgotten their op key, which the ledger
-// refused, so Redis must be refreshed from it.
+// batch twice changes nothing. A release row gives back what the ledger's
+// row of its purchase took, when there is one. It returns the items (in
+// Redis form) of rows that are not what Redis applied: their op key the
+// ledger holds from another attempt (changes Redis made a second time
+// after it had forgotten their op key, which the ledger refused), or a
+// release the ledger gives back another number of units for. Redis must
+// be refreshed from the ledger for those.
 type BatchWriter interface {
 	Flush(ctx context.Context, b *Batch) (conflicts []string, err error)
 }

@@ -40,9 +40,18 @@ var (
 	loadSrc    string
 	loadScript = redis.NewScript(loadSrc)
 
+	// written.lua is prepended to the scripts that clear an unflushed
+	// stream entry once its row is written.
+	//go:embed scripts/written.lua
+	writtenSrc string
+
 	//go:embed scripts/flushack.lua
 	flushAckSrc    string
-	flushAckScript = redis.NewScript(flushAckSrc)
+	flushAckScript = redis.NewScript(writtenSrc + flushAckSrc)
+
+	//go:embed scripts/clearwritten.lua
+	clearWrittenSrc    string
+	clearWrittenScript = redis.NewScript(writtenSrc + clearWrittenSrc)
 
 	//go:embed scripts/remember.lua
 	rememberSrc    string

@@ -517,10 +517,11 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	}
 	b.reset()
 	ids := make([][]string, len(f.streams))
-	// hashes[i] and unflushed[i]: the item hash and id of each entry of
-	// shard i to delete from its item's unflushed entries.
+	// hashes[i], unflushed[i] and items[i]: the item hash, id and item of
+	// each entry of shard i to delete from its item's unflushed entries.
 	hashes := make([][]string, len(f.streams))
 	unflushed := make([][]string, len(f.streams))
+	items := make([][]string, len(f.streams))
 	var oldest int64 = -1
 	add := func(i int, msgs []redis.XMessage) error {
 		for _, m := range msgs {
@@ -531,8 +532,10 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			if err := b.add(m); err != nil {
 				return &badEntryError{err}
 			}
-			hashes[i] = append(hashes[i], f.tags[i]+"item:"+b.Items[b.Len()-1])
+			item := b.Items[b.Len()-1]
+			hashes[i] = append(hashes[i], f.tags[i]+"item:"+item)
 			unflushed[i] = append(unflushed[i], m.ID)
+			items[i] = append(items[i], item)
 			if ms := idMillis(m.ID); oldest < 0 || ms < oldest {
 				oldest = ms
 			}
@@ -575,7 +578,7 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	var conflicts []string
 	if b.Len() > 0 {
 		var err error
-		if conflicts, err = f.w.Flush(ctx, b); err != nil {
+		if conflicts, err = flushBatch(ctx, f.w, b); err != nil {
 			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 		}
 	}
@@ -584,7 +587,7 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			return 0, fmt.Errorf("invgen: refresh the items of entries the ledger refused as repeats (the batch is written again and they are refreshed then): %w", err)
 		}
 	}
-	if err := f.ack(ctx, ids, hashes, unflushed); err != nil {
+	if err := f.ack(ctx, ids, hashes, unflushed, sellable(items, conflicts)); err != nil {
 		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
 	}
 	if len(conflicts) > 0 && f.cfg.OnConflict != nil {
@@ -600,10 +603,48 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	return n, nil
 }
 
-// ack acknowledges and trims the written entries of every shard, and
-// deletes them from their items' unflushed entries (hashes[i][j] holds
-// unflushed[i][j]), in one pipeline of flushack.lua calls.
-func (f *Flusher) ack(ctx context.Context, ids, hashes, unflushed [][]string) error {
+// sellable returns, per shard, one character per entry of items: '1'
+// when the entry's units may go on sale once written (flushack.lua), '0'
+// when the ledger refused an entry of its item as a repeat. Such an
+// item's stock is set from the ledger by its refresh; until then no unit
+// of the batch's increases of it goes on sale.
+func sellable(items [][]string, conflicts []string) []string {
+	out := make([]string, len(items))
+	for i, its := range items {
+		b := make([]byte, len(its))
+		for j, item := range its {
+			b[j] = '1'
+			if slices.Contains(conflicts, item) {
+				b[j] = '0'
+			}
+		}
+		out[i] = string(b)
+	}
+	return out
+}
+
+// flushBatch writes b to the ledger and returns the items whose Redis stock
+// is off from it: those of entries the ledger refused as repeats, and of
+// releases that gave back the units of a purchase's repeat.
+func flushBatch(ctx context.Context, w BatchWriter, b *Batch) ([]string, error) {
+	changed := b.releasesPerPurchase()
+	conflicts, err := w.Flush(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	for _, item := range changed {
+		if !slices.Contains(conflicts, item) {
+			conflicts = append(conflicts, item)
+		}
+	}
+	return conflicts, nil
+}
+
+// ack acknowledges and trims the written entries of every shard, deletes
+// them from their items' unflushed entries (hashes[i][j] holds
+// unflushed[i][j]) and puts the increases among them on sale where
+// sell[i][j] says so, in one pipeline of flushack.lua calls.
+func (f *Flusher) ack(ctx context.Context, ids, hashes, unflushed [][]string, sell []string) error {
 	run := func() error {
 		pipe := f.rdb.Pipeline()
 		for i, s := range f.streams {
@@ -612,7 +653,7 @@ func (f *Flusher) ack(ctx context.Context, ids, hashes, unflushed [][]string) er
 			}
 			keys := make([]string, 0, len(hashes[i])+1)
 			keys = append(append(keys, s), hashes[i]...)
-			args := make([]any, 0, len(ids[i])+len(unflushed[i])+2)
+			args := make([]any, 0, len(ids[i])+len(unflushed[i])+3)
 			args = append(args, flushGroup, len(ids[i]))
 			for _, id := range ids[i] {
 				args = append(args, id)
@@ -620,6 +661,7 @@ func (f *Flusher) ack(ctx context.Context, ids, hashes, unflushed [][]string) er
 			for _, id := range unflushed[i] {
 				args = append(args, id)
 			}
+			args = append(args, sell[i])
 			flushAckScript.EvalSha(ctx, pipe, keys, args...)
 		}
 		_, err := pipe.Exec(ctx)
@@ -910,25 +952,53 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 		part := all[:min(len(all), unflushedBatch)]
 		all = all[len(part):]
 		b.reset()
-		fields := map[int][]string{}
+		ids := map[int][]string{}
 		for _, e := range part {
 			if err := b.addUnflushed(items[e.k].id, e.row); err != nil {
 				return err
 			}
-			fields[e.k] = append(fields[e.k], unflushedPrefix+e.id)
+			ids[e.k] = append(ids[e.k], e.id)
 		}
-		if _, err := c.ledger.Flush(ctx, &b); err != nil {
+		conflicts, err := flushBatch(ctx, c.ledger, &b)
+		if err != nil {
 			return err
 		}
-		pipe := c.rdb.Pipeline()
-		for k, ids := range fields {
-			pipe.HDel(ctx, items[k].item, ids...)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if err := c.clearWritten(ctx, items, ids, conflicts); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// clearWritten deletes the written entries ids[k] from the hash of
+// items[k] and puts the increases among them on sale, except for the items
+// the ledger refused an entry of (clearwritten.lua), one call per item in
+// one pipeline.
+func (c *Core[K]) clearWritten(ctx context.Context, items []itemKeys, ids map[int][]string, conflicts []string) error {
+	run := func() error {
+		pipe := c.rdb.Pipeline()
+		for k, ids := range ids {
+			sell := strings.Repeat("1", len(ids))
+			if slices.Contains(conflicts, items[k].id) {
+				sell = strings.Repeat("0", len(ids))
+			}
+			args := make([]any, 0, len(ids)+1)
+			for _, id := range ids {
+				args = append(args, id)
+			}
+			clearWrittenScript.EvalSha(ctx, pipe, []string{items[k].item}, append(args, sell)...)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if err != nil && isNoScript(err) {
+		if err := clearWrittenScript.Load(ctx, c.rdb).Err(); err != nil {
+			return err
+		}
+		err = run()
+	}
+	return err
 }
 
 // unflushedSmall is how many unflushed entries of an item Refresh leaves

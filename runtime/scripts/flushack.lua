@@ -1,6 +1,8 @@
 -- flushack.lua: the flusher's last step for one shard stream. It
 -- acknowledges the entries whose batch is committed in the ledger, deletes
--- them from their items' unflushed entries, then trims the stream
+-- them from their items' unflushed entries, puts the units of the
+-- increases among them on sale (from i to a, see reserve.lua), then trims
+-- the stream
 -- below the oldest entry any flusher still holds, which drops whole nodes
 -- at once (far cheaper than XDEL of single entries).
 --
@@ -12,6 +14,9 @@
 -- ARGV[2]    n, the number of entry ids to acknowledge
 -- ARGV[3…n+2]  entry ids to acknowledge
 -- ARGV[n+3…] for each of KEYS[2…] in order, the entry id to delete from it
+-- ARGV[last] one character per KEYS[2…]: 1 to put the entry's units on sale
+--            if it is an increase, 0 when the ledger refused an entry of
+--            its item as a repeat (written.lua)
 --
 -- Reply: the number of entries trimmed.
 
@@ -19,11 +24,9 @@ local n = tonumber(ARGV[2])
 if n > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, n + 2))
 end
+local sell = ARGV[#ARGV]
 for j = 2, #KEYS do
-  -- An item key that is not a hash (garbled) holds no entry to delete.
-  if redis.call('TYPE', KEYS[j])['ok'] == 'hash' then
-    redis.call('HDEL', KEYS[j], 'u:' .. ARGV[n + 1 + j])
-  end
+  written(KEYS[j], ARGV[n + 1 + j], string.sub(sell, j - 1, j - 1) == '1')
 end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
 local minid

@@ -98,7 +98,9 @@ if ARGV[8] ~= '1' then
 else
   redis.call('HDEL', KEYS[1], 'n', 'b')
 end
-redis.call('HDEL', KEYS[1], 'q', 'r')
+-- Stream increases not yet written (i) are in the ledger now, or were
+-- refused by it: a refresh writes the item's unflushed entries first.
+redis.call('HDEL', KEYS[1], 'q', 'r', 'i')
 if held > 0 then
   redis.call('HSET', KEYS[1], 'p', held - taken)
   if taken > 0 then redis.call('HSET', KEYS[1], 'd', taken) else redis.call('HDEL', KEYS[1], 'd') end

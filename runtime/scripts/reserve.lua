@@ -6,7 +6,10 @@
 -- In the sync mode a decrease takes its units at once, and gives them back
 -- if it is undone; an increase is only counted in q until commit.lua
 -- applies it, so no unit it adds can be sold before its ledger row is
--- committed. Guards against the capacity count q as already added.
+-- committed. The stream mode does the same with i, which the flusher
+-- empties into a once it has written the rows: an increase that Redis
+-- repeats after forgetting its op key, and that the ledger refuses, never
+-- goes on sale. Guards against the capacity count q and i as already added.
 --
 -- A refusal of an op key Redis has no record of is final only while Redis
 -- remembers every op key of the item: the item was created by Init (h is
@@ -34,6 +37,9 @@
 --                         b = this bucket's index among them
 --                         v = how many times the item was loaded (load.lua)
 --                         u:<stream id> = stream mode: one of the item's unflushed entries
+--                         i = stream mode: units of increases (incr, release) in the stream
+--                             and not yet in the ledger; they go on sale (a) once their
+--                             row is written (flushack.lua), like q in the sync mode
 -- KEYS[2]  pending op record, a string "p:delta:available after:attempt:lease deadline"
 --          while the change is between Redis and the ledger; once settled the
 --          record is a field of a bucket (settled.lua). In the own bucket of
@@ -156,7 +162,7 @@ if rec then
   return reply(DUPLICATE, tonumber(a), tonumber(d), 'p', expired, n)
 end
 
-local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z', 'n', 'v', 'b')
+local item = redis.call('HMGET', KEYS[1], 'a', 'c', 'f', 'q', 'r', 'h', 'p', 'e', 'm', 'z', 'n', 'v', 'b', 'i')
 nb = tonumber(item[11] or '1') or 0
 if not item[1] then
   if item[3] and tonumber(item[3]) and tonumber(item[3]) > now and tonumber(item[3]) <= now + MAX_FENCE_MS then
@@ -166,7 +172,8 @@ if not item[1] then
 end
 local avail, cap, fence = tonumber(item[1]), tonumber(item[2]), tonumber(item[3] or '0')
 local rising, pcap, held = tonumber(item[4] or '0'), tonumber(item[5] or '0'), tonumber(item[7] or '0')
-if not (avail and cap and fence and rising and pcap and held) or avail < 0 or cap < 0 or nb < 1 then
+local unwritten = tonumber(item[14] or '0')
+if not (avail and cap and fence and rising and pcap and held and unwritten) or avail < 0 or cap < 0 or nb < 1 then
   return reply(CORRUPT, 0, 0, '', 0, '0')
 end
 -- A split item takes purchases only: each in its own bucket first, and
@@ -187,6 +194,7 @@ end
 local maxq = tonumber(ARGV[7])
 -- Pending restocks raise the capacity as much as the stock: count both.
 cap = cap + pcap
+rising = rising + unwritten
 local kind = ARGV[1]
 -- h is "<time>:<generation length>": records settled since live at least
 -- two generations (settled.lua).
@@ -279,7 +287,12 @@ if kind == 'decr' and bits then
 end
 
 if ARGV[9] == 'stream' then
-  redis.call('HINCRBY', KEYS[1], 'a', delta)
+  -- A decrease takes its units at once; an increase waits in i for its row.
+  if delta < 0 then
+    redis.call('HINCRBY', KEYS[1], 'a', delta)
+  else
+    redis.call('HINCRBY', KEYS[1], 'i', delta)
+  end
   if dcap ~= 0 then redis.call('HINCRBY', KEYS[1], 'c', dcap) end
   settled_put(KEYS[4], KEYS[5], KEYS[6], ARGV[10], string.format('c:%d:%d', delta, avail + delta), now, tonumber(ARGV[11]), KEYS[1])
   local id = redis.call('XADD', KEYS[3], '*', 'i', ARGV[5], 'k', kind, 'd', delta, 'o', ARGV[6], 'n', ARGV[8])

@@ -14,8 +14,17 @@ WHERE table_schema = DATABASE()
 -- 1. Insert the batch in order, skipping rows whose item, kind and op key
 --    are in already (of two entries of one op key, the first is written),
 --    so that writing a batch twice changes nothing.
+--    A release gives back what the ledger says its purchase took (the
+--    flusher has set it from a purchase earlier in the batch): Redis may
+--    have taken other units for a repeat of the purchase that the ledger
+--    refused.
 INSERT INTO drop_inventory_usage_record (item_id, delta, kind, op_key, attempt)
-SELECT CAST(b.item AS BINARY), b.delta, b.kind, CAST(b.op_key AS BINARY), b.attempt
+SELECT CAST(b.item AS BINARY),
+       CASE WHEN b.kind = 'release' THEN
+           COALESCE((SELECT -u.delta FROM drop_inventory_usage_record u
+                     WHERE u.item_id = CAST(b.item AS BINARY) AND u.kind = 'decr' AND u.op_key = CAST(b.op_key AS BINARY) AND u.state = 'committed'), b.delta)
+       ELSE b.delta END,
+       b.kind, CAST(b.op_key AS BINARY), b.attempt
 FROM JSON_TABLE(?, '$[*]' COLUMNS (
     ord     FOR ORDINALITY,
     item    VARCHAR(1024) CHARACTER SET utf8mb4 PATH '$[0]',
@@ -27,15 +36,17 @@ ORDER BY b.ord
 ON DUPLICATE KEY UPDATE id = id;
 
 -- name: FlushConflicts
--- 2. The entries whose op key the ledger holds from another attempt (from
---    before, or written earlier in this batch): a change Redis made again
---    after it forgot the op key. Their items need a refresh. An entry whose
---    own row is in is no conflict.
+-- 2. The entries whose row is not what Redis applied: their op key is held
+--    by another attempt (from before, or written earlier in this batch: a
+--    change Redis made again after it forgot the op key), or the ledger
+--    gives back another number of units for a release. Their items need a
+--    refresh. An entry whose own row is in is no conflict.
 SELECT DISTINCT b.item
 FROM JSON_TABLE(?, '$[*]' COLUMNS (
     item    VARCHAR(1024) CHARACTER SET utf8mb4 PATH '$[0]',
+    delta   BIGINT PATH '$[1]',
     kind    VARCHAR(8) CHARACTER SET ascii PATH '$[2]',
     op_key  VARCHAR(128) CHARACTER SET utf8mb4 PATH '$[3]',
     attempt BIGINT PATH '$[4]')) b
 JOIN drop_inventory_usage_record u ON u.item_id = CAST(b.item AS BINARY) AND u.kind = b.kind AND u.op_key = CAST(b.op_key AS BINARY)
-WHERE u.attempt <> b.attempt;
+WHERE u.attempt <> b.attempt OR u.delta <> b.delta;

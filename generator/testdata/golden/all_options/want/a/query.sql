@@ -71,26 +71,38 @@ WITH batch AS (
            unnest(sqlc.arg(attempts)::bigint[]) AS attempt
 ), written AS (
     -- Rows are inserted in batch order: of two entries of one op key in
-    -- the batch, the first is written and the other skipped.
+    -- the batch, the first is written and the other skipped. A release
+    -- gives back what the ledger says its purchase took (the flusher has
+    -- set it from a purchase earlier in the batch): Redis may have taken
+    -- other units for a repeat of the purchase that the ledger refused.
     INSERT INTO a_inventory_usage_record (item_id, delta, kind, op_key, attempt)
-    SELECT b.item_id, b.delta, b.kind, b.op_key, b.attempt FROM batch b
+    SELECT b.item_id,
+           CASE WHEN b.kind = 'release' THEN
+               COALESCE((SELECT -u.delta FROM a_inventory_usage_record u
+                         WHERE u.item_id = b.item_id AND u.kind = 'decr' AND u.op_key = b.op_key AND u.state = 'committed'), b.delta)
+           ELSE b.delta END,
+           b.kind, b.op_key, b.attempt
+    FROM batch b
     ON CONFLICT (item_id, kind, op_key) DO NOTHING
-    RETURNING item_id, kind, op_key, attempt
+    RETURNING item_id, kind, op_key, attempt, delta
 )
--- Rows the insert skipped whose op key is held by another attempt, in the
--- ledger from before or written earlier in this batch: a change Redis made
--- again after it forgot the op key. Their items need a refresh. (A row
--- skipped because this very entry was written, by an earlier flush, a
--- refresh or earlier in this batch, is no conflict.) written holds one row
--- per key, so the join keeps one row per entry; on the common path every
--- entry finds its own row and the ledger is not read again.
+-- Entries whose row is not what Redis applied: rows the insert skipped
+-- whose op key is held by another attempt, in the ledger from before or
+-- written earlier in this batch (a change Redis made again after it
+-- forgot the op key), and releases the ledger gives back another number of
+-- units for. Their items need a refresh. (A row skipped because this very
+-- entry was written, by an earlier flush, a refresh or earlier in this
+-- batch, is no conflict.) written holds one row per key, so the join keeps
+-- one row per entry; on the common path every entry finds its own row and
+-- the ledger is not read again.
 SELECT DISTINCT b.item_id::text AS item
 FROM batch b
 LEFT JOIN written w ON w.item_id = b.item_id AND w.kind = b.kind AND w.op_key = b.op_key
-WHERE w.attempt IS DISTINCT FROM b.attempt
-  AND (w.attempt IS NOT NULL
-       OR EXISTS (SELECT 1 FROM a_inventory_usage_record u
-                  WHERE u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key AND u.attempt <> b.attempt));
+WHERE (w.attempt IS NOT NULL AND (w.attempt <> b.attempt OR w.delta <> b.delta))
+   OR (w.attempt IS NULL
+       AND EXISTS (SELECT 1 FROM a_inventory_usage_record u
+                   WHERE u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key
+                     AND (u.attempt <> b.attempt OR u.delta <> b.delta)));
 
 -- name: TablesInitialized :one
 SELECT (to_regclass('a_inventory_modification_record') IS NOT NULL

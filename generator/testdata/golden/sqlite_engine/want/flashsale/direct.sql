@@ -14,19 +14,29 @@ WHERE type = 'table'
 -- 1. Insert the batch in order, skipping rows whose item, kind and op key
 --    are in already (of two entries of one op key, the first is written),
 --    so that writing a batch twice changes nothing.
+--    A release gives back what the ledger says its purchase took (the
+--    flusher has set it from a purchase earlier in the batch): Redis may
+--    have taken other units for a repeat of the purchase that the ledger
+--    refused.
 INSERT INTO flash_sale_inventory_usage_record (item_id, delta, kind, op_key, attempt)
-SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, b.value ->> 3, b.value ->> 4
+SELECT b.value ->> 0,
+       CASE WHEN b.value ->> 2 = 'release' THEN
+           COALESCE((SELECT -u.delta FROM flash_sale_inventory_usage_record u
+                     WHERE u.item_id = b.value ->> 0 AND u.kind = 'decr' AND u.op_key = b.value ->> 3 AND u.state = 'committed'), b.value ->> 1)
+       ELSE b.value ->> 1 END,
+       b.value ->> 2, b.value ->> 3, b.value ->> 4
 FROM json_each(?) b
 WHERE true
 ORDER BY b.key
 ON CONFLICT (item_id, kind, op_key) DO NOTHING;
 
 -- name: FlushConflicts
--- 2. The entries whose op key the ledger holds from another attempt (from
---    before, or written earlier in this batch): a change Redis made again
---    after it forgot the op key. Their items need a refresh. An entry whose
---    own row is in is no conflict.
+-- 2. The entries whose row is not what Redis applied: their op key is held
+--    by another attempt (from before, or written earlier in this batch: a
+--    change Redis made again after it forgot the op key), or the ledger
+--    gives back another number of units for a release. Their items need a
+--    refresh. An entry whose own row is in is no conflict.
 SELECT DISTINCT b.value ->> 0 AS item
 FROM json_each(?) b
 JOIN flash_sale_inventory_usage_record u ON u.item_id = b.value ->> 0 AND u.kind = b.value ->> 2 AND u.op_key = b.value ->> 3
-WHERE u.attempt <> b.value ->> 4;
+WHERE u.attempt <> b.value ->> 4 OR u.delta <> b.value ->> 1;
