@@ -86,7 +86,7 @@ var goldenContains = map[string]map[string][]string{
 		"sale2026/schema.sql": {"varchar(200)"},
 		"coupon/manager.go": {"Shards = 1024", "Buckets = 64\n", `Namespace = "shop-test_2"`, `LedgerMode = "stream"`,
 			"func (m *Manager) RunFlusher(ctx context.Context, cfg FlusherConfig) error", "type FlusherConfig = invrt.FlusherConfig", "type FlushLag = invrt.FlushLag"},
-		"coupon/query.sql":                       {"unnest(sqlc.arg(items)::text[])::bigint", "ON CONFLICT (item_id, kind, op_key) DO NOTHING"},
+		"coupon/query.sql":                       {"unnest(sqlc.arg(items)::text[])::bigint", "ON CONFLICT (item_id, kind, op_key) DO UPDATE SET attempt = u.attempt"},
 		"longprefixnameof33bytes0001/manager.go": {"package longprefixnameof33bytes0001", "MaxKeyLen = 1024"},
 		"longprefixnameof33bytes0001/schema.sql": {"long_prefix_name_of_33_bytes_0001_inventory_modification_record (", "varchar(1024)"},
 		"a/manager.go":                           {"package a\n", "Shards = 1\n", "Buckets = 1\n", "MaxKeyLen = 1\n"},

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"errors"
+	dropdb "github.com/invgen/invgen/examples/flashsale/inventory/drop/db"
 	"testing"
 	"time"
 
@@ -81,5 +82,41 @@ func TestStreamReleaseGivesBackWhatTheLedgerSays(t *testing.T) {
 				t.Fatalf("stock %d after settling, want 5 (capacity 5, nothing sold)", got)
 			}
 		})
+	}
+}
+
+// Two flushers write two attempts of one op key at once (a repeat Redis
+// made after forgetting it, read by another flusher than the first): the
+// one whose row loses must report the item, even though the winner
+// committed after its statement began (PostgreSQL reads the table as of
+// the statement's start). Unreported, the repeat's correction is lost, and
+// a repeated increase would go on sale.
+func TestStreamConcurrentFlushesReportTheRepeat(t *testing.T) {
+	f := streamFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 10), "Init")
+	tx, err := f.pool.Begin(ctx)
+	testenv.Must(t, err, "Begin")
+	defer tx.Rollback(ctx)
+	first := dropdb.FlushUsageParams{Items: []string{"a"}, Deltas: []int64{2}, Kinds: []string{"incr"}, OpKeys: []string{"x"}, Attempts: []int64{11}}
+	conflicts, err := dropdb.New(tx).FlushUsage(ctx, first)
+	testenv.Must(t, err, "first flush")
+	if len(conflicts) != 0 {
+		t.Fatalf("first flush: conflicts %v", conflicts)
+	}
+	done := make(chan []string, 1)
+	go func() {
+		repeat := first
+		repeat.Attempts = []int64{22}
+		c, err := dropdb.New(f.pool).FlushUsage(ctx, repeat)
+		if err != nil {
+			t.Errorf("second flush: %v", err)
+		}
+		done <- c
+	}()
+	time.Sleep(200 * time.Millisecond) // the second waits for the first's row
+	testenv.Must(t, tx.Commit(ctx), "Commit")
+	if c := <-done; len(c) != 1 || c[0] != "a" {
+		t.Fatalf("the flush whose repeat lost to a row committed meanwhile reported %v, want [a]", c)
 	}
 }

@@ -68,41 +68,39 @@ ORDER BY m.item_id;
 WITH batch AS (
     SELECT unnest(sqlc.arg(items)::text[])::varchar(1024) AS item_id, unnest(sqlc.arg(deltas)::bigint[]) AS delta,
            unnest(sqlc.arg(kinds)::text[]) AS kind, unnest(sqlc.arg(op_keys)::text[]) AS op_key,
-           unnest(sqlc.arg(attempts)::bigint[]) AS attempt
+           unnest(sqlc.arg(attempts)::bigint[]) AS attempt, generate_subscripts(sqlc.arg(items)::text[], 1) AS ord
+), firsts AS (
+    -- Of two entries of one op key in the batch, the first is written.
+    SELECT DISTINCT ON (item_id, kind, op_key) * FROM batch ORDER BY item_id, kind, op_key, ord
 ), written AS (
-    -- Rows are inserted in batch order: of two entries of one op key in
-    -- the batch, the first is written and the other skipped. A release
-    -- gives back what the ledger says its purchase took (the flusher has
-    -- set it from a purchase earlier in the batch): Redis may have taken
-    -- other units for a repeat of the purchase that the ledger refused.
-    INSERT INTO long_prefix_name_of_33_bytes_0001_inventory_usage_record (item_id, delta, kind, op_key, attempt)
-    SELECT b.item_id,
-           CASE WHEN b.kind = 'release' THEN
-               COALESCE((SELECT -u.delta FROM long_prefix_name_of_33_bytes_0001_inventory_usage_record u
-                         WHERE u.item_id = b.item_id AND u.kind = 'decr' AND u.op_key = b.op_key AND u.state = 'committed'), b.delta)
-           ELSE b.delta END,
-           b.kind, b.op_key, b.attempt
-    FROM batch b
-    ON CONFLICT (item_id, kind, op_key) DO NOTHING
-    RETURNING item_id, kind, op_key, attempt, delta
+    -- A release gives back what the ledger says its purchase took (the
+    -- flusher has set it from a purchase earlier in the batch): Redis may
+    -- have taken other units for a repeat of the purchase that the ledger
+    -- refused. A row whose key is in already is left as it is, and
+    -- returned as it is: DO UPDATE reads the latest committed row, even
+    -- one another flusher committed after this statement began, which a
+    -- read of the table here would not see.
+    INSERT INTO long_prefix_name_of_33_bytes_0001_inventory_usage_record AS u (item_id, delta, kind, op_key, attempt)
+    SELECT f.item_id,
+           CASE WHEN f.kind = 'release' THEN
+               COALESCE((SELECT -d.delta FROM long_prefix_name_of_33_bytes_0001_inventory_usage_record d
+                         WHERE d.item_id = f.item_id AND d.kind = 'decr' AND d.op_key = f.op_key AND d.state = 'committed'), f.delta)
+           ELSE f.delta END,
+           f.kind, f.op_key, f.attempt
+    FROM firsts f
+    ORDER BY f.ord
+    ON CONFLICT (item_id, kind, op_key) DO UPDATE SET attempt = u.attempt
+    RETURNING u.item_id, u.kind, u.op_key, u.attempt, u.delta
 )
--- Entries whose row is not what Redis applied: rows the insert skipped
--- whose op key is held by another attempt, in the ledger from before or
--- written earlier in this batch (a change Redis made again after it
--- forgot the op key), and releases the ledger gives back another number of
--- units for. Their items need a refresh. (A row skipped because this very
--- entry was written, by an earlier flush, a refresh or earlier in this
--- batch, is no conflict.) written holds one row per key, so the join keeps
--- one row per entry; on the common path every entry finds its own row and
--- the ledger is not read again.
+-- The entries whose row is not what Redis applied: their op key is held by
+-- another attempt (in the ledger from before, or written earlier in this
+-- batch: a change Redis made again after it forgot the op key), or the
+-- ledger gives back another number of units for a release. Their items
+-- need a refresh. An entry whose own row is in is no conflict.
 SELECT DISTINCT b.item_id::text AS item
 FROM batch b
-LEFT JOIN written w ON w.item_id = b.item_id AND w.kind = b.kind AND w.op_key = b.op_key
-WHERE (w.attempt IS NOT NULL AND (w.attempt <> b.attempt OR w.delta <> b.delta))
-   OR (w.attempt IS NULL
-       AND EXISTS (SELECT 1 FROM long_prefix_name_of_33_bytes_0001_inventory_usage_record u
-                   WHERE u.item_id = b.item_id AND u.kind = b.kind AND u.op_key = b.op_key
-                     AND (u.attempt <> b.attempt OR u.delta <> b.delta)));
+JOIN written w ON w.item_id = b.item_id AND w.kind = b.kind AND w.op_key = b.op_key
+WHERE w.attempt <> b.attempt OR w.delta <> b.delta;
 
 -- name: TablesInitialized :one
 SELECT (to_regclass('long_prefix_name_of_33_bytes_0001_inventory_modification_record') IS NOT NULL
