@@ -130,21 +130,3 @@ func (r *Report) Save(dir string) error {
 	}
 	return nil
 }
-
-// splitOpen separates the violations of the open finding recorded in the
-// README (the stream prefix's ledger below zero after repeats past the op
-// TTL: a repeat's correction lost) from the others. make test reports them
-// without failing; -robustness.strict (make robustness) fails on them.
-func splitOpen(vs []Violation) (rest, open []Violation) {
-	stream := Prefixes[3].Name
-	for _, v := range vs {
-		negative := v.Invariant == "I2" && (strings.HasPrefix(v.Msg, stream+"/") && strings.Contains(v.Msg, "the ledger -") ||
-			strings.HasPrefix(v.Msg, "Audit of "+stream+" after settling") && strings.Contains(v.Msg, "ledger=-"))
-		if negative {
-			open = append(open, v)
-		} else {
-			rest = append(rest, v)
-		}
-	}
-	return rest, open
-}
