@@ -883,7 +883,11 @@ func (c *Core[K]) insertSettled(ctx context.Context, e Entry[K]) (bool, error) {
 	if isUniqueViolation(err) || definitelyNotWritten(err) {
 		return false, fmt.Errorf("invgen: %s %v: %w", e.Kind, e.Item, busyIfConflict(err))
 	}
-	row, verr := c.ledger.Void(ctx, e)
+	var row Row
+	verr := throughPool(ctx, func() (err error) {
+		row, err = c.ledger.Void(ctx, e)
+		return err
+	})
 	switch {
 	case verr != nil:
 		return false, fmt.Errorf("%w: %s %v: %w", ErrInDoubt, e.Kind, e.Item, errors.Join(err, verr))

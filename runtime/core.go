@@ -975,7 +975,10 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], release func(), e 
 		row, found, lerr := conn.Lookup(ctx, e.Item, e.Kind, e.OpKey)
 		if lerr != nil {
 			release()
-			row, found, lerr = c.ledger.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+			lerr = throughPool(ctx, func() (err error) {
+				row, found, err = c.ledger.Lookup(ctx, e.Item, e.Kind, e.OpKey)
+				return err
+			})
 		}
 		if lerr == nil && !found {
 			lerr = errors.New("the row that made the insert fail is gone")
@@ -1004,15 +1007,26 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], release func(), e 
 	return c.settled(ctx, e, k, available, o, errors.Join(err, serr), false)
 }
 
-// settleThroughPool settles a pending change over the pool, a few times
-// if need be: the network fault that cut the insert's answer may have
-// taken the pool's idle connections with it, and a settle is idempotent
-// (its void row goes in once, or finds the row that is there).
-func (c *Core[K]) settleThroughPool(ctx context.Context, e Entry[K], k itemKeys, opRec string) (outcome, error) {
+// settleThroughPool settles a pending change over the pool (throughPool):
+// a settle is idempotent (its void row goes in once, or finds the row that
+// is there).
+func (c *Core[K]) settleThroughPool(ctx context.Context, e Entry[K], k itemKeys, opRec string) (o outcome, err error) {
+	err = throughPool(ctx, func() error {
+		o, err = c.settle(ctx, c.ledger, e, k, opRec)
+		return err
+	})
+	return o, err
+}
+
+// throughPool runs an idempotent ledger step over the pool, a few times if
+// need be (for about a quarter of a second): the network fault that cut
+// the answer of the statement before may have taken the pool's idle
+// connections with it, and new connections may take a moment to pass.
+func throughPool(ctx context.Context, step func() error) error {
 	for wait := time.Millisecond; ; wait *= 2 {
-		o, err := c.settle(ctx, c.ledger, e, k, opRec)
+		err := step()
 		if err == nil || permanent(err) || wait > 128*time.Millisecond || sleepCtx(ctx, wait) != nil {
-			return o, err
+			return err
 		}
 	}
 }

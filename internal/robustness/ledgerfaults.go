@@ -27,9 +27,7 @@ const (
 	FaultRefuse = "refuse"
 	// FaultCut: every connection between the parent and PostgreSQL is cut
 	// at once (the proxy stopped and started again), answers on their way
-	// included; new connections pass at once. Run only with
-	// -robustness.cut (Setup.Cut): it finds an open defect of the stream
-	// ledger (README).
+	// included; new connections pass at once.
 	FaultCut = "pg-cut"
 	// FaultJournalRecords marks each item of a shard whose lost journal
 	// took pending op records with it (recorded kind): its linearizability
@@ -145,7 +143,7 @@ func (r *Run) ledgerFault(ctx context.Context, f Fault, wg *sync.WaitGroup, begi
 			end(tbl + " " + fmt.Sprint(err))
 		}()
 	case FaultCut:
-		if r.pgProxy == nil || r.pool == nil || !r.Setup.Cut {
+		if r.pgProxy == nil || r.pool == nil {
 			return
 		}
 		// When an insert is on its way, looking for up to half a second.
@@ -244,12 +242,24 @@ func (r *Run) checkFailureTable(calls []Call) []Violation {
 		return nil
 	}
 	var vs []Violation
+	held := 0 // calls held to the row on cuts
+	defer func() {
+		r.mu.Lock()
+		r.stats["table-cut-calls"] += held
+		r.mu.Unlock()
+	}()
 	for _, c := range calls {
-		if c.Proc != "p" || !isChange(c.Step.Kind) || !c.InDoubt || c.Return == 0 ||
+		if c.Proc != "p" || !isChange(c.Step.Kind) || c.Return == 0 ||
 			c.Limit == 0 || time.Duration(c.Return-c.Invoke) >= c.Limit-50*time.Millisecond || r.disturbed(c) {
 			continue
 		}
 		ins := db.Inserts(c.ID)
+		if ins.sent > 0 && r.cutBetween(ins.sent, c.Return) {
+			held++
+		}
+		if !c.InDoubt {
+			continue
+		}
 		switch {
 		case ins.refused && !r.inWindow(c.Invoke, c.Return, FaultCut):
 			vs = append(vs, Violation{"TABLE", fmt.Sprintf("%s: the server refused its row (%s), yet it ended in doubt: "+

@@ -20,7 +20,6 @@ var (
 	flagFirst  = flag.Uint64("robustness.first", 1, "first seed")
 	flagSeed   = flag.Int64("robustness.seed", -1, "run only this seed")
 	flagPlan   = flag.String("robustness.plan", "", "run this saved plan (plan.json of a failure) instead of a seed")
-	flagCut    = flag.Bool("robustness.cut", false, "run the plans' cuts of every ledger connection (an open stream defect: README)")
 	flagShrink = flag.Duration("robustness.shrink", 0, "time to spend shrinking the first failing plan (default 30s, 3m with -robustness.long)")
 )
 
@@ -43,7 +42,6 @@ func setupFor(t *testing.T, name string) Setup {
 		Dir:       t.TempDir(),
 		Exe:       exe,
 		Logf:      func(string, ...any) {},
-		Cut:       *flagCut,
 	}
 	if e := testenv.Engine(); e != "postgresql" {
 		s.Engine, s.DSN = e, testenv.SQLDSN(t, e)

@@ -44,9 +44,6 @@ type Setup struct {
 	Exe string
 	// Logf logs a line.
 	Logf func(format string, args ...any)
-	// Cut runs the plan's cuts of every ledger connection (FaultCut),
-	// which find an open defect of the stream ledger (README).
-	Cut bool
 }
 
 // Event is a fault as it happened, for the validator: some invariants are
