@@ -24,7 +24,7 @@ ENGINES      := mysql sqlite
 ENGINE_SKIP  := ^(TestChaosKill|TestStreamConcurrentFlushesReportTheRepeat|TestChaosNetwork|TestChaosPostgresDown|TestChaosStreamKill|TestCloseLeavesNoGoroutines|TestDeadlineWhileWaitingForPool|TestDeadlinesUnderPoolPressure|TestFlusherReportsRoundErrors|TestFlusherStopsOnPermanentError|TestIncrCountsPendingPurchasesAsOnSale|TestJanitor|TestLateCommitSettlesOnlyItsAttempt|TestLayoutFirstUseNeedsCreateTables|TestLayoutMismatchRefused|TestLayoutRetiredStopsWithinBound|TestLayoutSwitchStreamToSync|TestLayoutSwitchUnderTraffic|TestManyProcesses|TestNewRefusesTx|TestOneExecutionOneFirstAnswer|TestPendingIncreaseIsNotForSale|TestRefreshDoesNotLoadAfterItsFenceExpired|TestReleaseCountsPendingIncreases|TestStreamFlushBatchRepeatKeepsTheFirst|TestStreamFlushReturnsUnderTraffic|TestChaosClusterFailover|TestFailoverToLaggingReplica|TestChaosRedisRestart|TestRedisBytesPerPurchase|TestLostCommitAnswerIsSettledAtOnce|TestLostJournalEntryDoesNotOversell|TestLocalizedServerRefusalTakesNothing)$$
 ENGINE_TEST = for e in $(ENGINES); do echo "INVGEN_ENGINE=$$e"; \
 	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 15m -skip '$(ENGINE_SKIP)' ./internal/contract && \
-	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 10m -run '^TestRobustness$$' ./internal/robustness || exit 1; done
+	INVGEN_ENGINE=$$e $(GO) test -race -count=1 -timeout 10m -tags invgen_failpoints -run '^TestRobustness$$' ./internal/robustness || exit 1; done
 CLUSTER_PKGS := ./internal/contract ./cmd/...
 CLUSTER_SKIP := ^(TestFailoverToLaggingReplica|TestChaosClusterFailover|TestChaosRedisRestart|TestRedisBytesPerPurchase)$$
 CLUSTER_ALSO := -run '^TestTwoLayouts$$' ./internal/robustness
@@ -56,7 +56,7 @@ check: ## fail if the committed generated code differs from the specs
 	for s in $(SPECS); do $(INVGEN) check -f $$s || exit 1; done
 
 test: services check ## every test, with the race detector, against real Redis and PostgreSQL; the contract tests on MariaDB and SQLite; then the Redis ones on a Redis Cluster
-	$(GO) test -race -count=1 -timeout 20m $(TEST_PKGS)
+	$(GO) test -race -count=1 -timeout 20m -tags invgen_failpoints $(TEST_PKGS)
 	$(ENGINE_TEST)
 	$(GO) test -count=1 -timeout 10m $(ADOPT)
 	$(CLUSTER_TEST)
@@ -68,7 +68,7 @@ test-engines: services ## the contract tests and the model-based tester on Maria
 	$(ENGINE_TEST)
 
 test-short: services ## the tests without the race detector (quicker)
-	$(GO) test -count=1 -timeout 10m $(PKGS)
+	$(GO) test -count=1 -timeout 10m -tags invgen_failpoints $(PKGS)
 
 demo: ## a flash sale: 20,000 buyers on one hot SKU, checked against the ledger (PostgreSQL, else SQLite; SQLITE=1 forces SQLite)
 	@bash scripts/services.sh redis
@@ -80,7 +80,7 @@ chaos: services ## the fault-injection suite, long: kill -9 x50, network faults,
 	$(MAKE) --no-print-directory robustness
 
 robustness: services ## the model-based fault tester, many seeds (SEEDS=20 FIRST=1 INVGEN_ENGINE=postgresql|mysql|sqlite); a failure prints its seed and a shrunk plan
-	set -o pipefail; $(GO) test -count=1 -timeout 60m -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
+	set -o pipefail; $(GO) test -count=1 -timeout 60m -tags invgen_failpoints -run '^TestRobustness$$' -v ./internal/robustness -args -robustness.long \
 		-robustness.seeds=$(or $(SEEDS),20) -robustness.first=$(or $(FIRST),1) | tee robustness.out | grep -E 'seed [0-9]+|^(--- FAIL|FAIL|ok|PASS)'
 
 mutants: services ## plant each bug of scripts/mutants/ one at a time and show that the tests catch it (SEEDS=6)

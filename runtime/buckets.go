@@ -698,6 +698,7 @@ func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], m
 			return fmt.Errorf("%w: refresh %v: a bucket's fence was lost", ErrBusy, h.id)
 		}
 		h.avail[b] = avail[b]
+		failpoint("split-load")
 	}
 	h.marked = false // a load writes the bucket's epoch afresh
 	return nil
@@ -716,6 +717,7 @@ func (c *Core[K]) markSplit(ctx context.Context, h *splitHold[K]) error {
 		case ok != 1:
 			return fmt.Errorf("%w: refresh %v: a bucket's fence was lost", ErrBusy, h.id)
 		}
+		failpoint("split-mark")
 	}
 	h.marked = true
 	return nil
@@ -746,6 +748,7 @@ func (c *Core[K]) takeSplit(ctx context.Context, h *splitHold[K], units int64, a
 		}
 		h.avail[b] -= n
 		units -= n
+		failpoint("split-take")
 	}
 	return nil
 }
@@ -843,6 +846,7 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 		return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 	}
 	written, err := c.insertSettled(lctx, e)
+	failpoint("split-row")
 	if !written {
 		if errors.Is(err, ErrInDoubt) {
 			// The ledger may hold the row: the marks stay, and the item

@@ -27,7 +27,7 @@ for patch in scripts/mutants/$pattern.patch; do
   start=$(date +%s)
   verdict=survived by=""
   log="$work/$name.log"
-  if ! (cd "$work/tree" && go test -count=1 -timeout 30m -run '^TestRobustness$' ./internal/robustness \
+  if ! (cd "$work/tree" && go test -count=1 -timeout 30m -tags invgen_failpoints -run '^TestRobustness$' ./internal/robustness \
         -args -robustness.long -robustness.seeds="$seeds" -robustness.first="$first" -robustness.shrink=1ms) >"$log" 2>&1; then
     verdict=killed by="tester ($(grep -oE 'seed [0-9]+: [0-9]+ violations \([^)]*\)' "$log" | head -1))"
   elif ! (cd "$work/tree" && go test -count=1 -timeout 20m ./internal/contract ./runtime/...) >>"$log" 2>&1; then

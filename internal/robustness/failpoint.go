@@ -20,6 +20,10 @@ const (
 	FaultPoolHold      = "pool-hold"      // hold the parent's pool connections busy with pg_sleep
 	FaultGarble        = "garble"         // a wrong-type or garbled key (garbleVariants kinds)
 	FaultKillChild     = "kill-child"     // SIGKILL a buyer process; its successor retries what was in flight
+	// FaultFailpointKill records a buyer process that killed itself at a
+	// failpoint of the runtime (failpointsFor); its successor retries what
+	// was in flight.
+	FaultFailpointKill = "failpoint-kill"
 	FaultFlusherKill   = "flusher-kill"   // SIGKILL the flusher process, restart it after a gap (a backlog)
 	FaultToxic         = "toxic"          // toxiproxy latency, stalls or resets between the parent and a server
 	FaultToxicRedis    = "toxic-redis"    // the same, between the parent and Redis (recorded kind)

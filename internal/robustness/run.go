@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -88,11 +89,17 @@ type Run struct {
 }
 
 type child struct {
-	index       int
+	index int
+	// finished is closed once the child's last incarnation is collected
+	// (supervise).
+	finished chan struct{}
+
+	mu          sync.Mutex // guards the fields below
 	incarnation int
 	cmd         *exec.Cmd
 	out         *bytes.Buffer
 	done        chan struct{}
+	killed      bool // the run killed this incarnation (FaultKillChild)
 	// remaining steps per client of this child, and what to retry first.
 	remaining map[int][]Step
 }
@@ -178,9 +185,12 @@ func (r *Run) Close() {
 	kids := r.kids
 	r.mu.Unlock()
 	for _, k := range kids {
-		if k.cmd != nil && k.cmd.Process != nil {
-			k.cmd.Process.Signal(syscall.SIGKILL)
-			<-k.done
+		k.mu.Lock()
+		cmd, done := k.cmd, k.done
+		k.mu.Unlock()
+		if cmd != nil && cmd.Process != nil {
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-done
 		}
 	}
 	r.stopFlusher()
@@ -355,6 +365,8 @@ type childPlan struct {
 	Until     time.Time      `json:"until"`
 	Clients   map[int][]Step `json:"clients"`
 	BatchSize int            `json:"batch,omitempty"`
+	// Failpoints is the child's INVGEN_FAILPOINTS (failpointsFor).
+	Failpoints string `json:"failpoints,omitempty"`
 }
 
 // ChildEnv is the environment variable that makes the test binary a child.
@@ -374,6 +386,9 @@ func (r *Run) spawn(cp childPlan) (*exec.Cmd, *bytes.Buffer, chan struct{}, erro
 	}
 	cmd := exec.Command(r.Setup.Exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), ChildEnv+"="+path)
+	if cp.Failpoints != "" {
+		cmd.Env = append(cmd.Env, "INVGEN_FAILPOINTS="+cp.Failpoints)
+	}
 	out := &bytes.Buffer{}
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -385,15 +400,66 @@ func (r *Run) spawn(cp childPlan) (*exec.Cmd, *bytes.Buffer, chan struct{}, erro
 	return cmd, out, done, nil
 }
 
+// startChild starts the next incarnation of k; the caller holds k.mu.
 func (r *Run) startChild(k *child, until time.Time) error {
 	k.incarnation++
 	proc := fmt.Sprintf("ch%d.%d", k.index, k.incarnation)
-	cmd, out, done, err := r.spawn(childPlan{Role: "buyer", Proc: proc, Until: until, Clients: k.remaining})
+	cmd, out, done, err := r.spawn(childPlan{Role: "buyer", Proc: proc, Until: until, Clients: k.remaining,
+		Failpoints: failpointsFor(r.Plan.Config.Seed, k.index, k.incarnation)})
 	if err != nil {
 		return err
 	}
-	k.cmd, k.out, k.done = cmd, out, done
+	k.cmd, k.out, k.done, k.killed = cmd, out, done, false
 	return nil
+}
+
+// failpointSites are the failpoints of the runtime (failpoint.go): the
+// points between the steps of a change of a split item over its buckets.
+var failpointSites = []string{"split-mark", "split-take", "split-row", "split-load"}
+
+// failpointsFor draws the failpoints of one incarnation of a buyer
+// process: each site kills it with a chance of 0–25% (a build with the tag
+// invgen_failpoints; make test has it). Drawn from the seed, the child
+// and the incarnation: older plans keep theirs.
+func failpointsFor(seed uint64, child, incarnation int) string {
+	rng := rand.New(rand.NewPCG(seed, uint64(child)<<32|uint64(incarnation)|0xf<<60))
+	var fs []string
+	for _, site := range failpointSites {
+		fs = append(fs, fmt.Sprintf("%s=%d", site, rng.IntN(26)))
+	}
+	return strings.Join(fs, ",")
+}
+
+// supervise collects each incarnation of k once it ends and starts its
+// successor while the traffic runs: after the run killed it
+// (FaultKillChild), or after a failpoint killed it (an event of its
+// own). It closes k.finished once the last one is collected.
+func (r *Run) supervise(k *child, until time.Time) {
+	defer close(k.finished)
+	for {
+		k.mu.Lock()
+		done := k.done
+		k.mu.Unlock()
+		<-done
+		begin := time.Now().UnixNano()
+		k.mu.Lock()
+		r.collect(k)
+		killed := k.killed
+		restart := time.Now().Before(until.Add(-100 * time.Millisecond))
+		if restart {
+			if err := r.startChild(k, until); err != nil {
+				r.logf("restart child: %v", err)
+				restart = false
+			}
+		}
+		k.mu.Unlock()
+		if !killed && restart {
+			r.event(Event{Kind: FaultFailpointKill, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("child %d", k.index)})
+		}
+		if !restart {
+			return
+		}
+	}
 }
 
 // collect reads a child's report into the history and works out what its
@@ -489,7 +555,7 @@ func (r *Run) Traffic(ctx context.Context) {
 		}()
 	}
 	for i := range cfg.Children {
-		k := &child{index: i, remaining: map[int][]Step{}}
+		k := &child{index: i, remaining: map[int][]Step{}, finished: make(chan struct{})}
 		for c := range cfg.ChildClients {
 			id := cfg.ParentClients + i*cfg.ChildClients + c
 			k.remaining[id] = r.Plan.Clients[id]
@@ -501,6 +567,7 @@ func (r *Run) Traffic(ctx context.Context) {
 		r.mu.Lock()
 		r.kids[i] = k
 		r.mu.Unlock()
+		go r.supervise(k, until)
 	}
 	if err := r.startFlusher(until.Add(time.Hour)); err != nil {
 		r.logf("start flusher: %v", err)
@@ -516,11 +583,13 @@ func (r *Run) Traffic(ctx context.Context) {
 	// then kill what is left (its in-flight calls stay unknown).
 	for _, k := range r.kids {
 		select {
-		case <-k.done:
+		case <-k.finished:
 		case <-time.After(3 * time.Second):
+			k.mu.Lock()
 			k.cmd.Process.Signal(syscall.SIGKILL)
+			k.mu.Unlock()
+			<-k.finished
 		}
-		r.collect(k)
 	}
 	r.stopFlusher()
 }
@@ -619,11 +688,11 @@ func (r *Run) faults(ctx context.Context, until time.Time) {
 			if k == nil {
 				continue
 			}
+			// supervise collects it and starts its successor.
+			k.mu.Lock()
+			k.killed = true
 			k.cmd.Process.Signal(syscall.SIGKILL)
-			r.collect(k)
-			if err := r.startChild(k, until); err != nil {
-				r.logf("restart child: %v", err)
-			}
+			k.mu.Unlock()
 			r.event(Event{Kind: f.Kind, Start: begin, End: time.Now().UnixNano(), Note: fmt.Sprintf("child %d", f.Arg)})
 		case FaultFlusherKill:
 			r.stopFlusher()
