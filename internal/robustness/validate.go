@@ -194,7 +194,6 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 			add("OPS", "Reconcile of %s fails: %v", Prefixes[p].Name, err)
 		}
 	}
-	vs = append(vs, r.checkSplitSteps(ctx)...)
 	// The README: a deleted or garbled key is found by Audit and fixed
 	// by Refresh(id).
 	r.mu.Lock()
@@ -276,85 +275,6 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	}
 	// The README's row on garbled keys, at rest.
 	vs = append(vs, r.checkGarbled(ctx)...)
-	return vs
-}
-
-// bucketsOf is the number of stock buckets of item i of prefix p.
-func (r *Run) bucketsOf(p, i int) int {
-	if b := r.Plan.Config.Buckets; len(b) > p && len(b[p]) > i {
-		return b[p][i]
-	}
-	return 1
-}
-
-// isGarbled reports whether a fault garbled item i of prefix p.
-func (r *Run) isGarbled(p, i int) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.garbled[[2]int{p, i}]
-}
-
-// lostJournalOf reports whether a shard holding a bucket of item i of
-// prefix p lost its journal (FaultJournalDel, whose note starts with the
-// journal's key).
-func (r *Run) lostJournalOf(p, i int) bool {
-	keys := r.bucketKeys(p, i)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.events {
-		tag, _, ok := strings.Cut(e.Note, "journal:")
-		if e.Kind != FaultJournalDel || e.Prefix != p || !ok {
-			continue
-		}
-		for _, k := range keys {
-			if strings.HasPrefix(k, tag) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// checkSplitSteps checks, once the leases have passed and Reconcile has
-// run, that no step over the buckets of a split item was left half done
-// (a buyer killed between two of its steps, at a failpoint or by the
-// plan): whoever comes next finishes or undoes it, here a read of the
-// item, after which its buckets hold what the ledger says (the read also
-// refreshes an item a Redis restart or rollback left behind, through the
-// gate). Items of a shard that lost its journal (units held on purpose)
-// and garbled items are left to the checks after settling. A difference that
-// lasts a second is a violation: a rebalance in flight ends sooner.
-func (r *Run) checkSplitSteps(ctx context.Context) []Violation {
-	var vs []Violation
-	for p, t := range r.env.Targets {
-		if Prefixes[p].Stream {
-			continue
-		}
-		for i := range r.Plan.Config.Items {
-			if r.bucketsOf(p, i) < 2 || r.isGarbled(p, i) || r.lostJournalOf(p, i) {
-				continue
-			}
-			r.mu.Lock()
-			r.stats["split-step-checks"]++
-			r.mu.Unlock()
-			var a, want int64
-			var err error
-			for try := 0; try < 10; try++ {
-				t.Get(ctx, i)
-				a, err = r.stockOf(ctx, r.bucketKeys(p, i))
-				s, serr := r.sums(ctx, p, ItemID(p, i))
-				want = s.cap + s.usage
-				if err == nil && serr == nil && a == want {
-					break
-				}
-				sleep(ctx, 100*time.Millisecond)
-			}
-			if err == nil && a != want {
-				vs = append(vs, Violation{"I2", fmt.Sprintf("%s/%d, split: after Reconcile and a read its buckets hold %d, the ledger %d: a step over its buckets was left half done",
-					Prefixes[p].Name, i, a, want)})
-			}
-		}
-	}
 	return vs
 }
 
