@@ -320,7 +320,9 @@ func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result
 // Incr returns n units to an item for the operation opKey. It never returns
 // more units than were sold: an Incr that would take the stock over the
 // item's capacity gets ErrOverLimit. Repeating it with the same op key
-// returns the first outcome.
+// returns the first outcome. Its units go on sale once its ledger row is
+// written: before it returns in the sync mode, when the flusher writes it
+// in the stream mode (Release too).
 func (c *Core[K]) Incr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
 	return c.change(ctx, KindIncr, id, strconv.FormatInt(n, 10), opKey, checkUnits(n))
 }
