@@ -76,6 +76,19 @@ type param struct {
 func managerMethods(p *Prefix) []method {
 	id := param{"id", jen.Id("Key")}
 	res := []jen.Code{jen.Id("Result"), jen.Error()}
+	// When a purchase is recorded and a return goes on sale.
+	decrDoc := "Decr takes n units of item id for the purchase opKey, in one atomic Redis step, and\n" +
+		"returns once its usage row is committed. It returns ErrInsufficientStock, and takes\n" +
+		"nothing, when fewer than n are available. Repeating it with the same op key returns\n" +
+		"the first outcome."
+	incrSale := ""
+	if p.Ledger == "stream" {
+		decrDoc = "Decr takes n units of item id for the purchase opKey, in one atomic Redis step that\n" +
+			"also appends its usage row to the stream (the flusher writes it to the ledger). It\n" +
+			"returns ErrInsufficientStock, and takes nothing, when fewer than n are available.\n" +
+			"Repeating it with the same op key returns the first outcome."
+		incrSale = "\nIts units go on sale once the flusher has written its row (Release's too)."
+	}
 	methods := []method{
 		{"Ping", "Ping checks that Redis and the ledger's database answer, and that the database records\n" +
 			"this Manager's layout or none yet (ErrLayoutMismatch).", nil, []jen.Code{jen.Error()}},
@@ -92,13 +105,10 @@ func managerMethods(p *Prefix) []method {
 			"recorded under opKey. Repeating it with the same op key returns the first outcome.",
 			[]param{id, {"delta", jen.Int64()}, {"opKey", jen.String()}}, res},
 		{"Get", "Get returns the units of item id available now, or ErrNotFound.", []param{id}, []jen.Code{jen.Int64(), jen.Error()}},
-		{"Decr", "Decr takes n units of item id for the purchase opKey, in one atomic Redis step, and\n" +
-			"returns once its usage row is committed. It returns ErrInsufficientStock, and takes\n" +
-			"nothing, when fewer than n are available. Repeating it with the same op key returns\n" +
-			"the first outcome.",
+		{"Decr", decrDoc,
 			[]param{id, {"n", jen.Int64()}, {"opKey", jen.String()}}, res},
 		{"Incr", "Incr returns n units to item id for the operation opKey. It never returns more units\n" +
-			"than were sold (ErrOverLimit). Repeating it with the same op key returns the first outcome.",
+			"than were sold (ErrOverLimit). Repeating it with the same op key returns the first outcome." + incrSale,
 			[]param{id, {"n", jen.Int64()}, {"opKey", jen.String()}}, res},
 		{"Release", "Release gives back exactly what the Decr with the same op key took, once. An op key\n" +
 			"that took nothing gets ErrNotFound.",

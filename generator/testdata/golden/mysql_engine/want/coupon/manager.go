@@ -251,16 +251,17 @@ func (m *Manager) Get(ctx context.Context, id Key) (int64, error) {
 	return m.core.Get(ctx, id)
 }
 
-// Decr takes n units of item id for the purchase opKey, in one atomic Redis step, and
-// returns once its usage row is committed. It returns ErrInsufficientStock, and takes
-// nothing, when fewer than n are available. Repeating it with the same op key returns
-// the first outcome.
+// Decr takes n units of item id for the purchase opKey, in one atomic Redis step that
+// also appends its usage row to the stream (the flusher writes it to the ledger). It
+// returns ErrInsufficientStock, and takes nothing, when fewer than n are available.
+// Repeating it with the same op key returns the first outcome.
 func (m *Manager) Decr(ctx context.Context, id Key, n int64, opKey string) (Result, error) {
 	return m.core.Decr(ctx, id, n, opKey)
 }
 
 // Incr returns n units to item id for the operation opKey. It never returns more units
 // than were sold (ErrOverLimit). Repeating it with the same op key returns the first outcome.
+// Its units go on sale once the flusher has written its row (Release's too).
 func (m *Manager) Incr(ctx context.Context, id Key, n int64, opKey string) (Result, error) {
 	return m.core.Incr(ctx, id, n, opKey)
 }
