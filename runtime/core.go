@@ -467,6 +467,9 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 				continue
 			}
 		}
+		if over > 0 {
+			failpoint("split-over")
+		}
 		sent := time.Now()
 		r, err := c.reserve(ctx, k, keys, kind, arg, opKey, mode, k.field(opRec), decrField, attempt, over)
 		if isWrongType(err) {
