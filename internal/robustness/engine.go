@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -117,6 +118,9 @@ type admin interface {
 	rows(ctx context.Context, table string, each func(id, kind, op string, rw row)) error
 	// lockTable keeps table from being written for d.
 	lockTable(ctx context.Context, table string, d time.Duration) error
+	// refuseInserts makes table refuse every new row with an error of
+	// the server's, until undo.
+	refuseInserts(ctx context.Context, table string) (undo func() error, err error)
 	close()
 }
 
@@ -172,6 +176,19 @@ func (a pgAdmin) lockTable(ctx context.Context, table string, d time.Duration) e
 	return err
 }
 
+// refuseInserts: a CHECK (false) constraint, NOT VALID so that the rows
+// there stay.
+func (a pgAdmin) refuseInserts(ctx context.Context, table string) (func() error, error) {
+	name := "quiet_refuse_" + strings.ReplaceAll(table, ".", "_")
+	if _, err := a.pool.Exec(ctx, "ALTER TABLE "+table+" ADD CONSTRAINT "+name+" CHECK (false) NOT VALID"); err != nil {
+		return nil, err
+	}
+	return func() error {
+		_, err := a.pool.Exec(context.WithoutCancel(ctx), "ALTER TABLE "+table+" DROP CONSTRAINT "+name)
+		return err
+	}, nil
+}
+
 func (a pgAdmin) close() { a.pool.Close() }
 
 // sqlAdmin is the admin of the mysql and sqlite engines.
@@ -222,6 +239,23 @@ func (a sqlAdmin) lockTable(ctx context.Context, table string, d time.Duration) 
 	sleep(ctx, d)
 	_, err = c.ExecContext(context.Background(), unlock)
 	return err
+}
+
+// refuseInserts: a trigger that raises an error before every insert.
+func (a sqlAdmin) refuseInserts(ctx context.Context, table string) (func() error, error) {
+	trigger := "CREATE TRIGGER quiet_refuse BEFORE INSERT ON " + table +
+		" FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the robustness tester'"
+	if a.engine == "sqlite" {
+		trigger = "CREATE TRIGGER quiet_refuse BEFORE INSERT ON " + table +
+			" BEGIN SELECT RAISE(ABORT, 'refused by the robustness tester'); END"
+	}
+	if _, err := a.db.ExecContext(ctx, trigger); err != nil {
+		return nil, err
+	}
+	return func() error {
+		_, err := a.db.ExecContext(context.WithoutCancel(ctx), "DROP TRIGGER quiet_refuse")
+		return err
+	}, nil
 }
 
 func (a sqlAdmin) close() { a.db.Close() }

@@ -469,30 +469,17 @@ func (r *Run) collect(k *child) {
 	<-k.done
 	started := map[string]bool{}
 	inflight := map[int]*Step{}
-	sc := bufio.NewScanner(bytes.NewReader(k.out.Bytes()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) < 3 || line[0] != '{' {
-			continue
-		}
-		var ev struct {
-			Done bool `json:"done"`
-			Call Call `json:"call"`
-		}
-		if json.Unmarshal(line, &ev) != nil {
-			continue // a line cut by the kill
-		}
-		r.hist.Add(ev.Call, ev.Done)
-		st := ev.Call.Step
+	parseCalls(k.out.Bytes(), func(c Call, done bool) {
+		r.hist.Add(c, done)
+		st := c.Step
 		started[st.ID()] = true
-		if ev.Done {
+		if done {
 			delete(inflight, st.Client)
 		} else {
 			s := st
 			inflight[st.Client] = &s
 		}
-	}
+	})
 	next := map[int][]Step{}
 	for c, steps := range k.remaining {
 		var rest []Step
@@ -509,6 +496,27 @@ func (r *Run) collect(k *child) {
 		next[c] = rest
 	}
 	k.remaining = next
+}
+
+// parseCalls calls each for every call line of a child's report (ChildMain),
+// in order: once when the call started and once when it returned.
+func parseCalls(out []byte, each func(c Call, done bool)) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) < 3 || line[0] != '{' {
+			continue
+		}
+		var ev struct {
+			Done bool `json:"done"`
+			Call Call `json:"call"`
+		}
+		if json.Unmarshal(line, &ev) != nil {
+			continue // a line cut by the kill
+		}
+		each(ev.Call, ev.Done)
+	}
 }
 
 func (r *Run) startFlusher(until time.Time) error {
