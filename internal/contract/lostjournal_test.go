@@ -23,17 +23,30 @@ func TestLostJournalEntryDoesNotOversell(t *testing.T) {
 	if testenv.Engine() != "postgresql" {
 		t.Fatalf("run with INVGEN_ENGINE=postgresql: a PL/pgSQL trigger slows the row down (make test skips it on the other engines)")
 	}
-	for _, tc := range []struct{ lost, change string }{
-		{"journal", "purchase"}, {"journal and op record", "purchase"},
-		{"journal", "adjustment"}, {"journal and op record", "adjustment"},
+	for _, tc := range []struct {
+		lost, change string
+		buckets      int
+	}{
+		{"journal", "purchase", 1}, {"journal and op record", "purchase", 1},
+		{"journal", "adjustment", 1}, {"journal and op record", "adjustment", 1},
+		// A split item's purchase holds its unit in its bucket.
+		{"journal", "purchase", 2}, {"journal and op record", "purchase", 2},
 	} {
 		lost := tc.lost
-		t.Run(tc.change+"/"+lost, func(t *testing.T) {
+		name := tc.change + "/" + lost
+		if tc.buckets > 1 {
+			name = "split-" + name
+		}
+		t.Run(name, func(t *testing.T) {
 			const lease = time.Second
 			f := stringFixture(t, invrt.WithFenceTTL(400*time.Millisecond), invrt.WithLease(lease),
 				invrt.WithLedgerTimeout(2*time.Second))
 			ctx := ctxT(t)
-			testenv.Must(t, f.m.Init(ctx, "sku", 10), "Init")
+			if tc.buckets > 1 {
+				initBuckets(t, f, "sku", 10, tc.buckets)
+			} else {
+				testenv.Must(t, f.m.Init(ctx, "sku", 10), "Init")
+			}
 			// The first change's row takes 1.5 s to reach the ledger: a
 			// purchase of 1, or an adjustment of -3.
 			table, slowKey := f.usageTable, "order-1"
