@@ -437,6 +437,11 @@ type splitHold[K any] struct {
 	t     Totals[K]
 	avail []int64 // each bucket's stock now
 	muted []bool  // buckets in a sold-out period: they sell nothing until it ends
+	// untracked are the buckets that hold units for changes in flight
+	// their journal does not list (lost.go); hold is then load.lua's
+	// ARGV[11]: "" to be told of such units, or how long to hold them.
+	untracked []int
+	hold      string
 	// marked: every bucket is marked (step.lua), so that a process dying
 	// before the step ends leaves the item to be loaded again.
 	marked bool
@@ -503,11 +508,40 @@ func (c *Core[K]) holdSplit(ctx context.Context, id K, item string, n int, onlyM
 }
 
 // settleSplit waits, under the fences of h, until no bucket has a change
-// pending, then reads the ledger's totals and the buckets' stock.
+// pending, then reads the ledger's totals and the buckets' stock. Units a
+// bucket holds for changes its journal lost (lost.go) are dealt with as
+// for an item of one bucket: their op records go back in the journal and
+// are waited for or settled, and the units of those whose records are
+// gone too are held by the loads for a lease and a ledger timeout.
 func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) error {
-	if err := c.awaitSplitPending(ctx, h, heal); err != nil {
-		return err
+	for round := 0; ; round++ {
+		if err := c.awaitSplitPending(ctx, h, heal); err != nil {
+			return err
+		}
+		heal = false
+		if err := c.splitTotals(ctx, h); err != nil {
+			return err
+		}
+		if len(h.untracked) == 0 {
+			return nil
+		}
+		found := 0
+		for _, b := range h.untracked {
+			n, err := c.rejournal(ctx, h.keys[b])
+			if err != nil {
+				return fmt.Errorf("invgen: refresh %v: look for its changes in flight: %w", h.id, err)
+			}
+			found += n
+		}
+		if found == 0 || round == 2 {
+			h.hold = c.holdMS()
+			return nil
+		}
 	}
+}
+
+// splitTotals reads the ledger's totals of h and the buckets' state.
+func (c *Core[K]) splitTotals(ctx context.Context, h *splitHold[K]) error {
 	id := h.id
 	if c.stream {
 		if err := c.writeUnflushed(ctx, h.keys...); err != nil {
@@ -581,14 +615,16 @@ func (c *Core[K]) splitPending(ctx context.Context, h *splitHold[K], heal bool) 
 	return pending, pendingKeys, nil
 }
 
-// readSplitState reads each bucket's stock and sold-out period into h.
+// readSplitState reads each bucket's stock and sold-out period into h,
+// and which buckets hold units for changes in flight: with no change
+// pending in their journals, no journal lists those changes.
 func (c *Core[K]) readSplitState(ctx context.Context, h *splitHold[K]) error {
 	var now *redis.TimeCmd
 	states := make([]*redis.SliceCmd, len(h.keys))
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
 		for i, k := range h.keys {
-			states[i] = p.HMGet(ctx, k.item, "a", "z")
+			states[i] = p.HMGet(ctx, k.item, "a", "z", "p", "d", "q", "r")
 		}
 		return nil
 	})
@@ -596,16 +632,22 @@ func (c *Core[K]) readSplitState(ctx context.Context, h *splitHold[K]) error {
 		return fmt.Errorf("invgen: refresh %v: %w", h.id, err)
 	}
 	ms := now.Val().UnixMilli()
-	h.avail, h.muted = make([]int64, len(h.keys)), make([]bool, len(h.keys))
+	h.avail, h.muted, h.untracked = make([]int64, len(h.keys)), make([]bool, len(h.keys)), nil
 	for i, st := range states {
 		v := st.Val()
-		if len(v) != 2 {
+		if len(v) != 6 {
 			continue // a garbled bucket: the load replaces it
 		}
 		h.avail[i], _ = intField(v[0])
 		if z, ok := v[1].(string); ok {
 			start, period, _ := cutInts(z)
 			h.muted[i] = start+period > ms
+		}
+		for _, f := range v[2:] {
+			if n, _ := intField(f); n != 0 {
+				h.untracked = append(h.untracked, i)
+				break
+			}
 		}
 	}
 	return nil
@@ -690,7 +732,7 @@ func (c *Core[K]) loadSplit(ctx context.Context, h *splitHold[K], t Totals[K], m
 	for _, b := range order {
 		k := h.keys[b]
 		res, err := loadScript.Run(ctx, c.rdb, []string{k.item, k.journal, k.epoch, k.filter()},
-			h.token, avail[b], capacity[b], k.opPrefix(), mode, c.genArg, adjustFlag[mode == loadFresh && c.opt.soldOut > 0], nb, adjustFlag[true], b).Int()
+			h.token, avail[b], capacity[b], k.opPrefix(), mode, c.genArg, adjustFlag[mode == loadFresh && c.opt.soldOut > 0], nb, adjustFlag[true], b, h.hold).Int()
 		switch {
 		case err != nil:
 			return fmt.Errorf("invgen: refresh %v: load: %w", h.id, err)
