@@ -246,10 +246,29 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	// Refresh repairs it; units of changes whose op records went too are
 	// held for a lease and a ledger timeout first.
 	if r.inWindow(0, forever, FaultJournalDel) {
-		sleep(ctx, lease+r.Plan.Config.Options.LedgerLimit+200*time.Millisecond)
+		hold := lease + r.Plan.Config.Options.LedgerLimit + 200*time.Millisecond
+		sleep(ctx, hold)
 		for p, t := range r.env.Targets[:3] {
 			if _, err := t.RefreshAll(ctx); err != nil {
 				add("OPS", "RefreshAll of %s after a journal was lost: %v", Prefixes[p].Name, err)
+			}
+		}
+		// A hold starts at the first load after the loss: when the
+		// operator's Refresh then failed (a fault of its own), it is this
+		// RefreshAll's, and the README's next refresh, once the hold has
+		// passed, gives the units back.
+		var drifting []int
+		for p, t := range r.env.Targets[:3] {
+			if _, drift, _, err := t.Audit(ctx); err == nil && len(drift) > 0 {
+				drifting = append(drifting, p)
+			}
+		}
+		if len(drifting) > 0 {
+			sleep(ctx, hold)
+		}
+		for _, p := range drifting {
+			if _, err := r.env.Targets[p].RefreshAll(ctx); err != nil {
+				add("OPS", "RefreshAll of %s once the hold of units passed: %v", Prefixes[p].Name, err)
 			}
 		}
 	}
