@@ -30,12 +30,14 @@ func ChildMain(path string) int {
 	defer cancel()
 	seed := cp.Config.Seed ^ uint64(len(cp.Proc))<<8 ^ uint64(time.Now().UnixNano())
 	var db *DB
+	var ping func(context.Context) error
 	if cp.Engine == "" || cp.Engine == "postgresql" {
 		pool, err := NewPool(ctx, cp.DBURL, cp.Schema, cp.Config.ChildConns)
 		if err != nil {
 			return fail(err)
 		}
 		defer pool.Close()
+		ping = pool.Ping
 		db = NewDB(pool, seed, cp.Config.DelayP)
 	} else {
 		sqlDB, err := OpenSQL(cp.Engine, cp.DSN, "", int(cp.Config.ChildConns))
@@ -43,6 +45,7 @@ func ChildMain(path string) int {
 			return fail(err)
 		}
 		defer sqlDB.Close()
+		ping = sqlDB.PingContext
 		db = NewSQLDB(sqlDB, seed, cp.Config.DelayP)
 	}
 	rdb := NewRedis(cp.Redis, 16)
@@ -74,7 +77,13 @@ func ChildMain(path string) int {
 	}
 	if cp.Role == "step" {
 		// One call of each step, no retries: a quiet round's step
-		// (quiet.go), its answer checked against the model.
+		// (quiet.go), its answer checked against the model. The ledger
+		// is reached first, outside the step's deadline: a process's
+		// first SQLite connection compiles the library's module, which
+		// takes seconds under the race detector.
+		if err := ping(ctx); err != nil {
+			return fail(err)
+		}
 		for _, steps := range cp.Clients {
 			for _, s := range steps {
 				env.Run(ctx, s, 0, s.Deadline, emit)

@@ -4,13 +4,19 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ncruces/go-sqlite3"
 	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
 	_ "github.com/ncruces/go-sqlite3/embed"  // the SQLite library
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 )
 
 // The other engines' side of the tester: the generated packages of
@@ -70,6 +76,25 @@ func (d *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Ro
 	return d.SQL.QueryRowContext(ctx, q, args...)
 }
 
+// shareSQLiteCompilation has the processes of a run share one compilation
+// of the SQLite library, which the driver runs as WebAssembly: a process
+// compiles it at its first connection, in about a second, and in 8 to 10
+// under the race detector, where a buyer process would spend its first
+// calls' deadlines on it. The driver's defaults otherwise. Without a cache
+// directory, each process compiles its own.
+var shareSQLiteCompilation = sync.OnceFunc(func() {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	cache, err := wazero.NewCompilationCacheWithDir(filepath.Join(dir, "invgen-robustness-sqlite"))
+	if err != nil {
+		return
+	}
+	sqlite3.RuntimeConfig = wazero.NewRuntimeConfig().WithMemoryLimitPages(4096).
+		WithCoreFeatures(api.CoreFeaturesV2).WithCompilationCache(cache)
+})
+
 // OpenSQL opens the ledger of engine mysql or sqlite at dsn (a DSN of
 // go-sql-driver/mysql, or a SQLite file) with at most maxConns
 // connections. addr, when set, replaces the MySQL server's address (the
@@ -89,6 +114,7 @@ func OpenSQL(engine, dsn, addr string, maxConns int) (*sql.DB, error) {
 		cfg.Timeout = 2 * time.Second
 		db, err = sql.Open("mysql", cfg.FormatDSN())
 	case "sqlite":
+		shareSQLiteCompilation()
 		db, err = sql.Open("sqlite3", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
 	default:
 		return nil, fmt.Errorf("engine %q is not mysql or sqlite", engine)

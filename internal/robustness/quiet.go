@@ -402,7 +402,7 @@ func (q *quietRound) conserved(ctx context.Context) (int64, bool) {
 // and returns the process, its output and a channel closed when it ends.
 func (q *quietRound) inChild(s Step, fp string) (*childProc, error) {
 	cmd, out, done, err := q.r.spawn(childPlan{Role: "step", Proc: fmt.Sprintf("q%d.%d", q.round, s.Seq),
-		Until: time.Now().Add(time.Minute), Clients: map[int][]Step{s.Client: {s}}, Failpoints: fp})
+		Until: time.Now().Add(2 * time.Minute), Clients: map[int][]Step{s.Client: {s}}, Failpoints: fp})
 	if err != nil {
 		return nil, err
 	}
@@ -417,11 +417,11 @@ type childProc struct {
 }
 
 // call is the child's call of s once it has ended: Return 0 if it was
-// killed during it. A child that has not ended within 30 s is killed.
+// killed during it. A child that has not ended within a minute is killed.
 func (k *childProc) call(s Step) (Call, bool) {
 	select {
 	case <-k.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(time.Minute):
 		syscall.Kill(k.pid, syscall.SIGKILL)
 		<-k.done
 		return Call{}, false
@@ -505,7 +505,7 @@ func (q *quietRound) paused(ctx context.Context, s Step, site string) {
 		q.violate("OPS", "cannot start a buyer: %v", err)
 		return
 	}
-	for until := time.Now().Add(20 * time.Second); ; {
+	for until := time.Now().Add(time.Minute); ; {
 		select {
 		case <-k.done:
 			if c, found := k.call(s); !found || c.Return == 0 {
@@ -555,7 +555,7 @@ func (q *quietRound) paused(ctx context.Context, s Step, site string) {
 	syscall.Kill(k.pid, syscall.SIGCONT)
 	c1, found := k.call(s)
 	if !found {
-		q.violate("OPS", "the buyer of %s, continued, did not answer within 30 s: %s", s, strings.TrimSpace(k.out.String()))
+		q.violate("OPS", "the buyer of %s, continued, did not answer within a minute: %s", s, strings.TrimSpace(k.out.String()))
 		return
 	}
 	// One op key, one execution: always on the sync prefixes (the
