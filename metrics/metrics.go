@@ -19,6 +19,14 @@
 //	invgen_journal_entries{prefix}                  changes between Redis and the ledger (Watch)
 //	invgen_flush_backlog_entries{prefix}, invgen_flush_oldest_seconds{prefix}
 //	                                                the stream ledger's flush lag (Watch)
+//	invgen_redis_unsafe{prefix,server,reason}       a Redis server that may evict keys (redis.go)
+//
+// grafana/invgen.json in this package's directory is a Grafana dashboard
+// of them (import it and pick the Prometheus data source): purchases and
+// refusals per prefix, latency percentiles, ledger write errors, journal
+// size, flush lag, what Reconcile settled, drift found and unsafe Redis
+// servers. A test checks that each of its queries names only metrics and
+// labels this package exports.
 package metrics
 
 import (
