@@ -32,7 +32,9 @@ same protocol as the application's generated package, without writing Go:
   drain     PREFIX                      reconcile and flush until nothing is pending (before a layout switch)
   redis     PREFIX                      each Redis server's eviction policy and persistence, and what they guarantee (exit 3 if one may evict)
 
-Output is a table, or JSON with -json. Exit codes: 0 done; 1 a failure (Redis
+Output is a table, or JSON with -json. On a terminal, refresh -all and drain
+show their progress (done of total, rate, time left), cleared when they end;
+never with -json or when the output is not a terminal. Exit codes: 0 done; 1 a failure (Redis
 or SQL unreachable, a layout mismatch); 2 bad arguments or spec; 3 the
 inventory said no: an item not found or already there, not enough stock, an
 op key that took nothing, drift found by audit, or changes still pending
@@ -309,7 +311,9 @@ func (a admin) do(verb string, args []string) (any, error) {
 		})
 	case "refresh":
 		if args[0] == "-all" {
-			n, err := c.RefreshAll(ctx)
+			pctx, bar := withItemProgress(ctx, a.out, a.json, "refresh "+a.p.Name)
+			n, err := c.RefreshAll(pctx)
+			bar.finish()
 			if err != nil {
 				return nil, err
 			}
@@ -373,7 +377,9 @@ func (a admin) lag() (lagRow, error) {
 // the journal until both are empty or no progress is made for a lease.
 func (a admin) drain() (lagRow, error) {
 	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var bar *progress
+	defer func() { bar.finish() }()
+	for first := true; ; first = false {
 		if a.p.Ledger == "stream" {
 			if _, err := a.core.Flush(a.ctx); err != nil {
 				return lagRow{}, err
@@ -386,6 +392,12 @@ func (a admin) drain() (lagRow, error) {
 		if err != nil || lag.Journal+lag.Stream == 0 || time.Now().After(deadline) {
 			return lag, err
 		}
+		if first {
+			// What the first round left: the changes whose leases have
+			// not passed yet, or that the ledger fails.
+			bar = newProgress(a.out, a.json, lag.Journal+lag.Stream, "drain "+a.p.Name, "changes")
+		}
+		bar.set(bar.max() - (lag.Journal + lag.Stream))
 		select {
 		case <-a.ctx.Done():
 			return lag, a.ctx.Err()

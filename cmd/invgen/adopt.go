@@ -56,6 +56,8 @@ each step (the tables, the rows, the layout record, invgen's Redis state,
 audited against the ledger) and says "adopted already" only when all are
 done. -apply of a prefix the database has no tables of changes nothing and
 exits 2. Adopt writes no code: the spec's output need not be in a Go module.
+On a terminal, the build of Redis shows its progress (items done of total,
+rate, time left); the copy is one statement per table and shows none.
 
 Exit codes: 0 done (or a clean dry run); 1 a failure; 2 bad arguments or
 spec, or a prefix the database lacks (-apply); 3 rows adopt cannot convert.`
@@ -584,14 +586,16 @@ func (a adoption) build(pl *plan) error {
 	}
 	// A run killed while it built Redis leaves its items fenced until
 	// their fences expire (seconds): those items are busy until then.
-	n, err := core.RefreshAll(a.ctx)
+	ctx, bar := withItemProgress(a.ctx, a.out, false, "build Redis of "+a.p.Name)
+	n, err := core.RefreshAll(ctx)
 	for start := time.Now(); errors.Is(err, invrt.ErrBusy) && time.Since(start) < time.Minute; {
 		select {
 		case <-a.ctx.Done():
 		case <-time.After(time.Second):
 		}
-		n, err = core.RefreshAll(a.ctx)
+		n, err = core.RefreshAll(ctx)
 	}
+	bar.finish()
 	if err != nil {
 		return fmt.Errorf("building Redis from the ledger: %w", err)
 	}

@@ -22,6 +22,7 @@ type sqlLedger struct {
 	q      map[string]string
 	schema string
 	zero   itemKey // the smallest key of the key type, for the first page
+	items  string  // the query that counts the items
 }
 
 var (
@@ -45,7 +46,8 @@ func newSQLLedger(db ledgerDB, m *generator.Model, p *generator.Prefix) (sqlLedg
 	case "uuid":
 		zero = itemKey(uuid.Nil.String())
 	}
-	return sqlLedger{db: db, q: q, schema: schema, zero: zero}, nil
+	items := "SELECT COUNT(DISTINCT item_id) FROM " + p.ModTable + " WHERE state = 'committed'"
+	return sqlLedger{db: db, q: q, schema: schema, zero: zero, items: items}, nil
 }
 
 // table is the name of the statement for kind's table: Modification or
@@ -143,7 +145,18 @@ func (l sqlLedger) Items(ctx context.Context, after itemKey, first bool, limit i
 		t.Available, t.Buckets = t.Capacity+used, int(buckets)
 		out = append(out, t)
 	}
-	return out, rows.Err()
+	err = rows.Err()
+	rows.Close() // before the count: SQLite may have one connection
+	if err != nil {
+		return nil, err
+	}
+	if ip := itemProgressOf(ctx); ip != nil {
+		ip.page(first, func() (n int64, err error) {
+			err = l.db.queryRow(ctx, l.items).Scan(&n)
+			return n, err
+		}, len(out))
+	}
+	return out, nil
 }
 
 func (l sqlLedger) Flush(ctx context.Context, b *invrt.Batch) ([]string, error) {

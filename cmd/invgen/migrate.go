@@ -29,7 +29,8 @@ not applied yet: invgen generate writes one when the spec changes the
 prefix's key type or key length. The table invgen_migrations records what
 was applied. With -dry-run it prints what it would do. On the mysql and
 sqlite engines it creates what is missing; their key columns have no
-migrations (invgen generate refuses to change them).`
+migrations (invgen generate refuses to change them). On a terminal it shows
+its progress over a prefix's migrations (done of total, time left).`
 
 // migrationsTable records the migrations applied, per prefix.
 const migrationsTable = `CREATE TABLE IF NOT EXISTS invgen_migrations (
@@ -204,12 +205,19 @@ func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, 
 			applied[n] = true
 		}
 	}
-	pending := 0
+	var pending []string
 	for _, name := range names {
-		if applied[name] {
-			continue
+		if !applied[name] {
+			pending = append(pending, name)
 		}
-		pending++
+	}
+	var bar *progress
+	if !dry {
+		bar = newProgress(out, false, int64(len(pending)), "migrate "+p.Name, "migrations")
+		defer bar.finish()
+	}
+	for _, name := range pending {
+		bar.clear()
 		fmt.Fprintf(out, "%s: apply %s\n", p.Name, name)
 		if dry {
 			continue
@@ -235,8 +243,9 @@ func migratePrefix(ctx context.Context, pool *pgxpool.Pool, m *generator.Model, 
 		if err != nil {
 			return fmt.Errorf("%s (nothing of it applied): %w", name, err)
 		}
+		bar.add(1)
 	}
-	if pending == 0 {
+	if len(pending) == 0 {
 		fmt.Fprintf(out, "%s: up to date\n", p.Name)
 	}
 	return nil
