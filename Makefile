@@ -7,8 +7,9 @@ INVGEN   := $(GO) run ./cmd/invgen
 # Two modules: the runtime (./runtime, what applications import) and the
 # generator with its CLI, examples and tests (.); go.work joins them here.
 PKGS     := ./... ./runtime/...
-# The README's steps (internal/adopt) build invgen in fresh modules: they run
-# after the other tests, not beside the timing-sensitive ones.
+# The install steps of README.md and docs/getting-started.md (internal/adopt)
+# build invgen in fresh modules: they run after the other tests, not beside
+# the timing-sensitive ones.
 ADOPT    := ./internal/adopt
 TEST_PKGS = $$($(GO) list $(PKGS) | grep -v /internal/adopt$$)
 # `make test` runs the tests that use the shared Redis a second time, on

@@ -85,7 +85,7 @@ func (b *bench) openEngines(ctx context.Context) ([]*engineDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	// SQLite as the README advises: WAL, a busy timeout, one connection.
+	// SQLite as docs/engines.md advises: WAL, a busy timeout, one connection.
 	lite, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "ledger.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
 	if err != nil {
 		return nil, err

@@ -33,8 +33,9 @@ type Drift[K any] struct {
 	// repairs it.
 	Corrupt string
 	// Stale is true when the item was loaded before its Redis server lost
-	// writes (a restart, a failover; see the README's Redis Cluster
-	// section): nothing of it is sold until it is refreshed, which its next
+	// writes (a restart, a failover; see
+	// docs/cluster.md#acknowledged-writes-lost-at-a-failover): nothing of
+	// it is sold until it is refreshed, which its next
 	// change or read does, or RefreshAll.
 	Stale bool
 }

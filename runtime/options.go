@@ -86,17 +86,18 @@ func WithLedgerTimeout(d time.Duration) Option { return func(o *options) { o.led
 // replica of its server has it too, for at most d; without it (the
 // default) a change is acknowledged once the master has it.
 //
-// Replication is asynchronous: a master that dies can take its last
-// writes with it, and the replica promoted in its place offers again the
-// units they sold. invgen refreshes such a server's items from the ledger
-// before they sell again (see the README), which covers every change whose
-// ledger row is written by then. With WithReplicaAck the rest is covered
-// too: a stream-ledger purchase acknowledged to its caller survives the
-// failover, and a sync-ledger reservation whose ledger write is still in
-// flight is found on the promoted replica. A change no replica confirms in
-// time is undone (sync ledger: ErrBusy) or reported in doubt (stream
-// ledger: ErrInDoubt; its op key tells the outcome later). It costs the
-// time a replica takes to confirm, not a round trip: WAIT is pipelined
+// Replication is asynchronous: a master that dies can take its last writes
+// with it, and the replica promoted in its place offers again the units
+// they sold. invgen refreshes such a server's items from the ledger before
+// they sell again (see
+// docs/cluster.md#acknowledged-writes-lost-at-a-failover), which covers
+// every change whose ledger row is written by then. With WithReplicaAck the
+// rest is covered too: a stream-ledger purchase acknowledged to its caller
+// survives the failover, and a sync-ledger reservation whose ledger write
+// is still in flight is found on the promoted replica. A change no replica
+// confirms in time is undone (sync ledger: ErrBusy) or reported in doubt
+// (stream ledger: ErrInDoubt; its op key tells the outcome later). It costs
+// the time a replica takes to confirm, not a round trip: WAIT is pipelined
 // with the change. It needs a Client (or a Sentinel FailoverClient) or a
 // ClusterClient.
 func WithReplicaAck(d time.Duration) Option { return func(o *options) { o.replicaAck = d } }
@@ -124,7 +125,7 @@ func WithSoldOutCache(d time.Duration) Option { return func(o *options) { o.sold
 // RedisChecked: the metrics package's invgen_redis_unsafe gauge) when its
 // gate opens. An evicted op record lets a repeat of its op key be applied
 // again or refused instead of replayed; an evicted item is rebuilt from
-// the ledger. See the README, "Redis persistence and eviction".
+// the ledger. See docs/operating.md#redis-persistence-and-eviction.
 func WithEvictionAllowed() Option { return func(o *options) { o.evictionAllowed = true } }
 
 func (o *options) validate() error {

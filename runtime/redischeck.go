@@ -86,8 +86,8 @@ func (r RedisConfig) Persistence() string {
 }
 
 // Guarantee says what a restart of the server keeps of a prefix's data,
-// for its ledger mode (the README's "Redis persistence and eviction" has
-// the table). A failover is another matter: see WithReplicaAck.
+// for its ledger mode (docs/operating.md#redis-persistence-and-eviction
+// has the table). A failover is another matter: see WithReplicaAck.
 func (r RedisConfig) Guarantee(stream bool) string {
 	evict := ""
 	if r.Evicts() {
@@ -391,7 +391,7 @@ func (c *Core[K]) judgeRedis(ctx context.Context, r RedisConfig) error {
 	switch {
 	case !r.Checked:
 		verdict = RedisUnchecked
-		log.WarnContext(ctx, "invgen: could not check the Redis server's eviction policy: it must be noeviction, or the server may drop op records and items (see the README, Redis persistence and eviction)",
+		log.WarnContext(ctx, "invgen: could not check the Redis server's eviction policy: it must be noeviction, or the server may drop op records and items (see docs/operating.md#redis-persistence-and-eviction)",
 			"prefix", c.prefix, "server", r.Server, "why", r.Unchecked)
 	case r.Evicts() && c.opt.evictionAllowed:
 		verdict = RedisEvictionAllowed

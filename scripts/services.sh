@@ -5,7 +5,7 @@
 # from Debian's packages when they are missing. Idempotent; safe to run
 # before every test.
 #
-# Addresses: INVGEN_REDIS_URL, INVGEN_DATABASE_URL and INVGEN_MYSQL_URL (see README). Only
+# Addresses: INVGEN_REDIS_URL, INVGEN_DATABASE_URL and INVGEN_MYSQL_URL (see docs/getting-started.md). Only
 # servers on this machine's loopback are started or installed; for any other
 # address the script only checks that it answers.
 set -euo pipefail

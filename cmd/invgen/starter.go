@@ -2,7 +2,7 @@ package main
 
 // starterSpec is what invgen init writes.
 const starterSpec = `# inventory.yaml — an invgen spec. Regenerate with: go generate ./...
-# Reference of every option: https://github.com/invgen/invgen#the-spec
+# Reference of every option: https://github.com/invgen/invgen/blob/main/docs/spec.md
 
 # Spec format version (required).
 version: 1

@@ -524,8 +524,8 @@ func connectPostgres(ctx context.Context, dbURL string) (*ledger, error) {
 	return &ledger{pool: pool}, nil
 }
 
-// connectSQLite opens a SQLite file in a directory of its own, as the
-// README advises: WAL, so that reads do not wait for the writer, a busy
+// connectSQLite opens a SQLite file in a directory of its own, as
+// docs/engines.md advises: WAL, so that reads do not wait for the writer, a busy
 // timeout, and one connection, so that writers queue in the pool instead
 // of spinning on the file lock.
 func connectSQLite() (*ledger, error) {

@@ -1,5 +1,6 @@
-// Package adopt tests the README's way in: its steps, run verbatim in a
-// fresh module, against invgen served at its version from this work tree.
+// Package adopt tests the way in that README.md and docs/getting-started.md
+// give: their steps, run verbatim in a fresh module, against invgen served
+// at its version from this work tree.
 package adopt
 
 import (
@@ -23,7 +24,8 @@ import (
 	"github.com/invgen/invgen/generator"
 )
 
-// The README's steps, as its code blocks give them.
+// The install steps, as the code blocks of docs/getting-started.md give
+// them (and README.md the first two).
 var (
 	stepInit    = "go run github.com/invgen/invgen/cmd/invgen@" + generator.Version + " init"
 	stepGenRun  = "//go:generate go run github.com/invgen/invgen/cmd/invgen@" + generator.Version + " generate"
@@ -31,19 +33,26 @@ var (
 	stepGenTool = "//go:generate go tool invgen generate"
 )
 
-// TestREADMESteps runs the README's steps in fresh modules, before and
+// TestREADMESteps runs the install steps in fresh modules, before and
 // after go mod tidy, in both forms, with invgen's two modules served at
 // their version from this work tree by a module proxy in a directory. An
 // application generated with the go run form has no module but the
 // runtime's: go-redis, pgx and uuid, and what their go.mod files list.
 func TestREADMESteps(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, step := range []string{stepInit, stepGenRun, stepGetTool, stepGenTool} {
-		if !bytes.Contains(readme, []byte(step)) {
-			t.Fatalf("the README does not say %q", step)
+	// docs/getting-started.md gives every step; the README's quick start
+	// the go run form.
+	for doc, steps := range map[string][]string{
+		"docs/getting-started.md": {stepInit, stepGenRun, stepGetTool, stepGenTool},
+		"README.md":               {stepInit, stepGenRun},
+	} {
+		text, err := os.ReadFile(filepath.Join("../..", doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range steps {
+			if !bytes.Contains(text, []byte(step)) {
+				t.Fatalf("%s does not say %q", doc, step)
+			}
 		}
 	}
 	proxy := serve(t)
@@ -80,7 +89,7 @@ func TestREADMESteps(t *testing.T) {
 	})
 }
 
-// scratch is a fresh module with the README's first step done.
+// scratch is a fresh module with the first install step done.
 func scratch(t *testing.T, env []string) string {
 	dir := t.TempDir()
 	run(t, dir, env, "go", "mod", "init", "example.com/shop")

@@ -18,7 +18,7 @@ import (
 	invrt "github.com/invgen/invgen/runtime"
 )
 
-// The stock buckets of a split item, tested by what the README documents:
+// The stock buckets of a split item, tested by what docs/buckets.md says:
 // a purchase goes to bucket FNV-1a-64(op key) mod 2^32 mod n, falls over
 // to the next buckets when short, and the item refuses only when no
 // bucket, nor all of them together, can serve it.

@@ -1,7 +1,8 @@
 package contract
 
-// One test per defect of the Python library this replaces (the README's
-// "What the Python library got wrong"): each would have failed against it.
+// One test per defect of the Python library this replaces
+// (docs/migrating-from-inventory-manager.md, "What the Python library got
+// wrong"): each would have failed against it.
 
 import (
 	"context"

@@ -21,7 +21,7 @@ import (
 	invrt "github.com/invgen/invgen/runtime"
 )
 
-// clusterOptions are the client options the README recommends for a
+// clusterOptions are the client options docs/cluster.md recommends for a
 // Redis Cluster.
 func clusterOptions(seeds []string) *redis.ClusterOptions {
 	return &redis.ClusterOptions{
@@ -191,8 +191,8 @@ func TestChaosClusterFailover(t *testing.T) {
 	ctx := ctxT(t)
 	opts := []invrt.Option{invrt.WithLease(chaosLease), invrt.WithLedgerTimeout(time.Second)}
 	// The stream prefix waits for a replica: without it, a purchase the
-	// dead master had not yet replicated is lost with it (the README's
-	// table; TestFailoverToLaggingReplica shows it).
+	// dead master had not yet replicated is lost with it (the table of
+	// docs/cluster.md; TestFailoverToLaggingReplica shows it).
 	fs := []*fixture[string]{fixtureOn(t, rdb, false, opts...),
 		fixtureOn(t, rdb, true, append(opts, invrt.WithReplicaAck(100*time.Millisecond))...)}
 	for _, f := range fs {
@@ -341,7 +341,7 @@ func replicaOf(t *testing.T, cl *testenv.LocalCluster, master string) string {
 //   - sync: the gate refreshes the item from the ledger before it sells
 //     again: the next purchase is refused, nothing is oversold.
 //   - stream: the ten acknowledged purchases are lost with the master's
-//     stream (the README says so); nothing is oversold.
+//     stream (docs/cluster.md says so); nothing is oversold.
 //   - stream with WithReplicaAck: no purchase is acknowledged while the
 //     replica lags (ErrInDoubt); once retried after the failover each
 //     acknowledged purchase is in the ledger.

@@ -1,7 +1,8 @@
 package contract
 
-// The README's failure table: "a Redis key garbled (wrong type, a field
-// that is not a number, a far-future fence, a junk journal member) ...
+// The failure table of docs/contract.md: "a Redis key garbled (wrong
+// type, a field that is not a number, a far-future fence, a junk journal
+// member) ...
 // Audit lists it as corrupt; Refresh(id) or the janitor with Repair
 // rebuilds it". Every kind of garbling, in a prefix of 20 items.
 

@@ -30,7 +30,7 @@ func usedMemory(t *testing.T, f *fixture[string]) int64 {
 
 // What Redis keeps per purchase: a committed sync purchase keeps only its
 // op record for the idempotency window, and a refused one keeps nothing
-// (a bot with fresh op keys costs no memory). The README quotes these
+// (a bot with fresh op keys costs no memory). docs/design.md quotes these
 // figures; with one key per op record this test measured 254 bytes per
 // committed purchase and 205 per refusal.
 func TestRedisBytesPerPurchase(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	invrt "github.com/invgen/invgen/runtime"
 )
 
-// SQLite on one connection, as the README advises: a purchase whose row
+// SQLite on one connection, as docs/engines.md advises: a purchase whose row
 // fails in a way that may have come after its commit (here a full
 // database, SQLITE_FULL) is settled, and the settle must not wait for the
 // connection its own insert still holds: it waited the whole ledger

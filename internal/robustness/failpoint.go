@@ -106,9 +106,9 @@ func drawFaults(rng *rand.Rand, cfg Config) []Fault {
 
 // forgetScript makes Redis forget the settled op records of one shard
 // (KEYS[1..3], its buckets), as their TTL or a partial loss of data does,
-// and marks the shard's items (KEYS[4...]) as reloaded, as the README's
-// recovery from a partial loss (RefreshAll) does: Redis no longer claims to
-// remember every op key of them.
+// and marks the shard's items (KEYS[4...]) as reloaded, as the recovery
+// from a partial loss (RefreshAll, docs/operating.md) does: Redis no
+// longer claims to remember every op key of them.
 var forgetScript = redis.NewScript(`
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 for i = 4, #KEYS do

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// checkGarbled makes the README's failure-table row on garbled keys an
-// assertion: "a Redis key garbled (wrong type, a field that is not a
+// checkGarbled makes the failure-table row of docs/contract.md on garbled
+// keys an assertion: "a Redis key garbled (wrong type, a field that is not a
 // number, a far-future fence, a junk journal member) ... Audit lists it as
 // corrupt; Refresh(id) or the janitor with Repair rebuilds it". Traffic
 // may have repaired what the faults garbled during the run, so once the
@@ -58,7 +58,7 @@ func (r *Run) checkGarbled(ctx context.Context) []Violation {
 		for _, i := range items {
 			named := slices.ContainsFunc(drift, func(d string) bool { return strings.HasPrefix(d, ItemID(p, i)+"(") })
 			if !named {
-				add("Audit of %s does not name garbled item %d (%s, garbled by variants %v; the README: Audit lists it as corrupt): drift %v",
+				add("Audit of %s does not name garbled item %d (%s, garbled by variants %v; docs/contract.md: Audit lists it as corrupt): drift %v",
 					Prefixes[p].Name, i, ItemID(p, i), variants[[2]int{p, i}], drift)
 			}
 		}

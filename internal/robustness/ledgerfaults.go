@@ -18,8 +18,8 @@ import (
 const (
 	// FaultJournalDel: Redis loses one shard's journal (an operator's DEL,
 	// a key lost with a partial restore); with Arg 1 the pending op
-	// records it listed go too. The operator's step afterwards is the
-	// README's: Refresh what Audit reports.
+	// records it listed go too. The operator's step afterwards is the one
+	// of docs/operating.md (drift found): Refresh what Audit reports.
 	FaultJournalDel = "journal-del"
 	// FaultRefuse: PostgreSQL refuses every new row of one ledger table for
 	// a while (a CHECK constraint added NOT VALID), as a read-only server
@@ -67,8 +67,8 @@ func drawLocalized(seed uint64) bool {
 
 // dropJournalScript deletes a shard journal (KEYS[1]) and, with ARGV[1]
 // "1", the pending op records it listed; the shard's items (KEYS[2...])
-// then no longer claim to remember every op key, as after the README's
-// recovery. It returns how many journal members there were.
+// then no longer claim to remember every op key, as after the recovery
+// of docs/operating.md. It returns how many journal members there were.
 var dropJournalScript = redis.NewScript(`
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
@@ -113,7 +113,7 @@ func (r *Run) ledgerFault(ctx context.Context, f Fault, wg *sync.WaitGroup, begi
 			if f.Arg == 1 && err == nil {
 				// Units of changes whose op records went are held for a
 				// lease and a ledger timeout: a window of under-selling
-				// the README allows, where the model's stock is not Redis's.
+				// docs/contract.md allows, where the model's stock is not Redis's.
 				r.event(Event{Kind: FaultJournalRecords, Start: begin, End: time.Now().UnixNano(), Prefix: f.Prefix, Item: i})
 			}
 			wg.Add(1)
@@ -223,8 +223,8 @@ func (r *Run) disturbed(c Call) bool {
 	return false
 }
 
-// checkFailureTable checks rows of the README's failure table on the
-// parent's changes, whose ledger statements the DB wrapper sees:
+// checkFailureTable checks rows of the failure table (docs/contract.md)
+// on the parent's changes, whose ledger statements the DB wrapper sees:
 //
 //   - "SQL rejected the insert: an error; the units are back before it
 //     returns; the op key is free to retry": a change whose insert the

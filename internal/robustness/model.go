@@ -135,7 +135,7 @@ func linStep(state, input, output any) []any {
 			return nil
 		}
 		// A retry may complete an earlier reservation of the op key whose
-		// lease passed (the README: it completes the purchase); it answers
+		// lease passed (docs/contract.md: it completes the purchase); it answers
 		// that reservation's delta, with Replayed false.
 		if d, ok := s.done[opID(in.Kind, in.Key)]; ok {
 			if d == out.Delta {

@@ -86,8 +86,8 @@ func uuidKey(i int) uuid.UUID {
 	return uuid.NewHash(sha1.New(), uuid.NameSpaceOID, []byte("item-"+strconv.Itoa(i)), 5)
 }
 
-// ItemKey is the Redis key of the item hash, built here by the layout the
-// README documents rather than by the code under test.
+// ItemKey is the Redis key of the item hash, built here by the layout
+// docs/design.md documents rather than by the code under test.
 func ItemKey(ns string, p, i int) string {
 	return Tag(ns, p, ItemID(p, i)) + "item:" + ItemID(p, i)
 }
@@ -111,7 +111,7 @@ func homeShard(p int, id string) int {
 }
 
 // BucketKeys are the Redis keys of the item hashes of the n stock buckets
-// of item i of prefix p, bucket 0 first, placed as the README documents:
+// of item i of prefix p, bucket 0 first, placed as docs/buckets.md documents:
 // bucket 0 in the item's own shard, bucket b in the free shard whose
 // cluster slot lies closest round the ring to b/n of the way from bucket
 // 0's, the lower shard on a tie.

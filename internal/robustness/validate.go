@@ -19,7 +19,7 @@ import (
 // Violation is one broken invariant.
 type Violation struct {
 	// Invariant is I1, I2, I3, LIN (linearizability) or OPS (an
-	// operator's tool failed where the README says it works).
+	// operator's tool failed where the docs say it works).
 	Invariant string
 	Msg       string
 }
@@ -55,7 +55,7 @@ func (r *Run) sums(ctx context.Context, p int, id string) (ledgerSums, error) {
 // so the bound holds there too.) The ledger is read before Redis and again after,
 // and the returns and restocks committed in between are accounted for, so
 // a sample is sound under any interleaving. Samples near a Redis restart
-// or on a garbled item are skipped: the README allows a window there.
+// or on a garbled item are skipped: docs/contract.md allows a window there.
 func (r *Run) sampleI1(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.Plan.Config.Seed, 0x11))
 	lease := r.Plan.Config.Options.Lease
@@ -186,7 +186,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	sleep(ctx, lease+200*time.Millisecond)
 	for p, t := range r.env.Targets {
 		if _, drift, _, err := t.Audit(ctx); err != nil {
-			add("OPS", "Audit of %s fails (the README: Audit finds garbled keys): %v", Prefixes[p].Name, err)
+			add("OPS", "Audit of %s fails (docs/contract.md: Audit finds garbled keys): %v", Prefixes[p].Name, err)
 		} else {
 			r.logf("audit %s before reconcile: drift %v", Prefixes[p].Name, drift)
 		}
@@ -194,7 +194,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 			add("OPS", "Reconcile of %s fails: %v", Prefixes[p].Name, err)
 		}
 	}
-	// The README: a deleted or garbled key is found by Audit and fixed
+	// docs/contract.md: a deleted or garbled key is found by Audit and fixed
 	// by Refresh(id).
 	r.mu.Lock()
 	garbled := make([][2]int, 0, len(r.garbled))
@@ -204,7 +204,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	cleanup := r.cleanup
 	r.mu.Unlock()
 	for _, g := range garbled {
-		// ErrBusy is for retrying (the README): a refresh in another
+		// ErrBusy is for retrying (docs/api.md): a refresh in another
 		// process, killed while it held the item's fence, holds it for as
 		// long as the fence lasts (3 s at most here).
 		err := r.env.Targets[g[0]].Refresh(ctx, g[1])
@@ -233,7 +233,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	for _, g := range garbled {
 		r.env.Targets[g[0]].Refresh(ctx, g[1])
 	}
-	// The README: after Redis came back empty, run RefreshAll once a
+	// docs/contract.md: after Redis came back empty, run RefreshAll once a
 	// lease has passed, if no window of disagreement is wanted.
 	if r.inWindow(0, forever, FaultRedisRestart, FaultRedisRollback) {
 		for p, t := range r.env.Targets {
@@ -242,7 +242,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 			}
 		}
 	}
-	// The README: after Redis lost a journal, Audit reports the drift and
+	// docs/operating.md: after Redis lost a journal, Audit reports the drift and
 	// Refresh repairs it; units of changes whose op records went too are
 	// held for a lease and a ledger timeout first.
 	if r.inWindow(0, forever, FaultJournalDel) {
@@ -255,7 +255,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 		}
 		// A hold starts at the first load after the loss: when the
 		// operator's Refresh then failed (a fault of its own), it is this
-		// RefreshAll's, and the README's next refresh, once the hold has
+		// RefreshAll's, and the next refresh of docs/operating.md, once the hold has
 		// passed, gives the units back.
 		var drifting []int
 		for p, t := range r.env.Targets[:3] {
@@ -292,7 +292,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 	if _, err := r.env.Targets[3].Flush(ctx); err != nil {
 		add("OPS", "final Flush of %s fails: %v", Prefixes[3].Name, err)
 	}
-	// The README's row on garbled keys, at rest.
+	// The failure table's row on garbled keys (docs/contract.md), at rest.
 	vs = append(vs, r.checkGarbled(ctx)...)
 	return vs
 }
@@ -437,7 +437,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 		stream := Prefixes[c0.Step.Prefix].Stream && c0.Step.Kind != OpAdjust
 		rw, inLedger := rows[k]
 		// The first call of an op key voided although its insert never
-		// left: the README says such a call leaves the op key free.
+		// left: docs/contract.md says such a call leaves the op key free.
 		if c0.Outcome == OutVoided && c0.Proc == "p" && !stream && !r.env.DB.InsertSent(c0.ID) &&
 			time.Duration(c0.Return-c0.Invoke) < min(cfg.Options.Lease, cfg.Options.FenceTTL/2) {
 			later := ""
@@ -493,7 +493,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 				}
 				if stream && (o.Replayed || c.Return >= o.Invoke+int64(cfg.Options.OpTTL) ||
 					r.inWindow(o.Invoke, ret(c), FaultOpDel, FaultOpDelAll, FaultRedisRestart, FaultRedisRollback)) {
-					continue // the README: stream idempotency holds within WithOpTTL
+					continue // docs/contract.md: stream idempotency holds within WithOpTTL
 				}
 				if c.Outcome == OutOK {
 					if stream {
@@ -560,9 +560,9 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 
 // CheckLinearizable checks the history of every item of the sync prefixes
 // with porcupine. The history of an item is cut at the first Redis restart
-// or garbling of it, or loss of its pending op records with a journal: the
-// README allows a window of disagreement there. It
-// returns the violations and, for each failing item, the model and the
+// or garbling of it, or loss of its pending op records with a journal:
+// docs/contract.md allows a window of disagreement there. It returns the
+// violations and, for each failing item, the model and the
 // linearization info for the visualization.
 func (r *Run) CheckLinearizable(calls []Call, timeout time.Duration) ([]Violation, []Failure) {
 	var vs []Violation

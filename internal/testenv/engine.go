@@ -29,7 +29,7 @@ func Engine() string { return env("INVGEN_ENGINE", "postgresql") }
 // SQLDB returns a database of the test's own on engine mysql or sqlite:
 // on MySQL a database created for the test and dropped when it ends, on
 // SQLite a file in the test's temporary directory, in WAL mode with a busy
-// timeout, as the README advises. It fails the test when the server does
+// timeout, as docs/engines.md advises. It fails the test when the server does
 // not answer.
 func SQLDB(t testing.TB, engine string) *sql.DB {
 	t.Helper()
