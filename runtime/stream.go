@@ -484,8 +484,38 @@ func (f *Flusher) round(ctx context.Context, b *Batch, p pass) (int, error) {
 	return n, err
 }
 
+// round1 is one round: read, collect into the batch, write it, then
+// acknowledge and report it.
 func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 	start := time.Now()
+	reads, claims, err := f.read(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	b.reset()
+	r := newRoundEntries(len(f.streams))
+	if err := f.collect(b, r, reads, claims, p); err != nil {
+		return 0, err
+	}
+	n := r.count()
+	if n == 0 {
+		return 0, nil
+	}
+	conflicts, err := f.write(ctx, b)
+	if err != nil {
+		return 0, err
+	}
+	if err := f.ack(ctx, r.ids, r.hashes, r.unflushed, sellable(r.items, conflicts)); err != nil {
+		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
+	}
+	f.reportRound(ctx, n, conflicts, r.oldest, start)
+	return n, nil
+}
+
+// read sends one pipeline of reads of the shards p reads (new entries,
+// or with own this consumer's unacknowledged ones) and, with claim, of the
+// entries other consumers left idle; a nil command is a shard not read.
+func (f *Flusher) read(ctx context.Context, p pass) ([]*redis.XStreamSliceCmd, []*redis.XAutoClaimCmd, error) {
 	pipe := f.rdb.Pipeline()
 	reads := make([]*redis.XStreamSliceCmd, len(f.streams))
 	claims := make([]*redis.XAutoClaimCmd, len(f.streams))
@@ -511,37 +541,37 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 			})
 		}
 	}
-	_, err := pipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, err
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, err
 	}
-	b.reset()
-	ids := make([][]string, len(f.streams))
-	// hashes[i], unflushed[i] and items[i]: the item hash, id and item of
-	// each entry of shard i to delete from its item's unflushed entries.
-	hashes := make([][]string, len(f.streams))
-	unflushed := make([][]string, len(f.streams))
-	items := make([][]string, len(f.streams))
-	var oldest int64 = -1
-	add := func(i int, msgs []redis.XMessage) error {
-		for _, m := range msgs {
-			ids[i] = append(ids[i], m.ID)
-			if m.Values == nil {
-				continue // deleted after it was read: written already
-			}
-			if err := b.add(m); err != nil {
-				return &badEntryError{err}
-			}
-			item := b.Items[b.Len()-1]
-			hashes[i] = append(hashes[i], f.tags[i]+"item:"+item)
-			unflushed[i] = append(unflushed[i], m.ID)
-			items[i] = append(items[i], item)
-			if ms := idMillis(m.ID); oldest < 0 || ms < oldest {
-				oldest = ms
-			}
-		}
-		return nil
+	return reads, claims, nil
+}
+
+// roundEntries are the entries one round read, per shard: every id to
+// acknowledge, and for each entry still there the item hash, id and item
+// to delete from its item's unflushed entries.
+type roundEntries struct {
+	ids, hashes, unflushed, items [][]string
+	oldest                        int64 // ms of the oldest entry, -1 for none
+}
+
+func newRoundEntries(shards int) *roundEntries {
+	return &roundEntries{ids: make([][]string, shards), hashes: make([][]string, shards),
+		unflushed: make([][]string, shards), items: make([][]string, shards), oldest: -1}
+}
+
+// count is the number of entries read, written already or not.
+func (r *roundEntries) count() int {
+	n := 0
+	for _, s := range r.ids {
+		n += len(s)
 	}
+	return n
+}
+
+// collect adds what the reads and claims returned to b and r, and
+// records, per shard, whether it was quiet and its last new entry.
+func (f *Flusher) collect(b *Batch, r *roundEntries, reads []*redis.XStreamSliceCmd, claims []*redis.XAutoClaimCmd, p pass) error {
 	for i := range f.streams {
 		if reads[i] == nil {
 			continue
@@ -549,8 +579,8 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 		got := 0
 		for _, st := range reads[i].Val() {
 			got += len(st.Messages)
-			if err := add(i, st.Messages); err != nil {
-				return 0, err
+			if err := f.take(b, r, i, st.Messages); err != nil {
+				return err
 			}
 			if len(st.Messages) > 0 && !p.own {
 				f.last[i] = st.Messages[len(st.Messages)-1].ID
@@ -563,33 +593,55 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 		}
 		if claims[i] != nil {
 			msgs, _ := claims[i].Val()
-			if err := add(i, msgs); err != nil {
-				return 0, err
+			if err := f.take(b, r, i, msgs); err != nil {
+				return err
 			}
 		}
 	}
-	n := 0
-	for _, s := range ids {
-		n += len(s)
-	}
-	if n == 0 {
-		return 0, nil
-	}
-	var conflicts []string
-	if b.Len() > 0 {
-		var err error
-		if conflicts, err = flushBatch(ctx, f.w, b); err != nil {
-			return 0, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
+	return nil
+}
+
+// take adds the entries msgs of shard i to b and r.
+func (f *Flusher) take(b *Batch, r *roundEntries, i int, msgs []redis.XMessage) error {
+	for _, m := range msgs {
+		r.ids[i] = append(r.ids[i], m.ID)
+		if m.Values == nil {
+			continue // deleted after it was read: written already
 		}
+		if err := b.add(m); err != nil {
+			return &badEntryError{err}
+		}
+		item := b.Items[b.Len()-1]
+		r.hashes[i] = append(r.hashes[i], f.tags[i]+"item:"+item)
+		r.unflushed[i] = append(r.unflushed[i], m.ID)
+		r.items[i] = append(r.items[i], item)
+		if ms := idMillis(m.ID); r.oldest < 0 || ms < r.oldest {
+			r.oldest = ms
+		}
+	}
+	return nil
+}
+
+// write writes b to the ledger and has the items of entries it refused as
+// repeats refreshed; it returns those items.
+func (f *Flusher) write(ctx context.Context, b *Batch) ([]string, error) {
+	if b.Len() == 0 {
+		return nil, nil
+	}
+	conflicts, err := flushBatch(ctx, f.w, b)
+	if err != nil {
+		return nil, fmt.Errorf("invgen: flush %d entries: %w", b.Len(), err)
 	}
 	if len(conflicts) > 0 && f.repair != nil {
 		if err := f.repair(ctx, conflicts); err != nil {
-			return 0, fmt.Errorf("invgen: refresh the items of entries the ledger refused as repeats (the batch is written again and they are refreshed then): %w", err)
+			return nil, fmt.Errorf("invgen: refresh the items of entries the ledger refused as repeats (the batch is written again and they are refreshed then): %w", err)
 		}
 	}
-	if err := f.ack(ctx, ids, hashes, unflushed, sellable(items, conflicts)); err != nil {
-		return 0, fmt.Errorf("invgen: acknowledge flushed entries: %w", err)
-	}
+	return conflicts, nil
+}
+
+// reportRound tells OnConflict and OnFlush of a round of n entries.
+func (f *Flusher) reportRound(ctx context.Context, n int, conflicts []string, oldest int64, start time.Time) {
 	if len(conflicts) > 0 && f.cfg.OnConflict != nil {
 		f.cfg.OnConflict(ctx, conflicts)
 	}
@@ -600,7 +652,6 @@ func (f *Flusher) round1(ctx context.Context, b *Batch, p pass) (int, error) {
 		}
 		f.cfg.OnFlush(r)
 	}
-	return n, nil
 }
 
 // sellable returns, per shard, one character per entry of items: '1'
