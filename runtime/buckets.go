@@ -840,13 +840,11 @@ func (c *Core[K]) changeSplit(ctx context.Context, kind Kind, id K, item, arg, o
 	return res, err
 }
 
-func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], item, arg, opKey string) (Result, error) {
-	id := h.id
-	if res, done, err := c.replaySplit(ctx, kind, id, item, opKey); done {
-		return res, err
-	}
-	t := h.t
-	var delta, dcap int64
+// splitDelta is what a change of kind (not a purchase) of split item id,
+// whose ledger totals are t, does to its stock (delta) and capacity (dcap),
+// or its refusal: a release gives back what the ledger's row of its
+// purchase took.
+func (c *Core[K]) splitDelta(ctx context.Context, kind Kind, id K, t Totals[K], arg, opKey string) (delta, dcap int64, err error) {
 	switch kind {
 	case KindIncr, KindAdjust:
 		delta, _ = strconv.ParseInt(arg, 10, 64)
@@ -854,9 +852,9 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 		row, found, err := c.ledger.Lookup(ctx, id, KindDecr, opKey)
 		switch {
 		case err != nil:
-			return Result{}, fmt.Errorf("invgen: release %v: %w", id, err)
+			return 0, 0, fmt.Errorf("invgen: release %v: %w", id, err)
 		case !found || row.State != StateCommitted || row.Delta >= 0:
-			return Result{}, fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
+			return 0, 0, fmt.Errorf("%w: op key %q took nothing from item %v", ErrNotFound, opKey, id)
 		}
 		delta = -row.Delta
 	}
@@ -865,9 +863,22 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 	}
 	switch {
 	case t.Available+delta < 0:
-		return Result{}, rejection(codeShort, t.Available, id, opKey)
+		return 0, 0, rejection(codeShort, t.Available, id, opKey)
 	case t.Available+delta > t.Capacity+dcap || t.Capacity+dcap > MaxQuantity:
-		return Result{}, rejection(codeLimit, t.Available, id, opKey)
+		return 0, 0, rejection(codeLimit, t.Available, id, opKey)
+	}
+	return delta, dcap, nil
+}
+
+func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], item, arg, opKey string) (Result, error) {
+	id := h.id
+	if res, done, err := c.replaySplit(ctx, kind, id, item, opKey); done {
+		return res, err
+	}
+	t := h.t
+	delta, dcap, err := c.splitDelta(ctx, kind, id, t, arg, opKey)
+	if err != nil {
+		return Result{}, err
 	}
 	after := t
 	after.Available += delta

@@ -942,12 +942,27 @@ func (c *Core[K]) writeUnflushed(ctx context.Context, items ...itemKeys) error {
 	return nil
 }
 
+// writeUnflushedChunk writes the unflushed entries of a chunk of items:
+// read, put in stream order, written in batches.
 func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) error {
-	type entry struct {
-		id, row string
-		k       int // index in items
+	all, err := c.scanUnflushed(ctx, items)
+	if err != nil {
+		return err
 	}
-	var all []entry
+	return c.writeUnflushedEntries(ctx, items, orderUnflushed(all))
+}
+
+// unflushedEntry is an unflushed stream entry of item items[k]: its stream
+// id and row.
+type unflushedEntry struct {
+	id, row string
+	k       int
+}
+
+// scanUnflushed reads the unflushed entries of items, every item's scan
+// in one pipeline per round trip. A garbled item key lists none.
+func (c *Core[K]) scanUnflushed(ctx context.Context, items []itemKeys) ([]unflushedEntry, error) {
+	var all []unflushedEntry
 	cursors := make([]uint64, len(items))
 	todo := make([]int, len(items))
 	for i := range items {
@@ -960,20 +975,20 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 			cmds[j] = pipe.HScan(ctx, items[i].item, cursors[i], unflushedPrefix+"*", unflushedScan)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
-			return err
+			return nil, err
 		}
 		more := todo[:0]
 		for j, i := range todo {
 			kv, cursor, err := cmds[j].Result()
 			if isWrongType(err) {
-				continue // a garbled item key lists no entries
+				continue
 			}
 			if err != nil {
-				return err
+				return nil, err
 			}
 			for x := 0; x+1 < len(kv); x += 2 {
 				if id, ok := strings.CutPrefix(kv[x], unflushedPrefix); ok {
-					all = append(all, entry{id, kv[x+1], i})
+					all = append(all, unflushedEntry{id, kv[x+1], i})
 				}
 			}
 			if cursors[i] = cursor; cursor != 0 {
@@ -982,11 +997,16 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 		}
 		todo = more
 	}
-	// Per item, stream order: of two entries of one op key (always of one
-	// item), the earlier is written, as the flusher does. Stream ids are
-	// unique within a shard only, so two items' entries may share one: an
-	// entry is its item and its id. A scan may return an entry twice.
-	slices.SortFunc(all, func(a, b entry) int {
+	return all, nil
+}
+
+// orderUnflushed puts entries in stream order per item: of two entries of
+// one op key (always of one item), the earlier is written, as the flusher
+// does. Stream ids are unique within a shard only, so two items' entries
+// may share one: an entry is its item and its id. A scan may return an
+// entry twice; it is kept once.
+func orderUnflushed(all []unflushedEntry) []unflushedEntry {
+	slices.SortFunc(all, func(a, b unflushedEntry) int {
 		switch {
 		case a.k != b.k:
 			return a.k - b.k
@@ -997,7 +1017,12 @@ func (c *Core[K]) writeUnflushedChunk(ctx context.Context, items []itemKeys) err
 		}
 		return 1
 	})
-	all = slices.CompactFunc(all, func(a, b entry) bool { return a.k == b.k && a.id == b.id })
+	return slices.CompactFunc(all, func(a, b unflushedEntry) bool { return a.k == b.k && a.id == b.id })
+}
+
+// writeUnflushedEntries writes the entries in batches of unflushedBatch
+// rows, and clears each batch's entries from their items once written.
+func (c *Core[K]) writeUnflushedEntries(ctx context.Context, items []itemKeys, all []unflushedEntry) error {
 	var b Batch
 	for len(all) > 0 {
 		part := all[:min(len(all), unflushedBatch)]
