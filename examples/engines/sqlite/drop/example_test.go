@@ -3,7 +3,6 @@ package drop_test
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log"
@@ -11,11 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
-	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
-	_ "github.com/ncruces/go-sqlite3/embed"  // the SQLite library
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/engines/sqlite/drop"
+	"github.com/invgen/invgen/internal/testenv"
 )
 
 // ExampleManager_RunFlusher runs the flusher of a stream prefix: a purchase
@@ -76,16 +74,11 @@ func open() (*drop.Manager, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "ledger.db")+
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
+	db, err := testenv.OpenSQLite(filepath.Join(dir, "ledger.db"))
 	if err != nil {
 		log.Fatal(err)
 	}
-	url := os.Getenv("INVGEN_REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379/0"
-	}
-	opt, err := redis.ParseURL(url)
+	opt, err := redis.ParseURL(testenv.RedisURL())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -100,10 +93,7 @@ func open() (*drop.Manager, func()) {
 	}
 	return inv, func() {
 		inv.Close(ctx)
-		iter := rdb.Scan(ctx, 0, ns+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Unlink(ctx, iter.Val())
-		}
+		testenv.DeleteKeys(ctx, rdb, ns)
 		rdb.Close()
 		db.Close()
 		os.RemoveAll(dir)

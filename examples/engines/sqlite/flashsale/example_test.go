@@ -16,12 +16,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invgen/invgen/examples/engines/sqlite/flashsale"
+	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
 
 // The examples run against Redis at INVGEN_REDIS_URL (default
 // redis://127.0.0.1:6379/0), each under a namespace of its own, and a
-// SQLite ledger in a temporary file: no database server.
+// SQLite ledger in a temporary file: no database server. ExampleNew shows
+// how a ledger and Redis are opened; the others use open.
 
 // ExampleNew opens a manager: a ledger, Redis, the tables, one item.
 func ExampleNew() {
@@ -227,8 +229,7 @@ func openWithRedis(opts ...flashsale.Option) (*flashsale.Manager, func(), *redis
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "ledger.db")+
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
+	db, err := testenv.OpenSQLite(filepath.Join(dir, "ledger.db"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -254,23 +255,14 @@ func openWithRedis(opts ...flashsale.Option) (*flashsale.Manager, func(), *redis
 	}, rdb, ns
 }
 
-func redisURL() string {
-	if u := os.Getenv("INVGEN_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func redisURL() string { return testenv.RedisURL() }
 
 // namespace is a Redis namespace of the example's own.
 func namespace() string { return "invgen-example-" + rand.Text()[:10] }
 
 // clearNamespace deletes the keys of namespace ns, and nothing else.
 func clearNamespace(rdb *redis.Client, ns string) {
-	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, ns+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Unlink(ctx, iter.Val())
-	}
+	testenv.DeleteKeys(context.Background(), rdb, ns)
 }
 
 // itemKey finds the Redis key of item id's hash (field a: its available
