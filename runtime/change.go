@@ -91,7 +91,8 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	if nb > 1 && kind != KindDecr {
 		return c.changeSplit(ctx, kind, id, item, arg, opKey, nb)
 	}
-	cc := c.newChangeCall(kind, id, item, arg, opKey)
+	var cc changeCall[K] // on the stack: a purchase allocates nothing for it
+	cc.init(c, kind, id, item, arg, opKey)
 	if kind == KindDecr {
 		refuse, renewal := c.soldOutLocally(ctx, cc.home, opKey)
 		if refuse {
@@ -107,16 +108,14 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	return cc.run(ctx)
 }
 
-// newChangeCall returns the call of a change pointed at the item's own
-// shard.
-func (c *Core[K]) newChangeCall(kind Kind, id K, item, arg, opKey string) *changeCall[K] {
-	cc := &changeCall[K]{c: c, kind: kind, id: id, item: item, arg: arg, opKey: opKey, mode: "sync",
+// init makes cc the call of a change pointed at the item's own shard.
+func (cc *changeCall[K]) init(c *Core[K], kind Kind, id K, item, arg, opKey string) {
+	*cc = changeCall[K]{c: c, kind: kind, id: id, item: item, arg: arg, opKey: opKey, mode: "sync",
 		home: c.ks.forItem(item), attempt: mrand.Int64N(1<<62) + 1}
 	if c.stream && !kind.Modification() {
 		cc.mode = "stream"
 	}
 	cc.target(cc.home)
-	return cc
 }
 
 // run is the loop: a try, then the step of its reply, until one answers.

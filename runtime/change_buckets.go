@@ -91,18 +91,23 @@ func (cc *changeCall[K]) forward(ctx context.Context, r reserveReply) verdict {
 }
 
 // refusedSplit handles the refusal r of one bucket of a split purchase:
-// each of its steps either decides (ok: the call's answer, or again for
+// each of its steps, in order, either decides (ok: the call's answer, or again for
 // the next try) or leaves it to the next. When none decides, every bucket
 // has refused: it returns the item's refusal, as the buckets answered
 // together and when the sweep began, the next try pointed at the own
 // bucket (a record the ledger brings back goes there).
 func (cc *changeCall[K]) refusedSplit(ctx context.Context, r reserveReply) (reserveReply, time.Time, verdict, bool) {
-	for _, step := range []func(context.Context, reserveReply) (verdict, bool){
-		cc.dropStrayPointer, cc.fallOver, cc.gather, cc.lookAgain,
-	} {
-		if v, ok := step(ctx, r); ok {
-			return r, cc.sent, v, true
-		}
+	if v, ok := cc.dropStrayPointer(ctx); ok {
+		return r, cc.sent, v, true
+	}
+	if v, ok := cc.fallOver(r); ok {
+		return r, cc.sent, v, true
+	}
+	if v, ok := cc.gather(ctx); ok {
+		return r, cc.sent, v, true
+	}
+	if v, ok := cc.lookAgain(ctx); ok {
+		return r, cc.sent, v, true
 	}
 	sp := cc.sp
 	r.available, r.flag, r.soldOut = sp.sum, sp.final, sp.soldOut
@@ -115,7 +120,7 @@ func (cc *changeCall[K]) refusedSplit(ctx context.Context, r reserveReply) (rese
 // dropStrayPointer: a pointer that led the try to a bucket without the
 // purchase's record is dropped, and the purchase starts again from its
 // own bucket.
-func (cc *changeCall[K]) dropStrayPointer(ctx context.Context, _ reserveReply) (verdict, bool) {
+func (cc *changeCall[K]) dropStrayPointer(ctx context.Context) (verdict, bool) {
 	stray, err := cc.c.strayPointer(ctx, cc.sp, cc.opKey)
 	if err != nil {
 		return fail(cc.wrap(err)), true
@@ -129,7 +134,7 @@ func (cc *changeCall[K]) dropStrayPointer(ctx context.Context, _ reserveReply) (
 
 // fallOver counts the bucket's refusal and moves to the next bucket while
 // one is left: the item is short only when every bucket is.
-func (cc *changeCall[K]) fallOver(_ context.Context, r reserveReply) (verdict, bool) {
+func (cc *changeCall[K]) fallOver(r reserveReply) (verdict, bool) {
 	cc.sp.refused(r, cc.sent)
 	if next, ok := cc.sp.next(); ok {
 		cc.target(next)
@@ -140,7 +145,7 @@ func (cc *changeCall[K]) fallOver(_ context.Context, r reserveReply) (verdict, b
 
 // gather, once, when no bucket alone has enough but all together do,
 // moves the units into the purchase's own bucket and tries it again.
-func (cc *changeCall[K]) gather(ctx context.Context, _ reserveReply) (verdict, bool) {
+func (cc *changeCall[K]) gather(ctx context.Context) (verdict, bool) {
 	sp := cc.sp
 	if units, _ := strconv.ParseInt(cc.arg, 10, 64); cc.gathered || sp.soldOut != 0 || sp.sum < units {
 		return again, false
@@ -157,7 +162,7 @@ func (cc *changeCall[K]) gather(ctx context.Context, _ reserveReply) (verdict, b
 
 // lookAgain starts the sweep again, up to three times, when a rebalance
 // or a load moved stock between the buckets during it.
-func (cc *changeCall[K]) lookAgain(ctx context.Context, _ reserveReply) (verdict, bool) {
+func (cc *changeCall[K]) lookAgain(ctx context.Context) (verdict, bool) {
 	sp := cc.sp
 	moved, err := cc.c.reloaded(ctx, sp)
 	if err != nil {
