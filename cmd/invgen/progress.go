@@ -22,11 +22,16 @@ type progress struct{ bar *progressbar.ProgressBar }
 // changes, migrations: unit names them) written to out, or one that does
 // not draw.
 func newProgress(out io.Writer, asJSON bool, total int64, what, unit string) *progress {
-	f, ok := out.(*os.File)
-	if asJSON || !ok || !term.IsTerminal(int(f.Fd())) || total <= 0 {
+	if !draws(out, asJSON) || total <= 0 {
 		return nil
 	}
-	return drawProgress(f, total, what, unit)
+	return drawProgress(out, total, what, unit)
+}
+
+// draws reports whether progress is drawn on out: a terminal, and no JSON.
+func draws(out io.Writer, asJSON bool) bool {
+	f, ok := out.(*os.File)
+	return !asJSON && ok && term.IsTerminal(int(f.Fd()))
 }
 
 // drawProgress is the progress of newProgress, drawn on w whatever it is.
@@ -93,9 +98,20 @@ type itemProgress struct {
 type itemProgressKey struct{}
 
 // withItemProgress returns ctx whose ledger pages of items show on out,
-// as newProgress draws, under the description what.
+// as newProgress draws, under the description what. Where nothing is
+// drawn it returns ctx as it is and a nil itemProgress, so that the
+// ledger does not count the items for nobody.
 func withItemProgress(ctx context.Context, out io.Writer, asJSON bool, what string) (context.Context, *itemProgress) {
-	ip := &itemProgress{start: func(total int64) *progress { return newProgress(out, asJSON, total, what, "items") }}
+	if !draws(out, asJSON) {
+		return ctx, nil
+	}
+	return withItemBars(ctx, func(total int64) *progress { return newProgress(out, asJSON, total, what, "items") })
+}
+
+// withItemBars returns ctx whose ledger pages of items count into the
+// bars that start makes, one per pass.
+func withItemBars(ctx context.Context, start func(total int64) *progress) (context.Context, *itemProgress) {
+	ip := &itemProgress{start: start}
 	return context.WithValue(ctx, itemProgressKey{}, ip), ip
 }
 
@@ -119,5 +135,9 @@ func (ip *itemProgress) page(first bool, total func() (int64, error), n int) {
 	ip.bar.add(n)
 }
 
-// finish ends the bar.
-func (ip *itemProgress) finish() { ip.bar.finish() }
+// finish ends the bar; a nil itemProgress does nothing.
+func (ip *itemProgress) finish() {
+	if ip != nil {
+		ip.bar.finish()
+	}
+}

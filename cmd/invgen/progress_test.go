@@ -61,13 +61,12 @@ func TestRefreshAllShowsItsProgress(t *testing.T) {
 	for i := range 3 {
 		testenv.Must(t, core.Init(ctx, itemKey("sku-"+strconv.Itoa(i)), 5), "Init")
 	}
-	pctx, ip := withItemProgress(ctx, os.Stdout, false, "refresh flash_sale")
 	var drawn []*progress
-	ip.start = func(total int64) *progress {
+	pctx, ip := withItemBars(ctx, func(total int64) *progress {
 		p := drawProgress(&bytes.Buffer{}, total, "refresh flash_sale", "items")
 		drawn = append(drawn, p)
 		return p
-	}
+	})
 	n, err := core.RefreshAll(pctx)
 	ip.finish()
 	testenv.Must(t, err, "RefreshAll")
