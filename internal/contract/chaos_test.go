@@ -83,6 +83,26 @@ func (t *tally) ok(op string, n int64) {
 	t.mu.Unlock()
 }
 
+// sold is the number of units buyers have been told they took.
+func (t *tally) sold() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var n int64
+	for _, u := range t.told {
+		n += u
+	}
+	return n
+}
+
+// waitSold waits until buyers have been told of at least n units, or for
+// limit. Faults keyed to units sold rather than to time land mid-sale on a
+// fast machine too, where a fixed pause can outlast the whole sale.
+func (t *tally) waitSold(n int64, limit time.Duration) {
+	for end := time.Now().Add(limit); t.sold() < n && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // verify checks I1–I3 for the hot SKU once traffic has stopped and every
 // lease has passed: it reconciles, then compares Redis, the ledger and what
 // clients were told. Units lost are units the ledger has that Redis does not
@@ -521,8 +541,14 @@ func TestChaosRedisRestart(t *testing.T) {
 	var errs atomic.Int64
 	stop := make(chan struct{})
 	wg := traffic(ctx, m, tl, 16, stop, func(error) { errs.Add(1) })
-	for range scale(2, 6) {
-		time.Sleep(200 * time.Millisecond)
+	kills := scale(2, 6)
+	for i := range kills {
+		// Kill i lands once (i+1)/(kills+2) of the stock is sold, so
+		// every kill finds buyers buying and units left to sell.
+		tl.waitSold(int64(i+1)*stock/int64(kills+2), 10*time.Second)
+		if left, err := m.Get(ctx, "hot"); err == nil && left == 0 {
+			t.Fatalf("kill %d: the SKU sold out before Redis was killed", i)
+		}
 		srv.Process.Signal(syscall.SIGKILL)
 		srv.Wait()
 		tl.faults.Add(1)
@@ -586,12 +612,7 @@ func TestChaosRefreshLoop(t *testing.T) {
 		tl.faults.Add(1)
 		// Units confirmed sold before the read can only be fewer than
 		// those gone from stock at the read.
-		tl.mu.Lock()
-		var sold int64
-		for _, n := range tl.told {
-			sold += n
-		}
-		tl.mu.Unlock()
+		sold := tl.sold()
 		if v, err := f.m.Get(ctx, "hot"); err == nil && (v < 0 || stock-v < sold) {
 			t.Fatalf("stock %d with %d units confirmed sold of %d", v, sold, stock)
 		}
