@@ -188,7 +188,10 @@ func TestChaosClusterFailover(t *testing.T) {
 	rounds := scale(1, 10)
 	cl := testenv.StartCluster(t, testenv.ClusterConfig{NodeTimeout: 2 * time.Second})
 	rdb := cl.Client(clusterOptions(cl.Seeds()))
-	ctx := ctxT(t)
+	// A round takes a promotion (up to NodeTimeout and an election), up
+	// to 15 s of recovery and a resync: size the budget by the rounds, not
+	// by ctxT's two minutes, which ten rounds on a busy machine outlast.
+	ctx := testenv.Context(t, time.Minute+time.Duration(rounds)*30*time.Second)
 	opts := []invrt.Option{invrt.WithLease(chaosLease), invrt.WithLedgerTimeout(time.Second)}
 	// The stream prefix waits for a replica: without it, a purchase the
 	// dead master had not yet replicated is lost with it (the table of
