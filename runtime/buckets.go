@@ -825,7 +825,7 @@ func (c *Core[K]) unfenceSplit(ctx context.Context, h *splitHold[K]) {
 // totals and recorded there before the buckets are loaded again (after,
 // for a decrease, with the fences kept until the row is in). The ledger's
 // unique op key makes a repeat replay.
-func (c *Core[K]) changeSplit(ctx context.Context, kind Kind, id K, item, arg, opKey string, n int) (Result, error) {
+func (c *Core[K]) changeSplit(ctx context.Context, kind Kind, id K, item, arg, opKey string, hold HoldIntent, n int) (Result, error) {
 	if res, done, err := c.replaySplit(ctx, kind, id, item, opKey); done {
 		return res, err
 	}
@@ -833,7 +833,7 @@ func (c *Core[K]) changeSplit(ctx context.Context, kind Kind, id K, item, arg, o
 	if err != nil {
 		return Result{}, fmt.Errorf("invgen: %s %v: %w", kind, id, err)
 	}
-	res, err := c.changeHeld(ctx, kind, h, item, arg, opKey)
+	res, err := c.changeHeld(ctx, kind, h, item, arg, opKey, hold)
 	if err != nil {
 		c.unfenceSplit(ctx, h)
 	}
@@ -870,7 +870,7 @@ func (c *Core[K]) splitDelta(ctx context.Context, kind Kind, id K, t Totals[K], 
 	return delta, dcap, nil
 }
 
-func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], item, arg, opKey string) (Result, error) {
+func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], item, arg, opKey string, hold HoldIntent) (Result, error) {
 	id := h.id
 	if res, done, err := c.replaySplit(ctx, kind, id, item, opKey); done {
 		return res, err
@@ -883,7 +883,7 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 	after := t
 	after.Available += delta
 	after.Capacity += dcap
-	e := Entry[K]{Item: id, Kind: kind, Delta: delta, OpKey: opKey, Attempt: mrand.Int64N(1<<62) + 1}
+	e := Entry[K]{Item: id, Kind: kind, Delta: delta, OpKey: opKey, Attempt: mrand.Int64N(1<<62) + 1, Hold: hold}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.ledgerTimeout)
 	defer cancel()
 	if delta < 0 {
@@ -932,7 +932,7 @@ func (c *Core[K]) changeHeld(ctx context.Context, kind Kind, h *splitHold[K], it
 // the ledger. When the insert's fate is unknown a void row decides it.
 func (c *Core[K]) insertSettled(ctx context.Context, e Entry[K]) (bool, error) {
 	start := time.Now()
-	err := c.ledger.Insert(ctx, e)
+	err := c.insertRow(ctx, c.ledger, e)
 	c.observeLedger(e.Kind, start, err)
 	if err == nil {
 		return true, nil
@@ -942,7 +942,7 @@ func (c *Core[K]) insertSettled(ctx context.Context, e Entry[K]) (bool, error) {
 	}
 	var row Row
 	verr := throughPool(ctx, func() (err error) {
-		row, err = c.ledger.Void(ctx, e)
+		row, err = c.voidRow(ctx, c.ledger, e)
 		return err
 	})
 	switch {

@@ -42,6 +42,7 @@ type changeCall[K any] struct {
 	opRec, decrField string
 	sp               *spread // a purchase of an item split into buckets
 	attempt          int64   // one for the whole call: a try whose reply was lost finds its own reservation
+	hold             HoldIntent
 	sent             time.Time
 	wait             backoff
 	healed, repaired bool
@@ -70,8 +71,8 @@ func fail(err error) verdict { return verdict{true, Result{}, err} }
 // change runs one change through reserve.lua and then the ledger. arg is
 // what reserve.lua takes as ARGV[2]; bad, if not nil, is the caller's
 // refusal of its arguments, returned (and observed) before anything else.
-func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string, bad error) (res Result, err error) {
-	ctx, done := c.observe(ctx, Op(kind))
+func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string, hold HoldIntent, bad error) (res Result, err error) {
+	ctx, done := c.observe(ctx, hold.op(kind))
 	defer func() { done(res.Replayed, err) }()
 	if bad != nil {
 		return Result{}, bad
@@ -89,10 +90,11 @@ func (c *Core[K]) change(ctx context.Context, kind Kind, id K, arg, opKey string
 	}
 	nb := c.bucketsOf(item)
 	if nb > 1 && kind != KindDecr {
-		return c.changeSplit(ctx, kind, id, item, arg, opKey, nb)
+		return c.changeSplit(ctx, kind, id, item, arg, opKey, hold, nb)
 	}
 	var cc changeCall[K] // on the stack: a purchase allocates nothing for it
 	cc.init(c, kind, id, item, arg, opKey)
+	cc.hold = hold
 	if kind == KindDecr {
 		refuse, renewal := c.soldOutLocally(ctx, cc.home, opKey)
 		if refuse {
@@ -206,7 +208,7 @@ func (cc *changeCall[K]) try(ctx context.Context, over int64) (reserveReply, err
 
 // entry is the ledger entry of the change that reply r reserved.
 func (cc *changeCall[K]) entry(r reserveReply) Entry[K] {
-	return Entry[K]{Item: cc.id, Kind: cc.kind, Delta: r.delta, OpKey: cc.opKey, Attempt: r.attempt}
+	return Entry[K]{Item: cc.id, Kind: cc.kind, Delta: r.delta, OpKey: cc.opKey, Attempt: r.attempt, Hold: cc.hold}
 }
 
 // wrap names the change in err.

@@ -31,7 +31,7 @@ func (cc *changeCall[K]) learnSplit(ctx context.Context, r reserveReply) (moved 
 	}
 	cc.c.learnBuckets(cc.item, r.buckets)
 	if cc.kind != KindDecr {
-		return false, answer(cc.c.changeSplit(ctx, cc.kind, cc.id, cc.item, cc.arg, cc.opKey, r.buckets))
+		return false, answer(cc.c.changeSplit(ctx, cc.kind, cc.id, cc.item, cc.arg, cc.opKey, cc.hold, r.buckets))
 	}
 	cc.sp = cc.c.newSpread(cc.item, r.buckets, cc.opKey)
 	if r.code == codeBuckets || cc.sp.first != 0 {

@@ -314,7 +314,7 @@ func (c *Core[K]) Get(ctx context.Context, id K) (_ int64, err error) {
 // available. It succeeds only once the usage row is committed in the
 // ledger. Repeating it with the same op key returns the first outcome.
 func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
-	return c.change(ctx, KindDecr, id, strconv.FormatInt(n, 10), opKey, checkUnits(n))
+	return c.change(ctx, KindDecr, id, strconv.FormatInt(n, 10), opKey, HoldIntent{}, checkUnits(n))
 }
 
 // Incr returns n units to an item for the operation opKey. It never returns
@@ -324,14 +324,14 @@ func (c *Core[K]) Decr(ctx context.Context, id K, n int64, opKey string) (Result
 // written: before it returns in the sync mode, when the flusher writes it
 // in the stream mode (Release too).
 func (c *Core[K]) Incr(ctx context.Context, id K, n int64, opKey string) (Result, error) {
-	return c.change(ctx, KindIncr, id, strconv.FormatInt(n, 10), opKey, checkUnits(n))
+	return c.change(ctx, KindIncr, id, strconv.FormatInt(n, 10), opKey, HoldIntent{}, checkUnits(n))
 }
 
 // Release gives back exactly the units that the Decr with the same op key
 // took, once. A release of an op key that took nothing (unknown, rejected
 // or voided) gets ErrNotFound. Repeating it returns the first outcome.
 func (c *Core[K]) Release(ctx context.Context, id K, opKey string) (Result, error) {
-	return c.change(ctx, KindRelease, id, "", opKey, nil)
+	return c.change(ctx, KindRelease, id, "", opKey, HoldIntent{}, nil)
 }
 
 // Adjust changes an item's capacity and stock by delta (an operator's
@@ -344,7 +344,7 @@ func (c *Core[K]) Adjust(ctx context.Context, id K, delta int64, opKey string) (
 	if delta == 0 || delta > MaxQuantity || delta < -MaxQuantity {
 		bad = argError("delta %d is zero or out of range ±%d", delta, MaxQuantity)
 	}
-	return c.change(ctx, KindAdjust, id, strconv.FormatInt(delta, 10), opKey, bad)
+	return c.change(ctx, KindAdjust, id, strconv.FormatInt(delta, 10), opKey, HoldIntent{}, bad)
 }
 
 func checkUnits(n int64) error {
@@ -654,7 +654,7 @@ func (c *Core[K]) forget(ctx context.Context, e Entry[K], k itemKeys, opRec stri
 // before anything goes through the pool itself.
 func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], release func(), e Entry[K], k itemKeys, opRec string, available int64, owner bool) (Result, error) {
 	start := time.Now()
-	err := conn.Insert(ctx, e)
+	err := c.insertRow(ctx, conn, e)
 	// A row that lost to another transaction (InnoDB's deadlocks and
 	// lock waits under a crowd, SQLite's busy file) was not written: send
 	// it again, a few times, while the caller waits.
@@ -662,7 +662,7 @@ func (c *Core[K]) finish(ctx context.Context, conn Ledger[K], release func(), e 
 		if sleepCtx(ctx, wait/2+time.Duration(mrand.Int64N(int64(wait)))) != nil {
 			break
 		}
-		err = conn.Insert(ctx, e)
+		err = c.insertRow(ctx, conn, e)
 	}
 	c.observeLedger(e.Kind, start, err)
 	if err == nil {
@@ -784,7 +784,7 @@ const (
 // it over l unless a row exists, then commits or undoes the reservation to
 // match.
 func (c *Core[K]) settle(ctx context.Context, l Ledger[K], e Entry[K], k itemKeys, opRec string) (outcome, error) {
-	row, err := l.Void(ctx, e)
+	row, err := c.voidRow(ctx, l, e)
 	if err != nil {
 		return outcome{}, err
 	}

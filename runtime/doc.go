@@ -68,6 +68,9 @@
 //	                   hold the units of changes in flight
 //	refresh.go         Refresh and RefreshAll (fence, load, unfence), and
 //	                   Reconcile
+//	holds.go           holds: Hold, Confirm, Cancel and the expiry; the
+//	                   ledger row of a hold or of its end (insertRow), and
+//	                   a release settled by ending its hold (voidRow)
 //	janitor.go         Audit and the janitor
 //	stream.go          the stream ledger: its flusher's rounds (read,
 //	                   collect, write, ack) and the unflushed entries a

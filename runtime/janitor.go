@@ -440,6 +440,12 @@ type JanitorConfig[K any] struct {
 	// Repair makes each audit refresh the items it found drifting. Without
 	// it the audit only reports.
 	Repair bool
+	// ExpireHoldsEvery is how often holds past their deadline are ended
+	// and their units given back (ExpireHolds), on a prefix that has
+	// holds (default 1s; negative: never). A hold's units are back at
+	// most ExpireHoldsEvery, plus the round's own time, after its
+	// deadline while a janitor runs.
+	ExpireHoldsEvery time.Duration
 	// OnReport, if set, receives the outcome of every round.
 	OnReport func(JanitorReport[K])
 }
@@ -452,6 +458,10 @@ type JanitorReport[K any] struct {
 	Audit *AuditReport[K]
 	// Repaired counts the drifting items that were refreshed.
 	Repaired int
+	// Expired counts the holds an expiry round ended; ExpiredRound is
+	// true on such rounds.
+	Expired      int
+	ExpiredRound bool
 	// Err is the round's error, if any; the janitor goes on.
 	Err error
 }
@@ -474,6 +484,15 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 	}
 	if cfg.ReconcileEvery < 0 || cfg.AuditEvery < 0 {
 		return argError("janitor intervals must not be negative")
+	}
+	var expire <-chan time.Time
+	if _, err := c.holds(); err == nil && cfg.ExpireHoldsEvery >= 0 {
+		if cfg.ExpireHoldsEvery == 0 {
+			cfg.ExpireHoldsEvery = time.Second
+		}
+		t := time.NewTicker(cfg.ExpireHoldsEvery)
+		defer t.Stop()
+		expire = t.C
 	}
 	reconcile := time.NewTicker(cfg.ReconcileEvery)
 	defer reconcile.Stop()
@@ -501,6 +520,9 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 		case <-reconcile.C:
 			rep, err := c.Reconcile(ctx)
 			report(JanitorReport[K]{Reconcile: &rep, Err: err})
+		case <-expire:
+			n, err := c.ExpireHolds(ctx)
+			report(JanitorReport[K]{Expired: n, ExpiredRound: true, Err: err})
 		case <-audit:
 			rep, err := c.Audit(ctx)
 			r := JanitorReport[K]{Audit: &rep, Err: err}

@@ -41,6 +41,8 @@ type Entry[K any] struct {
 	// Attempt identifies the Redis reservation the row belongs to (0 for
 	// Init), so that a row of an earlier use of the op key is told apart.
 	Attempt int64
+	// Hold says what the row does to a hold (holds.go).
+	Hold HoldIntent
 }
 
 // Row is what the ledger holds for one op key.

@@ -94,6 +94,9 @@ const (
 	OpReconcile  Op = "reconcile"
 	OpAudit      Op = "audit"
 	OpFlush      Op = "flush"
+	OpHold       Op = "hold"
+	OpConfirm    Op = "confirm"
+	OpCancel     Op = "cancel"
 )
 
 // Outcome is how an operation ended.

@@ -684,7 +684,7 @@ func (c *Core[K]) settleMember(ctx context.Context, journal, member string, inRe
 // has one), the record is rewritten to match, and the item is refreshed,
 // because what the change did to Redis is unknown.
 func (c *Core[K]) repairMember(ctx context.Context, id K, parts opKeyParts, k itemKeys, member string, inRefresh bool) error {
-	row, err := c.ledger.Void(ctx, Entry[K]{Item: id, Kind: parts.kind, OpKey: parts.opKey})
+	row, err := c.voidRow(ctx, c.ledger, Entry[K]{Item: id, Kind: parts.kind, OpKey: parts.opKey})
 	if err != nil {
 		return fmt.Errorf("%w: op record %q: %w", ErrCorrupt, member, err)
 	}
