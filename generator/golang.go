@@ -137,6 +137,9 @@ func managerMethods(p *Prefix) []method {
 			"complete after their caller's context ended). Call it before the process exits.",
 			nil, []jen.Code{jen.Error()}},
 	}
+	if p.Holds() {
+		methods = append(methods, holdMethods(id, res)...)
+	}
 	if p.Ledger != "stream" {
 		return methods
 	}
@@ -150,6 +153,35 @@ func managerMethods(p *Prefix) []method {
 		method{"FlushLag", "FlushLag reports how far the ledger is behind Redis: entries not yet written and the\n" +
 			"age of the oldest.", nil, []jen.Code{jen.Id("FlushLag"), jen.Error()}},
 	)
+}
+
+// holdMethods are the methods of holds: a sync prefix on PostgreSQL.
+func holdMethods(id param, res []jen.Code) []method {
+	key := param{"holdKey", jen.String()}
+	return []method{
+		{"Hold", "Hold takes n units of item id out of sale for ttl under holdKey: a purchase that\n" +
+			"Confirm makes final and Cancel gives back, and that gives its units back by itself\n" +
+			"once ttl has passed on the ledger database's clock (the janitor ends it, within\n" +
+			"JanitorConfig.ExpireHoldsEvery). It returns once the purchase row and the hold are\n" +
+			"committed; ErrInsufficientStock takes nothing. Repeating it returns the first outcome.",
+			[]param{id, {"n", jen.Int64()}, key, {"ttl", jen.Qual("time", "Duration")}}, res},
+		{"Confirm", "Confirm makes the open hold holdKey of item id a purchase for good, if its deadline\n" +
+			"has not passed: ErrHoldExpired (even while its units are still out), ErrHoldCancelled,\n" +
+			"ErrHoldNotFound. It touches no stock, so the holder of the last unit confirms it while\n" +
+			"Get reports 0. Repeating it succeeds.",
+			[]param{id, key}, []jen.Code{jen.Error()}},
+		{"Cancel", "Cancel ends the open hold holdKey of item id and gives its units back, once (a hold\n" +
+			"past its deadline is ended as expired). A confirmed hold gets ErrHoldConfirmed: Release\n" +
+			"the purchase to refund it. Repeating it returns the first outcome.",
+			[]param{id, key}, res},
+		{"LookupHold", "LookupHold returns the hold holdKey of item id as the ledger holds it.",
+			[]param{id, key}, []jen.Code{jen.Id("HoldRow"), jen.Bool(), jen.Error()}},
+		{"Held", "Held returns the units of the open holds of item id: out of stock, not sold for good yet.",
+			[]param{id}, []jen.Code{jen.Int64(), jen.Error()}},
+		{"ExpireHolds", "ExpireHolds ends every open hold past its deadline and gives its units back; it returns\n" +
+			"how many it ended. The janitor runs it on a schedule.",
+			nil, []jen.Code{jen.Int(), jen.Error()}},
+	}
 }
 
 // option is a re-exported runtime option.
@@ -184,6 +216,11 @@ var sentinels = []struct{ name, doc string }{
 	{"ErrCorrupt", "Redis holds a key of the item that invgen did not write; Refresh repairs it."},
 	{"ErrClosed", "the Manager was closed."},
 	{"ErrLayoutMismatch", "the ledger database records another layout of the prefix (or a retired one, or none); nothing was done."},
+	{"ErrHoldExpired", "the hold's deadline passed before Confirm; the purchase did not happen."},
+	{"ErrHoldConfirmed", "Cancel of a confirmed hold; Release refunds the purchase."},
+	{"ErrHoldCancelled", "Confirm of a cancelled hold."},
+	{"ErrHoldNotFound", "no hold has this key for the item."},
+	{"ErrNotSupported", "the prefix cannot do this (holds need the sync ledger on PostgreSQL)."},
 }
 
 // doc adds a comment of one or more lines as // lines.
@@ -271,6 +308,9 @@ func emitManager(m *Model, p *Prefix) ([]byte, error) {
 	aliases := []struct{ name, doc string }{
 		{"LayoutSwitch", "LayoutSwitch is what SwitchLayout did."},
 		{"Observer", "Observer watches a Manager for metrics and tracing (see WithObserver)."},
+	}
+	if p.Holds() {
+		aliases = append(aliases, struct{ name, doc string }{"HoldRow", "HoldRow is a hold as the ledger holds it."})
 	}
 	if p.Ledger == "stream" {
 		aliases = append(aliases,
@@ -510,6 +550,9 @@ func emitLedger(f *jen.File, p *Prefix) {
 		}))))
 
 	g.lookup()
+	if p.Holds() {
+		emitHoldStore(f, p)
+	}
 
 	fn().Params(recv.Clone()).Id("Totals").Params(ctx.Clone(), jen.Id("item").Id("Key")).
 		Params(rt("Totals").Types(jen.Id("Key")), jen.Bool(), jen.Error()).Block(
@@ -593,4 +636,67 @@ func emitLayoutStore(f *jen.File, p *Prefix) {
 	fn().Params(recv.Clone()).Id("ReplaceLayout").Params(ctx.Clone(), jen.Id("version").Int64(), jen.Id("to").Add(rt("Layout"))).Params(jen.Bool(), jen.Error()).Block(
 		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ReplaceLayout").Call(jen.Id("ctx"), dbq("ReplaceLayoutParams").Values(replace)),
 		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Err()))
+}
+
+// emitHoldStore renders the ledger's invrt.HoldStore methods over the hold
+// queries of p (postgresql).
+func emitHoldStore(f *jen.File, p *Prefix) {
+	fn := func() *jen.Statement { f.Line(); return f.Func() }
+	dbq := func(name string) *jen.Statement { return jen.Qual(p.DBImportPath, name) }
+	entry := rt("Entry").Types(jen.Id("Key"))
+	ctx := jen.Id("ctx").Qual("context", "Context")
+	recv := jen.Id("l").Id("ledger")
+	e := func(field string) *jen.Statement { return jen.Id("e").Dot(field) }
+	ms := func(d jen.Code) *jen.Statement { return jen.Qual("time", "UnixMilli").Call(d) }
+
+	f.Var().Id("_").Add(rt("HoldStore")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
+
+	fn().Params(recv.Clone()).Id("InsertHold").Params(ctx.Clone(), jen.Id("e").Add(entry), jen.Id("ttl").Qual("time", "Duration")).Error().Block(
+		jen.Return(jen.Id("l").Dot("q").Dot("InsertHold").Call(jen.Id("ctx"), dbq("InsertHoldParams").Values(jen.Dict{
+			jen.Id("ItemID"):  e("Item"),
+			jen.Id("Delta"):   e("Delta"),
+			jen.Id("OpKey"):   e("OpKey"),
+			jen.Id("Attempt"): e("Attempt"),
+			jen.Id("TtlMs"):   jen.Id("ttl").Dot("Milliseconds").Call(),
+		}))))
+
+	fn().Params(recv.Clone()).Id("EndHold").Params(ctx.Clone(), jen.Id("e").Add(entry)).Params(jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("rows"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("EndHold").Call(jen.Id("ctx"), dbq("EndHoldParams").Values(jen.Dict{
+			jen.Id("ItemID"):  e("Item"),
+			jen.Id("OpKey"):   e("OpKey"),
+			jen.Id("Attempt"): e("Attempt"),
+		})),
+		jen.Return(jen.Len(jen.Id("rows")).Op(">").Lit(0), jen.Err()))
+
+	fn().Params(recv.Clone()).Id("ConfirmHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ConfirmHold").Call(jen.Id("ctx"), dbq("ConfirmHoldParams").Values(jen.Dict{
+			jen.Id("ItemID"): jen.Id("item"), jen.Id("HoldKey"): jen.Id("holdKey"),
+		})),
+		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Err()))
+
+	fn().Params(recv.Clone()).Id("LookupHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(rt("HoldRow"), jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("LookupHold").Call(jen.Id("ctx"), dbq("LookupHoldParams").Values(jen.Dict{
+			jen.Id("ItemID"): jen.Id("item"), jen.Id("HoldKey"): jen.Id("holdKey"),
+		})),
+		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(pgxPath, "ErrNoRows"))).Block(
+			jen.Return(rt("HoldRow").Values(), jen.False(), jen.Nil())),
+		jen.Return(rt("HoldRow").Values(jen.Dict{
+			jen.Id("Units"):    jen.Id("r").Dot("Units"),
+			jen.Id("State"):    rt("HoldState").Parens(jen.Id("r").Dot("State")),
+			jen.Id("Deadline"): ms(jen.Id("r").Dot("DeadlineMs")),
+			jen.Id("Now"):      ms(jen.Id("r").Dot("NowMs")),
+		}), jen.Err().Op("==").Nil(), jen.Err()))
+
+	fn().Params(recv.Clone()).Id("HeldUnits").Params(ctx.Clone(), jen.Id("item").Id("Key")).Params(jen.Int64(), jen.Error()).Block(
+		jen.Return(jen.Id("l").Dot("q").Dot("HeldUnits").Call(jen.Id("ctx"), jen.Id("item"))))
+
+	fn().Params(recv.Clone()).Id("DueHolds").Params(ctx.Clone(), jen.Id("limit").Int()).Params(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Error()).Block(
+		jen.List(jen.Id("rows"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("DueHolds").Call(jen.Id("ctx"), jen.Int32().Parens(jen.Id("limit"))),
+		jen.Id("out").Op(":=").Make(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Len(jen.Id("rows"))),
+		jen.For(jen.List(jen.Id("i"), jen.Id("r")).Op(":=").Range().Id("rows")).Block(
+			jen.Id("out").Index(jen.Id("i")).Op("=").Add(rt("DueHold")).Types(jen.Id("Key")).Values(jen.Dict{
+				jen.Id("Item"):    jen.Id("r").Dot("ItemID"),
+				jen.Id("HoldKey"): jen.Id("r").Dot("HoldKey"),
+			})),
+		jen.Return(jen.Id("out"), jen.Err()))
 }

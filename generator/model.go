@@ -70,8 +70,11 @@ type Prefix struct {
 	ModTable, UsageTable   string
 	LayoutTable            string
 	ModUnique, UsageUnique string
-	ItemSQLType            string
-	MaxOpKeyLen            int
+	// HoldTable holds the prefix's holds; HoldUnique is its unique key
+	// (item, hold key) and HoldDue its index of open holds by deadline.
+	HoldTable, HoldUnique, HoldDue string
+	ItemSQLType                    string
+	MaxOpKeyLen                    int
 	// Engine is the model's engine; ItemGoType is the key's Go type as
 	// sqlc's configuration names it, and FlushItem the SQL that turns an
 	// item of the flusher's JSON batch (b.item, or b.value ->> 0 in SQLite)
@@ -238,7 +241,10 @@ func NewModel(s *Spec) (*Model, error) {
 		p.ModUnique = p.Name + "_modification_op_key"
 		p.UsageUnique = p.Name + "_usage_op_key"
 		p.LayoutTable = p.Name + "_inventory_layout"
-		for _, id := range []string{p.ModTable, p.UsageTable, p.ModUnique, p.UsageUnique, p.LayoutTable, p.LayoutTable + "_id_check"} {
+		p.HoldTable = p.Name + "_inventory_hold"
+		p.HoldUnique = p.Name + "_hold_key"
+		p.HoldDue = p.Name + "_hold_due"
+		for _, id := range []string{p.ModTable, p.UsageTable, p.ModUnique, p.UsageUnique, p.LayoutTable, p.LayoutTable + "_id_check", p.HoldTable} {
 			if limit, whose := identLimit(m.Engine); len(id) > limit {
 				c.add(ps.Name.Pos, "prefix %q makes the SQL name %s, %d bytes long, over %s limit of %d; shorten the name to at most %d bytes",
 					p.Name, id, len(id), whose, limit, limit-(len(id)-len(p.Name)))
@@ -424,3 +430,8 @@ func setOf(words string) map[string]bool {
 	}
 	return m
 }
+
+// Holds reports whether the prefix has holds: the sync ledger on
+// PostgreSQL (the other engines and the stream ledger refuse them, see
+// docs/holds.md).
+func (p *Prefix) Holds() bool { return p.Engine == "postgresql" && p.Ledger != "stream" }

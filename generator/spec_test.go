@@ -457,6 +457,9 @@ prefixes:
 		w.LayoutTable = w.Name + "_inventory_layout"
 		w.ModUnique = w.Name + "_modification_op_key"
 		w.UsageUnique = w.Name + "_usage_op_key"
+		w.HoldTable = w.Name + "_inventory_hold"
+		w.HoldUnique = w.Name + "_hold_key"
+		w.HoldDue = w.Name + "_hold_due"
 		w.MaxOpKeyLen = 128
 		if got := *m.Prefixes[i]; got != w {
 			t.Errorf("prefix %d:\n got %+v\nwant %+v", i, got, w)

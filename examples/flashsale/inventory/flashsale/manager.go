@@ -77,6 +77,9 @@ type LayoutSwitch = invrt.LayoutSwitch
 // Observer watches a Manager for metrics and tracing (see WithObserver).
 type Observer = invrt.Observer
 
+// HoldRow is a hold as the ledger holds it.
+type HoldRow = invrt.HoldRow
+
 // Errors, checked with errors.Is. They are the runtime's sentinels.
 var (
 	// ErrNotFound: the item (or the purchase to release) does not exist.
@@ -101,6 +104,16 @@ var (
 	ErrClosed = invrt.ErrClosed
 	// ErrLayoutMismatch: the ledger database records another layout of the prefix (or a retired one, or none); nothing was done.
 	ErrLayoutMismatch = invrt.ErrLayoutMismatch
+	// ErrHoldExpired: the hold's deadline passed before Confirm; the purchase did not happen.
+	ErrHoldExpired = invrt.ErrHoldExpired
+	// ErrHoldConfirmed: Cancel of a confirmed hold; Release refunds the purchase.
+	ErrHoldConfirmed = invrt.ErrHoldConfirmed
+	// ErrHoldCancelled: Confirm of a cancelled hold.
+	ErrHoldCancelled = invrt.ErrHoldCancelled
+	// ErrHoldNotFound: no hold has this key for the item.
+	ErrHoldNotFound = invrt.ErrHoldNotFound
+	// ErrNotSupported: the prefix cannot do this (holds need the sync ledger on PostgreSQL).
+	ErrNotSupported = invrt.ErrNotSupported
 )
 
 // WithNamespace replaces the spec's Redis namespace (tests give each run its own).
@@ -307,6 +320,46 @@ func (m *Manager) Close(ctx context.Context) error {
 	return m.core.Close(ctx)
 }
 
+// Hold takes n units of item id out of sale for ttl under holdKey: a purchase that
+// Confirm makes final and Cancel gives back, and that gives its units back by itself
+// once ttl has passed on the ledger database's clock (the janitor ends it, within
+// JanitorConfig.ExpireHoldsEvery). It returns once the purchase row and the hold are
+// committed; ErrInsufficientStock takes nothing. Repeating it returns the first outcome.
+func (m *Manager) Hold(ctx context.Context, id Key, n int64, holdKey string, ttl time.Duration) (Result, error) {
+	return m.core.Hold(ctx, id, n, holdKey, ttl)
+}
+
+// Confirm makes the open hold holdKey of item id a purchase for good, if its deadline
+// has not passed: ErrHoldExpired (even while its units are still out), ErrHoldCancelled,
+// ErrHoldNotFound. It touches no stock, so the holder of the last unit confirms it while
+// Get reports 0. Repeating it succeeds.
+func (m *Manager) Confirm(ctx context.Context, id Key, holdKey string) error {
+	return m.core.Confirm(ctx, id, holdKey)
+}
+
+// Cancel ends the open hold holdKey of item id and gives its units back, once (a hold
+// past its deadline is ended as expired). A confirmed hold gets ErrHoldConfirmed: Release
+// the purchase to refund it. Repeating it returns the first outcome.
+func (m *Manager) Cancel(ctx context.Context, id Key, holdKey string) (Result, error) {
+	return m.core.Cancel(ctx, id, holdKey)
+}
+
+// LookupHold returns the hold holdKey of item id as the ledger holds it.
+func (m *Manager) LookupHold(ctx context.Context, id Key, holdKey string) (HoldRow, bool, error) {
+	return m.core.LookupHold(ctx, id, holdKey)
+}
+
+// Held returns the units of the open holds of item id: out of stock, not sold for good yet.
+func (m *Manager) Held(ctx context.Context, id Key) (int64, error) {
+	return m.core.Held(ctx, id)
+}
+
+// ExpireHolds ends every open hold past its deadline and gives its units back; it returns
+// how many it ended. The janitor runs it on a schedule.
+func (m *Manager) ExpireHolds(ctx context.Context) (int, error) {
+	return m.core.ExpireHolds(ctx)
+}
+
 // ledger implements invrt.Ledger with the sqlc queries of flash_sale.
 type ledger struct {
 	db db.DBTX
@@ -464,6 +517,67 @@ func (l ledger) Lookup(ctx context.Context, item Key, kind invrt.Kind, opKey str
 		Delta:   r.Delta,
 		State:   invrt.State(r.State),
 	}, err == nil, err
+}
+
+var _ invrt.HoldStore[Key] = ledger{}
+
+func (l ledger) InsertHold(ctx context.Context, e invrt.Entry[Key], ttl time.Duration) error {
+	return l.q.InsertHold(ctx, db.InsertHoldParams{
+		Attempt: e.Attempt,
+		Delta:   e.Delta,
+		ItemID:  e.Item,
+		OpKey:   e.OpKey,
+		TtlMs:   ttl.Milliseconds(),
+	})
+}
+
+func (l ledger) EndHold(ctx context.Context, e invrt.Entry[Key]) (bool, error) {
+	rows, err := l.q.EndHold(ctx, db.EndHoldParams{
+		Attempt: e.Attempt,
+		ItemID:  e.Item,
+		OpKey:   e.OpKey,
+	})
+	return len(rows) > 0, err
+}
+
+func (l ledger) ConfirmHold(ctx context.Context, item Key, holdKey string) (bool, error) {
+	n, err := l.q.ConfirmHold(ctx, db.ConfirmHoldParams{
+		HoldKey: holdKey,
+		ItemID:  item,
+	})
+	return n == 1, err
+}
+
+func (l ledger) LookupHold(ctx context.Context, item Key, holdKey string) (invrt.HoldRow, bool, error) {
+	r, err := l.q.LookupHold(ctx, db.LookupHoldParams{
+		HoldKey: holdKey,
+		ItemID:  item,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return invrt.HoldRow{}, false, nil
+	}
+	return invrt.HoldRow{
+		Deadline: time.UnixMilli(r.DeadlineMs),
+		Now:      time.UnixMilli(r.NowMs),
+		State:    invrt.HoldState(r.State),
+		Units:    r.Units,
+	}, err == nil, err
+}
+
+func (l ledger) HeldUnits(ctx context.Context, item Key) (int64, error) {
+	return l.q.HeldUnits(ctx, item)
+}
+
+func (l ledger) DueHolds(ctx context.Context, limit int) ([]invrt.DueHold[Key], error) {
+	rows, err := l.q.DueHolds(ctx, int32(limit))
+	out := make([]invrt.DueHold[Key], len(rows))
+	for i, r := range rows {
+		out[i] = invrt.DueHold[Key]{
+			HoldKey: r.HoldKey,
+			Item:    r.ItemID,
+		}
+	}
+	return out, err
 }
 
 func (l ledger) Totals(ctx context.Context, item Key) (invrt.Totals[Key], bool, error) {

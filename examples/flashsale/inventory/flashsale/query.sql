@@ -102,10 +102,59 @@ FROM batch b
 JOIN written w ON w.item_id = b.item_id AND w.kind = b.kind AND w.op_key = b.op_key
 WHERE w.attempt <> b.attempt OR w.delta <> b.delta;
 
+-- name: InsertHold :exec
+-- A Hold's purchase row and its open hold, in one statement. Holds run on
+-- this database's clock (clock_timestamp, in ms), one clock for every
+-- process: a hold's deadline, confirmation and expiry are decided by the
+-- same server.
+WITH h AS (
+    INSERT INTO flash_sale_inventory_hold (item_id, hold_key, units, deadline_ms)
+    VALUES (sqlc.arg(item_id), sqlc.arg(op_key), -sqlc.arg(delta)::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + sqlc.arg(ttl_ms)::bigint)
+)
+INSERT INTO flash_sale_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+VALUES (sqlc.arg(item_id), sqlc.arg(delta), 'decr', sqlc.arg(op_key), sqlc.arg(attempt));
+
+-- name: EndHold :many
+-- Ends the open hold of the op key, cancelled before its deadline and
+-- expired after it, and writes the release row of its units, in one
+-- statement. No row: no open hold was there, and nothing was written.
+WITH h AS (
+    UPDATE flash_sale_inventory_hold
+    SET state = CASE WHEN deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN 'cancelled' ELSE 'expired' END,
+        resolved_at = now()
+    WHERE flash_sale_inventory_hold.item_id = sqlc.arg(item_id) AND flash_sale_inventory_hold.hold_key = sqlc.arg(op_key)
+      AND flash_sale_inventory_hold.state = 'open'
+    RETURNING flash_sale_inventory_hold.item_id, flash_sale_inventory_hold.hold_key, flash_sale_inventory_hold.units, flash_sale_inventory_hold.state
+), r AS (
+    INSERT INTO flash_sale_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+    SELECT h.item_id, h.units, 'release', h.hold_key, sqlc.arg(attempt) FROM h
+)
+SELECT h.state FROM h;
+
+-- name: ConfirmHold :execrows
+UPDATE flash_sale_inventory_hold SET state = 'confirmed', resolved_at = now()
+WHERE item_id = $1 AND hold_key = $2 AND state = 'open' AND deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+
+-- name: LookupHold :one
+SELECT units, deadline_ms, state, (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms FROM flash_sale_inventory_hold
+WHERE item_id = $1 AND hold_key = $2;
+
+-- name: HeldUnits :one
+SELECT COALESCE(SUM(units), 0)::bigint AS units FROM flash_sale_inventory_hold
+WHERE item_id = $1 AND state = 'open';
+
+-- name: DueHolds :many
+-- Open holds past their deadline, the oldest first.
+SELECT item_id, hold_key FROM flash_sale_inventory_hold
+WHERE state = 'open' AND deadline_ms <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+ORDER BY deadline_ms
+LIMIT $1;
+
 -- name: TablesInitialized :one
 SELECT (to_regclass('flash_sale_inventory_modification_record') IS NOT NULL
         AND to_regclass('flash_sale_inventory_usage_record') IS NOT NULL
-        AND to_regclass('flash_sale_inventory_layout') IS NOT NULL)::boolean AS ok;
+        AND to_regclass('flash_sale_inventory_layout') IS NOT NULL
+        AND to_regclass('flash_sale_inventory_hold') IS NOT NULL)::boolean AS ok;
 
 -- name: RecordLayout :one
 -- Records the layout unless one is recorded; returns the recorded one.

@@ -6,6 +6,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type CouponInventoryHold struct {
+	ID         int64
+	ItemID     int64
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  pgtype.Timestamptz
+	ResolvedAt pgtype.Timestamptz
+}
+
 type CouponInventoryLayout struct {
 	ID         int16
 	Namespace  string

@@ -6,6 +6,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type DropInventoryHold struct {
+	ID         int64
+	ItemID     string
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  pgtype.Timestamptz
+	ResolvedAt pgtype.Timestamptz
+}
+
 type DropInventoryLayout struct {
 	ID         int16
 	Namespace  string

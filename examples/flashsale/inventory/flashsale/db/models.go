@@ -6,6 +6,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type FlashSaleInventoryHold struct {
+	ID         int64
+	ItemID     string
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  pgtype.Timestamptz
+	ResolvedAt pgtype.Timestamptz
+}
+
 type FlashSaleInventoryLayout struct {
 	ID         int16
 	Namespace  string

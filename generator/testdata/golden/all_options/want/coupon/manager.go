@@ -108,6 +108,16 @@ var (
 	ErrClosed = invrt.ErrClosed
 	// ErrLayoutMismatch: the ledger database records another layout of the prefix (or a retired one, or none); nothing was done.
 	ErrLayoutMismatch = invrt.ErrLayoutMismatch
+	// ErrHoldExpired: the hold's deadline passed before Confirm; the purchase did not happen.
+	ErrHoldExpired = invrt.ErrHoldExpired
+	// ErrHoldConfirmed: Cancel of a confirmed hold; Release refunds the purchase.
+	ErrHoldConfirmed = invrt.ErrHoldConfirmed
+	// ErrHoldCancelled: Confirm of a cancelled hold.
+	ErrHoldCancelled = invrt.ErrHoldCancelled
+	// ErrHoldNotFound: no hold has this key for the item.
+	ErrHoldNotFound = invrt.ErrHoldNotFound
+	// ErrNotSupported: the prefix cannot do this (holds need the sync ledger on PostgreSQL).
+	ErrNotSupported = invrt.ErrNotSupported
 )
 
 // WithNamespace replaces the spec's Redis namespace (tests give each run its own).

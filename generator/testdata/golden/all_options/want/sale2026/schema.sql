@@ -35,6 +35,25 @@ CREATE TABLE IF NOT EXISTS sale_2026_inventory_usage_record (
     CONSTRAINT sale_2026_usage_op_key UNIQUE (item_id, kind, op_key)
 );
 
+-- Holds (Hold): units a buyer holds while paying. A hold's units leave
+-- stock with its purchase row (decr, the hold key as op key), written in
+-- the same transaction. It is open until deadline_ms (ms since 1970 on this
+-- database's clock), and resolves once: confirmed (the purchase stands), or
+-- cancelled or expired (a release row gave its units back). Only an open
+-- hold changes.
+CREATE TABLE IF NOT EXISTS sale_2026_inventory_hold (
+    id          bigserial    PRIMARY KEY,
+    item_id     varchar(200) NOT NULL,
+    hold_key    varchar(128) NOT NULL,
+    units       bigint       NOT NULL CHECK (units > 0),
+    deadline_ms bigint       NOT NULL,
+    state       text         NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'confirmed', 'cancelled', 'expired')),
+    created_at  timestamptz  NOT NULL DEFAULT now(),
+    resolved_at timestamptz,
+    CONSTRAINT sale_2026_hold_key UNIQUE (item_id, hold_key)
+);
+CREATE INDEX IF NOT EXISTS sale_2026_hold_due ON sale_2026_inventory_hold (deadline_ms) WHERE state = 'open';
+
 -- The prefix's layout: where its data lives in Redis (namespace, shards),
 -- how usage reaches this ledger (ledger_mode) and the key column. One row,
 -- written by CreateTables and checked by every process: two processes with

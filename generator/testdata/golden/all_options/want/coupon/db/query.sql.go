@@ -7,6 +7,101 @@ import (
 	"context"
 )
 
+const confirmHold = `-- name: ConfirmHold :execrows
+UPDATE coupon_inventory_hold SET state = 'confirmed', resolved_at = now()
+WHERE item_id = $1 AND hold_key = $2 AND state = 'open' AND deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+`
+
+type ConfirmHoldParams struct {
+	ItemID  int64
+	HoldKey string
+}
+
+func (q *Queries) ConfirmHold(ctx context.Context, arg ConfirmHoldParams) (int64, error) {
+	result, err := q.db.Exec(ctx, confirmHold, arg.ItemID, arg.HoldKey)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const dueHolds = `-- name: DueHolds :many
+SELECT item_id, hold_key FROM coupon_inventory_hold
+WHERE state = 'open' AND deadline_ms <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+ORDER BY deadline_ms
+LIMIT $1
+`
+
+type DueHoldsRow struct {
+	ItemID  int64
+	HoldKey string
+}
+
+// Open holds past their deadline, the oldest first.
+func (q *Queries) DueHolds(ctx context.Context, limit int32) ([]DueHoldsRow, error) {
+	rows, err := q.db.Query(ctx, dueHolds, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DueHoldsRow
+	for rows.Next() {
+		var i DueHoldsRow
+		if err := rows.Scan(&i.ItemID, &i.HoldKey); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const endHold = `-- name: EndHold :many
+WITH h AS (
+    UPDATE coupon_inventory_hold
+    SET state = CASE WHEN deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN 'cancelled' ELSE 'expired' END,
+        resolved_at = now()
+    WHERE coupon_inventory_hold.item_id = $1 AND coupon_inventory_hold.hold_key = $2
+      AND coupon_inventory_hold.state = 'open'
+    RETURNING coupon_inventory_hold.item_id, coupon_inventory_hold.hold_key, coupon_inventory_hold.units, coupon_inventory_hold.state
+), r AS (
+    INSERT INTO coupon_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+    SELECT h.item_id, h.units, 'release', h.hold_key, $3 FROM h
+)
+SELECT h.state FROM h
+`
+
+type EndHoldParams struct {
+	ItemID  int64
+	OpKey   string
+	Attempt int64
+}
+
+// Ends the open hold of the op key, cancelled before its deadline and
+// expired after it, and writes the release row of its units, in one
+// statement. No row: no open hold was there, and nothing was written.
+func (q *Queries) EndHold(ctx context.Context, arg EndHoldParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, endHold, arg.ItemID, arg.OpKey, arg.Attempt)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var state string
+		if err := rows.Scan(&state); err != nil {
+			return nil, err
+		}
+		items = append(items, state)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const flushUsage = `-- name: FlushUsage :many
 WITH batch AS (
     SELECT unnest($1::text[])::bigint AS item_id, unnest($2::bigint[]) AS delta,
@@ -80,6 +175,50 @@ func (q *Queries) FlushUsage(ctx context.Context, arg FlushUsageParams) ([]strin
 		return nil, err
 	}
 	return items, nil
+}
+
+const heldUnits = `-- name: HeldUnits :one
+SELECT COALESCE(SUM(units), 0)::bigint AS units FROM coupon_inventory_hold
+WHERE item_id = $1 AND state = 'open'
+`
+
+func (q *Queries) HeldUnits(ctx context.Context, itemID int64) (int64, error) {
+	row := q.db.QueryRow(ctx, heldUnits, itemID)
+	var units int64
+	err := row.Scan(&units)
+	return units, err
+}
+
+const insertHold = `-- name: InsertHold :exec
+WITH h AS (
+    INSERT INTO coupon_inventory_hold (item_id, hold_key, units, deadline_ms)
+    VALUES ($1, $3, -$2::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $5::bigint)
+)
+INSERT INTO coupon_inventory_usage_record (item_id, delta, kind, op_key, attempt)
+VALUES ($1, $2, 'decr', $3, $4)
+`
+
+type InsertHoldParams struct {
+	ItemID  int64
+	Delta   int64
+	OpKey   string
+	Attempt int64
+	TtlMs   int64
+}
+
+// A Hold's purchase row and its open hold, in one statement. Holds run on
+// this database's clock (clock_timestamp, in ms), one clock for every
+// process: a hold's deadline, confirmation and expiry are decided by the
+// same server.
+func (q *Queries) InsertHold(ctx context.Context, arg InsertHoldParams) error {
+	_, err := q.db.Exec(ctx, insertHold,
+		arg.ItemID,
+		arg.Delta,
+		arg.OpKey,
+		arg.Attempt,
+		arg.TtlMs,
+	)
+	return err
 }
 
 const insertModification = `-- name: InsertModification :exec
@@ -254,6 +393,35 @@ func (q *Queries) LoadLayout(ctx context.Context) (LoadLayoutRow, error) {
 	return i, err
 }
 
+const lookupHold = `-- name: LookupHold :one
+SELECT units, deadline_ms, state, (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms FROM coupon_inventory_hold
+WHERE item_id = $1 AND hold_key = $2
+`
+
+type LookupHoldParams struct {
+	ItemID  int64
+	HoldKey string
+}
+
+type LookupHoldRow struct {
+	Units      int64
+	DeadlineMs int64
+	State      string
+	NowMs      int64
+}
+
+func (q *Queries) LookupHold(ctx context.Context, arg LookupHoldParams) (LookupHoldRow, error) {
+	row := q.db.QueryRow(ctx, lookupHold, arg.ItemID, arg.HoldKey)
+	var i LookupHoldRow
+	err := row.Scan(
+		&i.Units,
+		&i.DeadlineMs,
+		&i.State,
+		&i.NowMs,
+	)
+	return i, err
+}
+
 const lookupModification = `-- name: LookupModification :one
 SELECT state, delta, attempt FROM coupon_inventory_modification_record
 WHERE item_id = $1 AND kind = $2 AND op_key = $3
@@ -397,7 +565,8 @@ func (q *Queries) RetireLayout(ctx context.Context, version int64) (int64, error
 const tablesInitialized = `-- name: TablesInitialized :one
 SELECT (to_regclass('coupon_inventory_modification_record') IS NOT NULL
         AND to_regclass('coupon_inventory_usage_record') IS NOT NULL
-        AND to_regclass('coupon_inventory_layout') IS NOT NULL)::boolean AS ok
+        AND to_regclass('coupon_inventory_layout') IS NOT NULL
+        AND to_regclass('coupon_inventory_hold') IS NOT NULL)::boolean AS ok
 `
 
 func (q *Queries) TablesInitialized(ctx context.Context) (bool, error) {

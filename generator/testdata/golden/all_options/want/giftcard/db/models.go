@@ -7,6 +7,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type GiftCardInventoryHold struct {
+	ID         int64
+	ItemID     uuid.UUID
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  pgtype.Timestamptz
+	ResolvedAt pgtype.Timestamptz
+}
+
 type GiftCardInventoryLayout struct {
 	ID         int16
 	Namespace  string
