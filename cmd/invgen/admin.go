@@ -201,7 +201,7 @@ func openCoreMode(ctx context.Context, m *generator.Model, p *generator.Prefix, 
 	}
 	core, err := invrt.NewCore(invrt.Config[itemKey]{
 		Namespace: ns, Prefix: p.Name, Shards: p.Shards, Buckets: p.Buckets,
-		Codec: textCodec{keyType: p.Key, str: invrt.StringCodec{MaxLen: max(p.MaxKeyLen, 1)}}, Ledger: l, Layouts: l,
+		Codec: textCodec{keyType: p.Key, str: invrt.StringCodec{MaxLen: max(p.MaxKeyLen, 1)}}, Ledger: ledgerFor(l, p), Layouts: l,
 		Redis: rdb, Stream: p.Ledger == "stream", KeyType: p.Key, MaxKeyLen: maxLen, DB: pool.handle(),
 	}, invrt.WithNamespace(ns))
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -266,3 +267,77 @@ func (c textCodec) Encode(key itemKey) (string, error) {
 }
 
 func (c textCodec) Decode(s string) (itemKey, error) { return itemKey(s), nil }
+
+// holdLedger is the sqlLedger of a prefix with holds (generator.Prefix.Holds):
+// the CLI's Reconcile and refreshes settle a pending Cancel as the
+// generated package does, ending the hold rather than voiding its release.
+type holdLedger struct{ sqlLedger }
+
+var _ invrt.HoldStore[itemKey] = holdLedger{}
+
+// ledgerFor returns l as the Core's ledger of p: with holds when p has them.
+func ledgerFor(l sqlLedger, p *generator.Prefix) invrt.Ledger[itemKey] {
+	if p.Holds() {
+		return holdLedger{l}
+	}
+	return l
+}
+
+func (l holdLedger) Acquire(context.Context) (invrt.Ledger[itemKey], func(), error) {
+	return l, func() {}, nil
+}
+
+func (l holdLedger) InsertHold(ctx context.Context, e invrt.Entry[itemKey], ttl time.Duration) error {
+	_, err := l.db.exec(ctx, l.q["InsertHold"], string(e.Item), e.Delta, e.OpKey, e.Attempt, ttl.Milliseconds())
+	return err
+}
+
+func (l holdLedger) EndHold(ctx context.Context, e invrt.Entry[itemKey]) (bool, error) {
+	rows, err := l.db.query(ctx, l.q["EndHold"], string(e.Item), e.OpKey, e.Attempt)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	ended := rows.Next()
+	for rows.Next() {
+	}
+	return ended, rows.Err()
+}
+
+func (l holdLedger) ConfirmHold(ctx context.Context, item itemKey, holdKey string) (bool, error) {
+	n, err := l.db.exec(ctx, l.q["ConfirmHold"], string(item), holdKey)
+	return n == 1, err
+}
+
+func (l holdLedger) LookupHold(ctx context.Context, item itemKey, holdKey string) (h invrt.HoldRow, found bool, err error) {
+	var state string
+	var deadline, now int64
+	err = l.db.queryRow(ctx, l.q["LookupHold"], string(item), holdKey).Scan(&h.Units, &deadline, &state, &now)
+	if isNoRows(err) {
+		return h, false, nil
+	}
+	h.State, h.Deadline, h.Now = invrt.HoldState(state), time.UnixMilli(deadline), time.UnixMilli(now)
+	return h, err == nil, err
+}
+
+func (l holdLedger) HeldUnits(ctx context.Context, item itemKey) (n int64, err error) {
+	err = l.db.queryRow(ctx, l.q["HeldUnits"], string(item)).Scan(&n)
+	return n, err
+}
+
+func (l holdLedger) DueHolds(ctx context.Context, limit int) ([]invrt.DueHold[itemKey], error) {
+	rows, err := l.db.query(ctx, l.q["DueHolds"], limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []invrt.DueHold[itemKey]
+	for rows.Next() {
+		var item, key string
+		if err := rows.Scan(&item, &key); err != nil {
+			return nil, err
+		}
+		out = append(out, invrt.DueHold[itemKey]{Item: itemKey(item), HoldKey: key})
+	}
+	return out, rows.Err()
+}
