@@ -120,7 +120,8 @@ func (o *Observer) Audited(prefix string, items, drift, expired int) {
 // Outcome names how an operation ended, as the outcome label says it:
 // ok, replayed, or the error (insufficient_stock, over_limit, not_found,
 // already_exists, invalid_argument, busy, in_doubt, voided, corrupt,
-// closed, layout_mismatch, canceled, error for any other).
+// closed, layout_mismatch, hold_expired, hold_confirmed, hold_cancelled,
+// hold_not_found, not_supported, canceled, error for any other).
 func Outcome(out invrt.Outcome) string {
 	switch err := out.Err; {
 	case err == nil && out.Replayed:
@@ -149,6 +150,16 @@ func Outcome(out invrt.Outcome) string {
 		return "closed"
 	case errors.Is(err, invrt.ErrLayoutMismatch):
 		return "layout_mismatch"
+	case errors.Is(err, invrt.ErrHoldExpired):
+		return "hold_expired"
+	case errors.Is(err, invrt.ErrHoldConfirmed):
+		return "hold_confirmed"
+	case errors.Is(err, invrt.ErrHoldCancelled):
+		return "hold_cancelled"
+	case errors.Is(err, invrt.ErrHoldNotFound):
+		return "hold_not_found"
+	case errors.Is(err, invrt.ErrNotSupported):
+		return "not_supported"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "canceled"
 	}

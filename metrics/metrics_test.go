@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/invgen/invgen/examples/flashsale/inventory/flashsale"
 	"github.com/invgen/invgen/internal/testenv"
 	"github.com/invgen/invgen/metrics"
+	invrt "github.com/invgen/invgen/runtime"
 )
 
 // TestMetrics: what managers on real Redis and PostgreSQL do shows in the
@@ -87,4 +89,19 @@ func scrape(t *testing.T, reg *prometheus.Registry) string {
 		testenv.Must(t, err, "text")
 	}
 	return b.String()
+}
+
+// TestOutcomeOfHolds: each refusal of a hold has its own outcome label.
+func TestOutcomeOfHolds(t *testing.T) {
+	for err, want := range map[error]string{
+		invrt.ErrHoldExpired:   "hold_expired",
+		invrt.ErrHoldConfirmed: "hold_confirmed",
+		invrt.ErrHoldCancelled: "hold_cancelled",
+		invrt.ErrHoldNotFound:  "hold_not_found",
+		invrt.ErrNotSupported:  "not_supported",
+	} {
+		if got := metrics.Outcome(invrt.Outcome{Err: fmt.Errorf("confirm: %w", err)}); got != want {
+			t.Errorf("Outcome(%v) = %q, want %q", err, got, want)
+		}
+	}
 }
