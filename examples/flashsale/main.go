@@ -11,7 +11,9 @@
 // order id; some retry the same order id as a client would after a timeout,
 // some cancel afterwards (Release). A few other items of each key type
 // (string, int64, uuid) trade alongside. Then the same crowd buys from the
-// stream-ledger prefix, with a flusher writing the ledger beside them.
+// stream-ledger prefix, with a flusher writing the ledger beside them. On
+// PostgreSQL, a sale with holds runs between the two: buyers hold a unit
+// while they pay, and confirm, cancel or let the hold expire.
 //
 // Both managers report to Prometheus metrics (invgen/metrics); the demo
 // prints a few lines of them at the end, and with -metrics :9464 serves
@@ -332,7 +334,169 @@ func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64, on
 		return fmt.Errorf("the ledger and Redis disagree: %v", problems)
 	}
 	fmt.Println("Redis and the SQL ledger agree on every item; nothing oversold.")
+	if h, ok := sale.(holdManager); ok {
+		if err := holdSale(ctx, l, h, min(buyers, 2000)); err != nil {
+			return err
+		}
+	}
 	return streamSale(ctx, l, ms.drop, rdb, obs, buyers, stock)
+}
+
+// holdManager is the Manager of a sync prefix on PostgreSQL: it has holds.
+type holdManager interface {
+	manager[string]
+	Hold(ctx context.Context, id string, n int64, holdKey string, ttl time.Duration) (invrt.Result, error)
+	Confirm(ctx context.Context, id, holdKey string) error
+	Cancel(ctx context.Context, id, holdKey string) (invrt.Result, error)
+	Held(ctx context.Context, id string) (int64, error)
+	RunJanitor(ctx context.Context, cfg invrt.JanitorConfig[string]) error
+}
+
+// holdSale: buyers hold a unit while they pay. Half pay and confirm, some
+// cancel, the rest walk away and let their hold expire, and a few pay too
+// late; the janitor gives expired holds back. Sampled meanwhile, the units
+// available and on hold never exceed the stock; at the end every hold is
+// resolved and Redis agrees with the ledger.
+func holdSale(ctx context.Context, l *ledger, inv holdManager, buyers int) error {
+	const item, stock, ttl = "sku-held", 300, 1500 * time.Millisecond
+	if err := inv.Init(ctx, item, stock); err != nil {
+		return err
+	}
+	jctx, stopJanitor := context.WithCancel(ctx)
+	janitor := make(chan error, 1)
+	go func() {
+		janitor <- inv.RunJanitor(jctx, invrt.JanitorConfig[string]{ExpireHoldsEvery: 200 * time.Millisecond})
+	}()
+	defer func() { stopJanitor(); <-janitor }()
+
+	fmt.Printf("\nholds while buyers pay (prefix flash_sale): %d buyers, one unit each, on %q with %d units, held for %v\n", buyers, item, stock, ttl)
+	var (
+		held, short, confirmed, cancelled, walked, late, again atomic.Int64
+		firstErr                                        atomic.Pointer[error]
+		wg                                              sync.WaitGroup
+	)
+	fail := func(err error) { firstErr.CompareAndSwap(nil, &err) }
+	sampled := make(chan error, 1)
+	sampling, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	go func() { sampled <- sampleHolds(sampling, l, inv, item, stock) }()
+	for b := range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(b), 7))
+			key := "cart-" + strconv.Itoa(b)
+			if _, err := inv.Hold(ctx, item, 1, key, ttl); err != nil {
+				if !errors.Is(err, flashsale.ErrInsufficientStock) {
+					fail(err)
+					return
+				}
+				short.Add(1)
+				// One refused buyer in five comes back once the first holds
+				// have expired, and buys a unit given back, if one is left.
+				if rng.IntN(5) == 0 {
+					time.Sleep(ttl + 500*time.Millisecond)
+					key += "-again"
+					if _, err := inv.Hold(ctx, item, 1, key, ttl); err == nil {
+						if err := inv.Confirm(ctx, item, key); err != nil {
+							fail(fmt.Errorf("confirm %s: %w", key, err))
+							return
+						}
+						again.Add(1)
+						confirmed.Add(1)
+					} else if !errors.Is(err, flashsale.ErrInsufficientStock) {
+						fail(err)
+					}
+				}
+				return
+			}
+			held.Add(1)
+			switch p := rng.IntN(20); {
+			case p < 8: // pays within the hold
+				time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+				if err := inv.Confirm(ctx, item, key); err != nil {
+					fail(fmt.Errorf("confirm %s: %w", key, err))
+					return
+				}
+				confirmed.Add(1)
+			case p < 10: // changes their mind
+				if _, err := inv.Cancel(ctx, item, key); err != nil {
+					fail(fmt.Errorf("cancel %s: %w", key, err))
+					return
+				}
+				cancelled.Add(1)
+			case p < 19: // walks away
+				walked.Add(1)
+			default: // pays too late: refused, the unit was given back
+				time.Sleep(ttl + 300*time.Millisecond)
+				if err := inv.Confirm(ctx, item, key); !errors.Is(err, flashsale.ErrHoldExpired) {
+					fail(fmt.Errorf("late confirm of %s: %v, want ErrHoldExpired", key, err))
+					return
+				}
+				late.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	// Every hold is resolved once its deadline and a janitor round pass.
+	start := time.Now()
+	var onHold int64
+	for {
+		n, err := inv.Held(ctx, item)
+		if err != nil {
+			return err
+		}
+		if onHold = n; n == 0 || time.Since(start) > 10*time.Second {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopSampling()
+	if err := <-sampled; err != nil {
+		return err
+	}
+	if err := firstErr.Load(); err != nil {
+		return *err
+	}
+	remaining, err := inv.Get(ctx, item)
+	if err != nil {
+		return err
+	}
+	inSQL, err := l.stock(ctx, flashsale.ModificationTable, flashsale.UsageTable, item)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  held       %6d  (%d refused: all units on hold or sold)\n  confirmed  %6d\n  cancelled  %6d\n  expired    %6d  (walked away: given back by the janitor)\n  too late   %6d  (Confirm after the hold expired: refused)\n  again      %6d  (refused buyers who came back and bought a unit given back)\n  on hold    %6d  at the end\n",
+		held.Load(), short.Load(), confirmed.Load(), cancelled.Load(), walked.Load()+late.Load(), late.Load(), again.Load(), onHold)
+	fmt.Printf("  flash_sale/%-11s Redis %5d  ledger %5d\n", item, remaining, inSQL)
+	if onHold != 0 || remaining != inSQL || remaining != stock-confirmed.Load() {
+		return fmt.Errorf("holds: %d still on hold, Redis %d, ledger %d, %d of %d confirmed", onHold, remaining, inSQL, confirmed.Load(), stock)
+	}
+	fmt.Println("every hold resolved once; Redis and the ledger agree; nothing oversold.")
+	return nil
+}
+
+// sampleHolds checks, until ctx ends, the ledger in single snapshots: the
+// units available, on hold and sold add up to the stock at every sampled
+// instant, none below zero, and Redis never offers more than the ledger
+// had available just before it was read.
+func sampleHolds(ctx context.Context, l *ledger, inv holdManager, item string, stock int64) error {
+	q := `SELECT
+		(SELECT COALESCE(SUM(delta), 0) FROM ` + flashsale.ModificationTable + ` WHERE item_id = $1 AND state = 'committed') +
+		(SELECT COALESCE(SUM(delta), 0) FROM ` + flashsale.UsageTable + ` WHERE item_id = $1 AND state = 'committed'),
+		(SELECT COALESCE(SUM(units), 0) FROM flash_sale_inventory_hold WHERE item_id = $1 AND state = 'open'),
+		(SELECT COALESCE(SUM(units), 0) FROM flash_sale_inventory_hold WHERE item_id = $1 AND state = 'confirmed')`
+	for ctx.Err() == nil {
+		var avail, onHold, sold int64
+		if err := l.pool.QueryRow(ctx, q, item).Scan(&avail, &onHold, &sold); err != nil {
+			break
+		}
+		if avail < 0 || onHold < 0 || avail+onHold+sold != stock {
+			return fmt.Errorf("holds: the ledger has %d available, %d on hold and %d sold: not the stock of %d", avail, onHold, sold, stock)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // streamSale runs the same crowd against the drop prefix, on the stream
