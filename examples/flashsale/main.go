@@ -372,8 +372,8 @@ func holdSale(ctx context.Context, l *ledger, inv holdManager, buyers int) error
 	fmt.Printf("\nholds while buyers pay (prefix flash_sale): %d buyers, one unit each, on %q with %d units, held for %v\n", buyers, item, stock, ttl)
 	var (
 		held, short, confirmed, cancelled, walked, late, again atomic.Int64
-		firstErr                                        atomic.Pointer[error]
-		wg                                              sync.WaitGroup
+		firstErr                                               atomic.Pointer[error]
+		wg                                                     sync.WaitGroup
 	)
 	fail := func(err error) { firstErr.CompareAndSwap(nil, &err) }
 	sampled := make(chan error, 1)
