@@ -135,9 +135,16 @@ func (d *DB) Inserts(call string) insertLog {
 }
 
 // isInsert tells the committed-row inserts (InsertUsage and
-// InsertModification, sqlc's named queries) from every other statement.
+// InsertModification, sqlc's named queries, and those of holds: InsertHold
+// writes a hold's purchase row, EndHold the release of its end) from every
+// other statement.
 func isInsert(sql string) bool {
-	return strings.HasPrefix(sql, "-- name: InsertUsage ") || strings.HasPrefix(sql, "-- name: InsertModification ")
+	for _, q := range [...]string{"InsertUsage", "InsertModification", "InsertHold", "EndHold"} {
+		if strings.HasPrefix(sql, "-- name: "+q+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // Query implements DBTX.

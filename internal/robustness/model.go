@@ -41,10 +41,32 @@ type linOutput struct {
 type linState struct {
 	avail, cap int64
 	done       map[string]int64 // kind/op key -> units it moved
+	holds      map[string]holdState
 }
 
+// holdState is the state of a hold in the model. No hold expires inside a
+// run (holdTTL), so the model needs no clock.
+type holdState int8
+
+const (
+	noHold holdState = iota
+	holdOpen
+	holdConfirmed
+	holdEnded // cancelled, or ended by a release of its key
+)
+
 func (s *linState) clone() *linState {
-	return &linState{avail: s.avail, cap: s.cap, done: maps.Clone(s.done)}
+	return &linState{avail: s.avail, cap: s.cap, done: maps.Clone(s.done), holds: maps.Clone(s.holds)}
+}
+
+// withHold is s with the hold of key in state h.
+func (s *linState) withHold(key string, h holdState) *linState {
+	n := s.clone()
+	if n.holds == nil {
+		n.holds = map[string]holdState{}
+	}
+	n.holds[key] = h
+	return n
 }
 
 func opID(kind, key string) string { return kind + "/" + key }
@@ -52,6 +74,20 @@ func opID(kind, key string) string { return kind + "/" + key }
 // apply runs a change that is not a replay; ok is false when the state
 // does not allow it. want, if set, is the delta the call reported.
 func apply(s *linState, in linInput, want *int64) (*linState, bool) {
+	switch in.Kind {
+	case OpHold:
+		// A purchase of the hold key, with its hold.
+		if n, ok := apply(s, linInput{Kind: OpDecr, Key: in.Key, N: in.N}, want); ok {
+			return n.withHold(in.Key, holdOpen), true
+		}
+		return nil, false
+	case OpCancel:
+		// A release of the hold key, of an open hold only.
+		if s.holds[in.Key] != holdOpen {
+			return nil, false
+		}
+		return apply(s, linInput{Kind: OpRelease, Key: in.Key}, want)
+	}
 	if _, seen := s.done[opID(in.Kind, in.Key)]; seen {
 		return nil, false
 	}
@@ -88,13 +124,50 @@ func apply(s *linState, in linInput, want *int64) (*linState, bool) {
 	n.avail += d
 	n.cap += dcap
 	n.done[opID(in.Kind, in.Key)] = d
+	if in.Kind == OpRelease && n.holds[in.Key] == holdOpen {
+		// A release of an open hold's key ends the hold, as a cancel.
+		n.holds[in.Key] = holdEnded
+	}
 	return n, true
+}
+
+// confirm is the step of a Confirm: its answer must fit the hold's state.
+func confirm(s *linState, in linInput, out linOutput) []any {
+	h := s.holds[in.Key]
+	switch {
+	case in.Unknown && h == holdOpen:
+		return []any{s, s.withHold(in.Key, holdConfirmed)}
+	case in.Unknown:
+		return []any{s}
+	}
+	switch out.Out {
+	case OutOK:
+		if h == holdOpen || h == holdConfirmed {
+			return []any{s.withHold(in.Key, holdConfirmed)}
+		}
+	case OutCancelled:
+		if h == holdEnded {
+			return []any{s}
+		}
+	case OutNoHold:
+		if h == noHold {
+			return []any{s}
+		}
+	case OutBusy, OutInvalid, OutUnsupported:
+		return []any{s}
+	}
+	// ErrHoldExpired included: no hold expires inside a run.
+	return nil
 }
 
 // justified reports whether the state explains a refusal.
 func justified(s *linState, in linInput, out string) bool {
 	taken, took := s.done[opID(OpDecr, in.Key)]
 	switch {
+	case in.Kind == OpHold && out == OutShort:
+		return s.avail < in.N
+	case in.Kind == OpCancel && out == OutNotFound:
+		return !took
 	case in.Kind == OpDecr && out == OutShort:
 		return s.avail < in.N
 	case in.Kind == OpIncr && out == OutLimit:
@@ -120,6 +193,9 @@ func linStep(state, input, output any) []any {
 		}
 		return res
 	}
+	if in.Kind == OpConfirm {
+		return confirm(s, in, out)
+	}
 	if in.Kind == OpGet {
 		if out.Out != OutOK || (out.Avail >= 0 && out.Avail <= s.avail) {
 			return []any{s}
@@ -129,7 +205,12 @@ func linStep(state, input, output any) []any {
 	switch out.Out {
 	case OutOK:
 		if out.Replayed {
-			if _, ok := s.done[opID(in.Kind, in.Key)]; ok {
+			_, ok := s.done[opID(rowKind(in.Kind), in.Key)]
+			switch {
+			case in.Kind == OpHold && s.holds[in.Key] == noHold,
+				in.Kind == OpCancel && s.holds[in.Key] != holdEnded:
+				return nil
+			case ok:
 				return []any{s}
 			}
 			return nil
@@ -137,8 +218,8 @@ func linStep(state, input, output any) []any {
 		// A retry may complete an earlier reservation of the op key whose
 		// lease passed (docs/contract.md: it completes the purchase); it answers
 		// that reservation's delta, with Replayed false.
-		if d, ok := s.done[opID(in.Kind, in.Key)]; ok {
-			if d == out.Delta {
+		if d, ok := s.done[opID(rowKind(in.Kind), in.Key)]; ok {
+			if d == out.Delta && (in.Kind != OpHold || s.holds[in.Key] != noHold) {
 				return []any{s}
 			}
 			return nil
@@ -157,13 +238,42 @@ func linStep(state, input, output any) []any {
 			return []any{s}
 		}
 		return nil
+	case OutConfirmed:
+		if in.Kind == OpCancel && s.holds[in.Key] == holdConfirmed {
+			return []any{s}
+		}
+		return nil
+	case OutNoHold:
+		// A cancel of a key with no hold (a purchase's, or a hold that
+		// was refused).
+		if in.Kind == OpCancel && s.holds[in.Key] == noHold {
+			return []any{s}
+		}
+		return nil
+	case OutExpired, OutCancelled:
+		return nil // no hold expires inside a run; only Confirm answers cancelled
 	}
 	return []any{s} // busy, voided and other errors that took nothing
 }
 
 func linEqual(a, b any) bool {
 	x, y := a.(*linState), b.(*linState)
-	return x.avail == y.avail && x.cap == y.cap && maps.Equal(x.done, y.done)
+	return x.avail == y.avail && x.cap == y.cap && maps.Equal(x.done, y.done) && equalHolds(x.holds, y.holds)
+}
+
+// equalHolds compares hold maps, a missing key and noHold alike.
+func equalHolds(a, b map[string]holdState) bool {
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	for k, v := range b {
+		if a[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 func describeState(state any) string {
@@ -171,6 +281,9 @@ func describeState(state any) string {
 	keys := make([]string, 0, len(s.done))
 	for k, v := range s.done {
 		keys = append(keys, fmt.Sprintf("%s:%d", k, v))
+	}
+	for k, h := range s.holds {
+		keys = append(keys, fmt.Sprintf("hold/%s:%s", k, [...]string{"none", "open", "confirmed", "ended"}[h]))
 	}
 	sort.Strings(keys)
 	return fmt.Sprintf("avail=%d cap=%d done=[%s]", s.avail, s.cap, strings.Join(keys, " "))

@@ -555,11 +555,19 @@ func (r *Run) Traffic(ctx context.Context) {
 	tctx, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	var wg sync.WaitGroup
-	for c := range cfg.ParentClients {
+	holders := cfg.ParentClients + cfg.Children*cfg.ChildClients
+	for c := range cfg.ParentClients + cfg.HolderClients {
+		id := c
+		if c >= cfg.ParentClients {
+			id = holders + c - cfg.ParentClients
+		}
+		if id >= len(r.Plan.Clients) {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.env.RunClient(tctx, cfg.Seed, r.Plan.Clients[c], r.hist.Add)
+			r.env.RunClient(tctx, cfg.Seed, r.Plan.Clients[id], r.hist.Add)
 		}()
 	}
 	for i := range cfg.Children {

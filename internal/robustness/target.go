@@ -191,6 +191,46 @@ type Target interface {
 	CreateTables(ctx context.Context) error
 	// Close calls the manager's Close when it has one.
 	Close(ctx context.Context) error
+	// Hold, Confirm and Cancel are the prefix's holds; a prefix without
+	// them (Holds false) answers invrt.ErrNotSupported.
+	Hold(ctx context.Context, i int, n int64, op string, ttl time.Duration) (invrt.Result, error)
+	Confirm(ctx context.Context, i int, op string) error
+	Cancel(ctx context.Context, i int, op string) (invrt.Result, error)
+	Holds() bool
+}
+
+// holder is the Manager of a prefix with holds (a sync prefix on
+// PostgreSQL).
+type holder[K any] interface {
+	Hold(ctx context.Context, id K, n int64, holdKey string, ttl time.Duration) (invrt.Result, error)
+	Confirm(ctx context.Context, id K, holdKey string) error
+	Cancel(ctx context.Context, id K, holdKey string) (invrt.Result, error)
+}
+
+func (a adapter[K]) Holds() bool { _, ok := a.m.(holder[K]); return ok }
+
+func (a adapter[K]) Hold(ctx context.Context, i int, n int64, op string, ttl time.Duration) (invrt.Result, error) {
+	h, ok := a.m.(holder[K])
+	if !ok {
+		return invrt.Result{}, invrt.ErrNotSupported
+	}
+	return h.Hold(ctx, a.key(i), n, op, ttl)
+}
+
+func (a adapter[K]) Confirm(ctx context.Context, i int, op string) error {
+	h, ok := a.m.(holder[K])
+	if !ok {
+		return invrt.ErrNotSupported
+	}
+	return h.Confirm(ctx, a.key(i), op)
+}
+
+func (a adapter[K]) Cancel(ctx context.Context, i int, op string) (invrt.Result, error) {
+	h, ok := a.m.(holder[K])
+	if !ok {
+		return invrt.Result{}, invrt.ErrNotSupported
+	}
+	return h.Cancel(ctx, a.key(i), op)
 }
 
 type adapter[K comparable] struct {

@@ -28,11 +28,33 @@ const (
 	OpAudit      = "audit"
 	OpFlush      = "flush"
 	OpJanitor    = "janitor"
+	// Holds (the holder clients): a hold is a purchase of its hold key, a
+	// cancel a release of it; a confirm changes no stock.
+	OpHold    = "hold"
+	OpConfirm = "confirm"
+	OpCancel  = "cancel"
 )
 
-// isChange reports whether a step kind is a change with an op key.
+// holdTTL is the holder clients' hold time: longer than any run, so that
+// no hold expires inside one and the model needs no clock. Expiry is
+// tested by the contract tests (TestHoldExpiresByItself, TestHoldsRace).
+const holdTTL = time.Hour
+
+// isChange reports whether a step kind is a change of stock with an op key.
 func isChange(kind string) bool {
-	return kind == OpAdjust || kind == OpDecr || kind == OpIncr || kind == OpRelease
+	return kind == OpAdjust || kind == OpDecr || kind == OpIncr || kind == OpRelease || kind == OpHold || kind == OpCancel
+}
+
+// rowKind is the kind of the ledger row a change of kind writes: a hold's
+// is its purchase's, a cancel's its release's.
+func rowKind(kind string) string {
+	switch kind {
+	case OpHold:
+		return OpDecr
+	case OpCancel:
+		return OpRelease
+	}
+	return kind
 }
 
 // Step is one planned call of one client.
@@ -53,7 +75,7 @@ func (s Step) ID() string { return "c" + strconv.Itoa(s.Client) + "." + strconv.
 
 func (s Step) String() string {
 	switch {
-	case isChange(s.Kind):
+	case isChange(s.Kind) || s.Kind == OpConfirm:
 		return fmt.Sprintf("%s %s/%d %s(n=%d, op=%q) deadline=%v", s.ID(), Prefixes[s.Prefix].Name, s.Item, s.Kind, s.N, s.Key, s.Deadline)
 	case s.Kind == OpGet || s.Kind == OpRefresh || s.Kind == OpInit:
 		return fmt.Sprintf("%s %s/%d %s deadline=%v", s.ID(), Prefixes[s.Prefix].Name, s.Item, s.Kind, s.Deadline)
@@ -92,6 +114,13 @@ const (
 	OutExists   = "exists"   // ErrAlreadyExists
 	OutInvalid  = "invalid"  // ErrInvalidArgument
 	OutUnknown  = "unknown"  // in doubt, deadline, network, killed: may or may not have happened
+	// The refusals of holds (ErrHoldExpired, ErrHoldConfirmed,
+	// ErrHoldCancelled, ErrHoldNotFound, ErrNotSupported).
+	OutExpired     = "expired"
+	OutConfirmed   = "confirmed"
+	OutCancelled   = "cancelled"
+	OutNoHold      = "nohold"
+	OutUnsupported = "unsupported"
 )
 
 // refusal reports whether an outcome is a definite refusal of a change.
@@ -120,6 +149,16 @@ func Classify(err error) string {
 		return OutExists
 	case errors.Is(err, invrt.ErrInvalidArgument):
 		return OutInvalid
+	case errors.Is(err, invrt.ErrHoldExpired):
+		return OutExpired
+	case errors.Is(err, invrt.ErrHoldConfirmed):
+		return OutConfirmed
+	case errors.Is(err, invrt.ErrHoldCancelled):
+		return OutCancelled
+	case errors.Is(err, invrt.ErrHoldNotFound):
+		return OutNoHold
+	case errors.Is(err, invrt.ErrNotSupported):
+		return OutUnsupported
 	}
 	return OutUnknown
 }
@@ -138,6 +177,9 @@ type Config struct {
 	ChildConns    int32         `json:"child_conns"`
 	Duration      time.Duration `json:"duration"`
 	DelayP        float64       `json:"delay_p"`
+	// HolderClients run in the parent after the others, with steps of
+	// holds (drawHoldSteps); plans saved before holds have none.
+	HolderClients int `json:"holder_clients,omitempty"`
 }
 
 // Plan is a whole run: its configuration, every client's steps and the
@@ -238,7 +280,67 @@ func NewPlan(seed uint64, long bool) *Plan {
 		}
 	}
 	plan.Faults = drawFaults(rng, cfg)
+	// The holder clients' steps come from a stream of their own, so that
+	// the other clients' steps and the faults stay what they were for
+	// every seed.
+	plan.Config.HolderClients = 2
+	hrng := rand.New(rand.NewPCG(seed, 0x401d))
+	for c := range plan.Config.HolderClients {
+		plan.Clients = append(plan.Clients, drawHoldSteps(hrng, cfg, clients+c, perClient/2))
+	}
 	return plan
+}
+
+// drawHoldSteps draws a holder client's steps on the sync prefixes:
+// holds, their confirms and cancels, retries of them, releases (a refund
+// or a cancel) and purchases of hold keys, and reads.
+func drawHoldSteps(rng *rand.Rand, cfg Config, client, n int) []Step {
+	var steps []Step
+	var holds []Step
+	for seq := range n {
+		s := Step{Client: client, Seq: seq, Prefix: rng.IntN(len(Prefixes) - 1), Item: rng.IntN(cfg.Items),
+			Deadline: drawDeadline(rng), Think: time.Duration(rng.IntN(6000)) * time.Microsecond}
+		earlier := func() (Step, bool) {
+			if len(holds) == 0 {
+				return Step{}, false
+			}
+			j := len(holds) - 1 - int(math.Abs(rng.NormFloat64())*float64(min(len(holds), 20)))
+			if j < 0 {
+				j = rng.IntN(len(holds))
+			}
+			return holds[j], true
+		}
+		kind := OpHold
+		switch r := rng.Float64(); {
+		case r < 0.35:
+		case r < 0.55:
+			kind = OpConfirm
+		case r < 0.72:
+			kind = OpCancel
+		case r < 0.80:
+			kind = OpRelease
+		case r < 0.88:
+			kind = "retry"
+		case r < 0.92:
+			kind = OpDecr
+		default:
+			kind = OpGet
+		}
+		e, ok := earlier()
+		switch {
+		case kind == OpGet:
+			s.Kind = OpGet
+		case kind == OpHold || !ok:
+			s.Kind, s.N, s.Key = OpHold, int64(1+rng.IntN(3)), "h"+strconv.Itoa(client)+"-"+strconv.Itoa(seq)
+			holds = append(holds, s)
+		case kind == "retry":
+			s.Prefix, s.Item, s.Kind, s.N, s.Key = e.Prefix, e.Item, e.Kind, e.N, e.Key
+		default:
+			s.Prefix, s.Item, s.Kind, s.N, s.Key = e.Prefix, e.Item, kind, e.N, e.Key
+		}
+		steps = append(steps, s)
+	}
+	return steps
 }
 
 // drawStep draws one step. Op keys are reused on purpose: retries of the
@@ -377,6 +479,12 @@ func (e *Env) Run(ctx context.Context, s Step, attempt int, deadline time.Durati
 		r, err = t.Incr(cctx, s.Item, s.N, s.Key)
 	case OpRelease:
 		r, err = t.Release(cctx, s.Item, s.Key)
+	case OpHold:
+		r, err = t.Hold(cctx, s.Item, s.N, s.Key, holdTTL)
+	case OpConfirm:
+		err = t.Confirm(cctx, s.Item, s.Key)
+	case OpCancel:
+		r, err = t.Cancel(cctx, s.Item, s.Key)
 	case OpRefresh:
 		err = t.Refresh(cctx, s.Item)
 	case OpRefreshAll:

@@ -376,7 +376,7 @@ func tripleKey(p int, id, kind, op string) string {
 }
 
 func callTriple(c Call) string {
-	return tripleKey(c.Step.Prefix, ItemID(c.Step.Prefix, c.Step.Item), c.Step.Kind, c.Step.Key)
+	return tripleKey(c.Step.Prefix, ItemID(c.Step.Prefix, c.Step.Item), rowKind(c.Step.Kind), c.Step.Key)
 }
 
 func describe(c Call) string {
@@ -423,7 +423,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 	}
 	decrOK := map[string][]Call{} // decr triple -> acknowledged purchases
 	for k, g := range groups {
-		if g[0].Step.Kind == OpDecr {
+		if rowKind(g[0].Step.Kind) == OpDecr {
 			for _, c := range g {
 				if c.Outcome == OutOK {
 					decrOK[k] = append(decrOK[k], c)
@@ -515,7 +515,7 @@ func (r *Run) CheckI3(ctx context.Context, calls []Call) []Violation {
 			}
 		}
 		// A release of an acknowledged purchase refused as unknown.
-		if c0.Step.Kind == OpRelease {
+		if rowKind(c0.Step.Kind) == OpRelease {
 			dk := tripleKey(c0.Step.Prefix, ItemID(c0.Step.Prefix, c0.Step.Item), OpDecr, c0.Step.Key)
 			for _, c := range g {
 				if c.Outcome != OutNotFound {
@@ -595,7 +595,7 @@ func (r *Run) CheckLinearizable(calls []Call, timeout time.Duration) ([]Violatio
 			}
 			var mine []Call
 			for _, c := range calls {
-				if c.Step.Prefix == p && c.Step.Item == i && (isChange(c.Step.Kind) || c.Step.Kind == OpGet) && c.Invoke < end {
+				if c.Step.Prefix == p && c.Step.Item == i && (isChange(c.Step.Kind) || c.Step.Kind == OpGet || c.Step.Kind == OpConfirm) && c.Invoke < end {
 					if ret(c) >= end {
 						c.Outcome, c.Return = OutUnknown, 0
 					}
