@@ -31,6 +31,8 @@ same protocol as the application's generated package, without writing Go:
   lag       PREFIX                      changes not yet in the ledger: journal, and streams (stream ledger)
   drain     PREFIX                      reconcile and flush until nothing is pending (before a layout switch)
   redis     PREFIX                      each Redis server's eviction policy and persistence, and what they guarantee (exit 3 if one may evict)
+  holds     PREFIX ITEM [HOLDKEY]       units on hold of an item, or one hold: units, state, deadline (exit 3 if none)
+  expire    PREFIX                      end the holds past their deadline now and give their units back
 
 Output is a table, or JSON with -json. On a terminal, refresh -all and drain
 show their progress (done of total, rate, time left), cleared when they end;
@@ -123,9 +125,9 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	if _, err := a.do(verb, rest); err != nil {
 		fmt.Fprintf(stderr, "invgen admin %s %s: %v\n", verb, prefix, err)
 		switch {
-		case errors.Is(err, invrt.ErrInvalidArgument):
+		case errors.Is(err, invrt.ErrInvalidArgument), errors.Is(err, invrt.ErrNotSupported):
 			return exitUsage
-		case errors.Is(err, invrt.ErrNotFound), errors.Is(err, invrt.ErrInsufficientStock),
+		case errors.Is(err, invrt.ErrNotFound), errors.Is(err, invrt.ErrInsufficientStock), errors.Is(err, invrt.ErrHoldNotFound),
 			errors.Is(err, invrt.ErrOverLimit), errors.Is(err, invrt.ErrAlreadyExists), errors.Is(err, errFound):
 			return exitNo
 		}
@@ -138,12 +140,13 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 var adminArgs = map[string][2]int{
 	"list": {0, 0}, "get": {1, 1}, "init": {2, 3}, "adjust": {3, 3}, "audit": {0, 0},
 	"reconcile": {0, 0}, "refresh": {1, 1}, "lag": {0, 0}, "drain": {0, 0}, "redis": {0, 0},
+	"holds": {1, 2}, "expire": {0, 0},
 }
 
 // readOnlyVerbs only read the ledger: they open a SQLite ledger
 // read-only. (get and list may put an item Redis forgot back from the
 // ledger, as the application's Get does; that writes Redis only.)
-var readOnlyVerbs = map[string]bool{"list": true, "get": true, "audit": true, "lag": true, "redis": true}
+var readOnlyVerbs = map[string]bool{"list": true, "get": true, "audit": true, "lag": true, "redis": true, "holds": true}
 
 // checkNamespace refuses a -namespace the runtime would refuse (what may
 // stand before a hash tag in a key: letters, digits, _ - . :, at most 64
@@ -333,6 +336,14 @@ func (a admin) do(verb string, args []string) (any, error) {
 		})
 	case "redis":
 		return a.redisCheck()
+	case "holds":
+		return a.holds(args)
+	case "expire":
+		n, err := c.ExpireHolds(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return n, a.print(map[string]int{"expired": n}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "expired\t%d\n", n) })
 	case "drain":
 		lag, err := a.drain()
 		if err != nil {
@@ -427,3 +438,41 @@ func (a admin) print(v any, table func(*tabwriter.Writer)) error {
 	table(w)
 	return w.Flush()
 }
+
+// holdRow is a hold as holds shows it.
+type holdRow struct {
+	Item     string    `json:"item"`
+	HoldKey  string    `json:"hold_key"`
+	Units    int64     `json:"units"`
+	State    string    `json:"state"`
+	Deadline time.Time `json:"deadline"`
+	// Left is the time until the deadline on the ledger database's clock
+	// (negative once it passed).
+	Left time.Duration `json:"left_ns"`
+}
+
+// holds is `admin holds PREFIX ITEM [HOLDKEY]`.
+func (a admin) holds(args []string) (any, error) {
+	id := itemKey(args[0])
+	if len(args) == 1 {
+		n, err := a.core.Held(a.ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]any{"item": args[0], "held": n}
+		return out, a.print(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "item\theld\n%s\t%d\n", args[0], n) })
+	}
+	h, found, err := a.core.LookupHold(a.ctx, id, args[1])
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: item %s has no hold %q", invrt.ErrHoldNotFound, args[0], args[1])
+	}
+	row := holdRow{Item: args[0], HoldKey: args[1], Units: h.Units, State: string(h.State), Deadline: h.Deadline.UTC(), Left: h.Deadline.Sub(h.Now)}
+	return row, a.print(row, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "item\thold key\tunits\tstate\tdeadline\tleft\n%s\t%s\t%d\t%s\t%s\t%v\n",
+			row.Item, row.HoldKey, row.Units, row.State, row.Deadline.Format(time.RFC3339Nano), row.Left.Round(time.Millisecond))
+	})
+}
+

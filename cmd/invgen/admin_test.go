@@ -241,3 +241,52 @@ func TestCheckNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminHolds: admin holds shows an item's units on hold and one hold,
+// and admin expire ends the holds past their deadline; a stream prefix has
+// none (exit 2).
+func TestAdminHolds(t *testing.T) {
+	ctx := testenv.Context(t, time.Minute)
+	rdb, pool := testenv.Redis(t), testenv.Pool(t)
+	ns := testenv.Namespace(t, rdb)
+	flags := adminFlags(t, testenv.Schema(pool), ns)
+	admin := func(code int, args ...string) result {
+		t.Helper()
+		return invgen(t, append(append([]string{}, flags...), args...)...).want(t, code)
+	}
+	sale, err := flashsale.New(pool, rdb, flashsale.WithNamespace(ns))
+	testenv.Must(t, err, "New")
+	testenv.Must(t, sale.CreateTables(ctx), "CreateTables")
+	testenv.Must(t, sale.Init(ctx, "sku-1", 10), "Init")
+	_, err = sale.Hold(ctx, "sku-1", 3, "cart-1", time.Hour)
+	testenv.Must(t, err, "Hold")
+	_, err = sale.Hold(ctx, "sku-1", 2, "cart-2", 20*time.Millisecond)
+	testenv.Must(t, err, "Hold")
+
+	var held map[string]any
+	r := admin(exitOK, "-json", "holds", "flash_sale", "sku-1")
+	testenv.Must(t, json.Unmarshal([]byte(r.stdout), &held), "holds -json %q", r.stdout)
+	if held["held"] != float64(5) {
+		t.Fatalf("holds: %s", r.stdout)
+	}
+	var row holdRow
+	r = admin(exitOK, "-json", "holds", "flash_sale", "sku-1", "cart-1")
+	testenv.Must(t, json.Unmarshal([]byte(r.stdout), &row), "holds -json %q", r.stdout)
+	if row.Units != 3 || row.State != "open" || row.Left < 59*time.Minute {
+		t.Fatalf("hold cart-1: %+v", row)
+	}
+	admin(exitNo, "holds", "flash_sale", "sku-1", "nothing")
+	time.Sleep(50 * time.Millisecond)
+	r = admin(exitOK, "expire", "flash_sale")
+	if !strings.Contains(r.stdout, "expired  1") {
+		t.Fatalf("expire:\n%s", r.stdout)
+	}
+	if n, err := sale.Get(ctx, "sku-1"); err != nil || n != 7 {
+		t.Fatalf("after expire the application sees %d, %v; want 7", n, err)
+	}
+	r = admin(exitOK, "holds", "flash_sale", "sku-1", "cart-2")
+	if !strings.Contains(r.stdout, "expired") {
+		t.Fatalf("hold cart-2 after expire:\n%s", r.stdout)
+	}
+	admin(exitUsage, "holds", "drop", "sku-1")
+}
