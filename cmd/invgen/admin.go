@@ -475,4 +475,3 @@ func (a admin) holds(args []string) (any, error) {
 			row.Item, row.HoldKey, row.Units, row.State, row.Deadline.Format(time.RFC3339Nano), row.Left.Round(time.Millisecond))
 	})
 }
-
