@@ -466,10 +466,10 @@ type JanitorReport[K any] struct {
 	Err error
 }
 
-// RunJanitor reconciles (and, if configured, audits and repairs) on a
-// schedule until ctx is done, then returns ctx's error. Run it in a
-// goroutine of the application, or in a process of its own; several
-// janitors of one prefix may run at once.
+// RunJanitor reconciles (and, if configured, audits and repairs, and ends
+// expired holds) on a schedule until ctx is done, then returns ctx's
+// error. Run it in a goroutine of the application, or in a process of its
+// own; several janitors of one prefix may run at once.
 //
 // Close stops it too: it returns ErrClosed, and Close waits for it.
 func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
@@ -485,24 +485,35 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 	if cfg.ReconcileEvery < 0 || cfg.AuditEvery < 0 {
 		return argError("janitor intervals must not be negative")
 	}
-	var expire <-chan time.Time
-	if _, err := c.holds(); err == nil && cfg.ExpireHoldsEvery >= 0 {
-		if cfg.ExpireHoldsEvery == 0 {
-			cfg.ExpireHoldsEvery = time.Second
+	if cfg.ExpireHoldsEvery == 0 {
+		cfg.ExpireHoldsEvery = time.Second
+	}
+	if _, err := c.holds(); err != nil {
+		cfg.ExpireHoldsEvery = -1 // no holds to expire
+	}
+	reconcile, stopR := every(cfg.ReconcileEvery)
+	defer stopR()
+	audit, stopA := every(cfg.AuditEvery)
+	defer stopA()
+	expire, stopE := every(cfg.ExpireHoldsEvery)
+	defer stopE()
+	for {
+		var r JanitorReport[K]
+		select {
+		case <-ctx.Done():
+			if c.isClosed() {
+				return ErrClosed
+			}
+			return ctx.Err()
+		case <-reconcile:
+			rep, err := c.Reconcile(ctx)
+			r = JanitorReport[K]{Reconcile: &rep, Err: err}
+		case <-expire:
+			n, err := c.ExpireHolds(ctx)
+			r = JanitorReport[K]{Expired: n, ExpiredRound: true, Err: err}
+		case <-audit:
+			r = c.auditRound(ctx, cfg.Repair)
 		}
-		t := time.NewTicker(cfg.ExpireHoldsEvery)
-		defer t.Stop()
-		expire = t.C
-	}
-	reconcile := time.NewTicker(cfg.ReconcileEvery)
-	defer reconcile.Stop()
-	var audit <-chan time.Time
-	if cfg.AuditEvery > 0 {
-		t := time.NewTicker(cfg.AuditEvery)
-		defer t.Stop()
-		audit = t.C
-	}
-	report := func(r JanitorReport[K]) {
 		if r.Err != nil && ctx.Err() == nil {
 			c.opt.logger.Error("invgen: janitor round failed", "prefix", c.prefix, "err", r.Err)
 		}
@@ -510,34 +521,34 @@ func (c *Core[K]) RunJanitor(ctx context.Context, cfg JanitorConfig[K]) error {
 			cfg.OnReport(r)
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			if c.isClosed() {
-				return ErrClosed
-			}
-			return ctx.Err()
-		case <-reconcile.C:
-			rep, err := c.Reconcile(ctx)
-			report(JanitorReport[K]{Reconcile: &rep, Err: err})
-		case <-expire:
-			n, err := c.ExpireHolds(ctx)
-			report(JanitorReport[K]{Expired: n, ExpiredRound: true, Err: err})
-		case <-audit:
-			rep, err := c.Audit(ctx)
-			r := JanitorReport[K]{Audit: &rep, Err: err}
-			if err == nil && cfg.Repair {
-				var errs []error
-				for _, d := range rep.Drift {
-					if err := c.refreshID(ctx, d.Item); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-					r.Repaired++
-				}
-				r.Err = errors.Join(errs...)
-			}
-			report(r)
-		}
+}
+
+// every returns the ticks of a ticker of period d and its stop, or a
+// channel that never ticks when d is not positive.
+func every(d time.Duration) (<-chan time.Time, func()) {
+	if d <= 0 {
+		return nil, func() {}
 	}
+	t := time.NewTicker(d)
+	return t.C, t.Stop
+}
+
+// auditRound is one audit of the janitor, refreshing the drifting items
+// when repair is set.
+func (c *Core[K]) auditRound(ctx context.Context, repair bool) JanitorReport[K] {
+	rep, err := c.Audit(ctx)
+	r := JanitorReport[K]{Audit: &rep, Err: err}
+	if err != nil || !repair {
+		return r
+	}
+	var errs []error
+	for _, d := range rep.Drift {
+		if err := c.refreshID(ctx, d.Item); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Repaired++
+	}
+	r.Err = errors.Join(errs...)
+	return r
 }
