@@ -190,7 +190,24 @@ func (c *Core[K]) Cancel(ctx context.Context, id K, holdKey string) (Result, err
 	if _, err := c.holds(); err != nil {
 		bad = err
 	}
-	return c.change(ctx, KindRelease, id, "", holdKey, HoldIntent{End: true}, bad)
+	res, err := c.change(ctx, KindRelease, id, "", holdKey, HoldIntent{End: true}, bad)
+	if err != nil || !res.Replayed {
+		return res, err
+	}
+	// A repeat of the op key's release: Redis answered its record, which a
+	// refund (Release) of a confirmed hold, or the release of a purchase
+	// that was never a hold, wrote as well as a Cancel. The hold says
+	// which it was.
+	h, found, err := c.lookupHold(ctx, id, holdKey)
+	switch {
+	case err != nil:
+		return Result{}, err
+	case !found:
+		return Result{}, fmt.Errorf("%w: item %v has no hold %q", ErrHoldNotFound, id, holdKey)
+	case h.State == HoldConfirmed:
+		return Result{}, fmt.Errorf("%w: hold %q of item %v (and refunded)", ErrHoldConfirmed, holdKey, id)
+	}
+	return res, nil
 }
 
 // Confirm turns the open hold holdKey of an item into a purchase for good,

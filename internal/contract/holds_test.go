@@ -106,6 +106,9 @@ func TestHoldLifecycle(t *testing.T) {
 	if got := f.assertConserved(t, "sku"); got != 5 {
 		t.Fatalf("after the refund %d available, want 5", got)
 	}
+	// The refund's release record does not make a Cancel a success.
+	_, err = h.Cancel(ctx, "sku", "cart-1")
+	wantErr(t, err, invrt.ErrHoldConfirmed, "Cancel after the refund of a confirmed hold")
 
 	testenv.Must(t, errOf(h.Hold(ctx, "sku", 2, "cart-2", time.Minute)), "Hold cart-2")
 	if r, err := h.Cancel(ctx, "sku", "cart-2"); err != nil || r.Delta != 2 || r.Replayed {
@@ -135,6 +138,10 @@ func TestHoldLifecycle(t *testing.T) {
 	wantErr(t, errOf(h.Hold(ctx, "sku", 1, "plain", time.Minute)), invrt.ErrInvalidArgument, "Hold of a purchase's op key")
 	_, err = h.Cancel(ctx, "sku", "plain")
 	wantErr(t, err, invrt.ErrHoldNotFound, "Cancel of a purchase")
+	testenv.Must(t, errOf(f.m.Release(ctx, "sku", "plain")), "Release of the purchase")
+	_, err = h.Cancel(ctx, "sku", "plain")
+	wantErr(t, err, invrt.ErrHoldNotFound, "Cancel of a released purchase")
+	testenv.Must(t, errOf(f.m.Decr(ctx, "sku", 1, "plain-2")), "Decr")
 	if got := f.assertConserved(t, "sku"); got != 4 {
 		t.Fatalf("%d available, want 4", got)
 	}
