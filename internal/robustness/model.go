@@ -186,15 +186,15 @@ func linStep(state, input, output any) []any {
 	s := state.(*linState)
 	in := input.(linInput)
 	out := output.(linOutput)
+	if in.Kind == OpConfirm {
+		return confirm(s, in, out)
+	}
 	if in.Unknown {
 		res := []any{s}
 		if n, ok := apply(s, in, nil); ok {
 			res = append(res, n)
 		}
 		return res
-	}
-	if in.Kind == OpConfirm {
-		return confirm(s, in, out)
 	}
 	if in.Kind == OpGet {
 		if out.Out != OutOK || (out.Avail >= 0 && out.Avail <= s.avail) {
