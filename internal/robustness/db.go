@@ -150,6 +150,16 @@ func isInsert(sql string) bool {
 // Query implements DBTX.
 func (d *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	d.pause(ctx)
+	if id := callOf(ctx); id != "" && isInsert(sql) {
+		// EndHold: a statement that writes a release row, sent as a query.
+		d.mu.Lock()
+		d.sent[id] = true
+		if l := d.ins[id]; l.sent == 0 {
+			l.sent = time.Now().UnixNano()
+			d.ins[id] = l
+		}
+		d.mu.Unlock()
+	}
 	return d.Pool.Query(ctx, sql, args...)
 }
 
