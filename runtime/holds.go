@@ -136,6 +136,29 @@ func (e *holdRefusal) Unwrap() []error {
 	return []error{e.err, &DBError{Kind: DBErrRejected, Err: e.err}}
 }
 
+// enterHolds is holds and enter: a call on holds begins. The caller
+// defers c.wg.Done() when it returns no error.
+func (c *Core[K]) enterHolds(ctx context.Context) (HoldStore[K], error) {
+	hs, err := c.holds()
+	if err != nil {
+		return nil, err
+	}
+	return hs, c.enter(ctx)
+}
+
+// checkHold refuses a bad item or hold key, as a change does.
+func (c *Core[K]) checkHold(id K, holdKey string) error {
+	if _, err := c.codec.Encode(id); err != nil {
+		return err
+	}
+	return checkOpKey(holdKey)
+}
+
+// noHold is the error of a hold key that holds nothing.
+func noHold(id any, holdKey string) error {
+	return fmt.Errorf("%w: item %v has no hold %q", ErrHoldNotFound, id, holdKey)
+}
+
 // holds returns the Core's hold store, or ErrNotSupported.
 func (c *Core[K]) holds() (HoldStore[K], error) {
 	hs, ok := c.ledger.(HoldStore[K])
@@ -203,7 +226,7 @@ func (c *Core[K]) Cancel(ctx context.Context, id K, holdKey string) (Result, err
 	case err != nil:
 		return Result{}, err
 	case !found:
-		return Result{}, fmt.Errorf("%w: item %v has no hold %q", ErrHoldNotFound, id, holdKey)
+		return Result{}, noHold(id, holdKey)
 	case h.State == HoldConfirmed:
 		return Result{}, fmt.Errorf("%w: hold %q of item %v (and refunded)", ErrHoldConfirmed, holdKey, id)
 	}
@@ -220,18 +243,12 @@ func (c *Core[K]) Cancel(ctx context.Context, id K, holdKey string) (Result, err
 func (c *Core[K]) Confirm(ctx context.Context, id K, holdKey string) (err error) {
 	ctx, done := c.observe(ctx, OpConfirm)
 	defer func() { done(false, err) }()
-	hs, err := c.holds()
+	hs, err := c.enterHolds(ctx)
 	if err != nil {
 		return err
 	}
-	if err := c.enter(ctx); err != nil {
-		return err
-	}
 	defer c.wg.Done()
-	if _, err := c.codec.Encode(id); err != nil {
-		return err
-	}
-	if err := checkOpKey(holdKey); err != nil {
+	if err := c.checkHold(id, holdKey); err != nil {
 		return err
 	}
 	ok, err := hs.ConfirmHold(ctx, id, holdKey)
@@ -246,7 +263,7 @@ func (c *Core[K]) Confirm(ctx context.Context, id K, holdKey string) (err error)
 	case err != nil:
 		return err
 	case !found:
-		return fmt.Errorf("%w: item %v has no hold %q", ErrHoldNotFound, id, holdKey)
+		return noHold(id, holdKey)
 	case h.State == HoldConfirmed:
 		return nil
 	case h.State == HoldCancelled:
@@ -258,14 +275,11 @@ func (c *Core[K]) Confirm(ctx context.Context, id K, holdKey string) (err error)
 // LookupHold returns the hold holdKey of an item as the ledger holds it;
 // found is false when there is none.
 func (c *Core[K]) LookupHold(ctx context.Context, id K, holdKey string) (HoldRow, bool, error) {
-	if err := c.enter(ctx); err != nil {
+	if _, err := c.enterHolds(ctx); err != nil {
 		return HoldRow{}, false, err
 	}
 	defer c.wg.Done()
-	if _, err := c.codec.Encode(id); err != nil {
-		return HoldRow{}, false, err
-	}
-	if err := checkOpKey(holdKey); err != nil {
+	if err := c.checkHold(id, holdKey); err != nil {
 		return HoldRow{}, false, err
 	}
 	return c.lookupHold(ctx, id, holdKey)
@@ -287,11 +301,8 @@ func (c *Core[K]) lookupHold(ctx context.Context, id K, holdKey string) (HoldRow
 // not count them) and not sold for good yet. Open holds past their
 // deadline count until they are ended.
 func (c *Core[K]) Held(ctx context.Context, id K) (int64, error) {
-	hs, err := c.holds()
+	hs, err := c.enterHolds(ctx)
 	if err != nil {
-		return 0, err
-	}
-	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer c.wg.Done()
@@ -313,11 +324,8 @@ const expirePage = 256
 // it ended. Holds confirmed or cancelled meanwhile are left as they are.
 // The janitor runs it on a schedule; several may run at once.
 func (c *Core[K]) ExpireHolds(ctx context.Context) (int, error) {
-	hs, err := c.holds()
+	hs, err := c.enterHolds(ctx)
 	if err != nil {
-		return 0, err
-	}
-	if err := c.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer c.wg.Done()
@@ -384,7 +392,7 @@ func (c *Core[K]) refuseEnd(ctx context.Context, hs HoldStore[K], e Entry[K]) er
 	case err != nil:
 		return &DBError{Kind: DBErrUnknown, Err: err}
 	case !found:
-		return &holdRefusal{fmt.Errorf("%w: item %v has no hold %q", ErrHoldNotFound, e.Item, e.OpKey)}
+		return &holdRefusal{noHold(e.Item, e.OpKey)}
 	case h.State == HoldConfirmed:
 		return &holdRefusal{fmt.Errorf("%w: hold %q of item %v", ErrHoldConfirmed, e.OpKey, e.Item)}
 	}
