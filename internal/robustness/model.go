@@ -252,6 +252,14 @@ func linStep(state, input, output any) []any {
 		return nil
 	case OutExpired, OutCancelled:
 		return nil // no hold expires inside a run; only Confirm answers cancelled
+	case OutInvalid:
+		// A Hold of an op key that a Decr bought (not a hold).
+		if _, bought := s.done[opID(OpDecr, in.Key)]; in.Kind == OpHold && bought && s.holds[in.Key] == noHold {
+			return []any{s}
+		}
+		if in.Kind == OpHold {
+			return nil
+		}
 	}
 	return []any{s} // busy, voided and other errors that took nothing
 }
