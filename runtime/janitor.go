@@ -34,9 +34,12 @@ type Drift[K any] struct {
 	Corrupt string
 	// Stale is true when the item was loaded before its Redis server lost
 	// writes (a restart, a failover; see
-	// docs/cluster.md#acknowledged-writes-lost-at-a-failover): nothing of
-	// it is sold until it is refreshed, which its next
-	// change or read does, or RefreshAll.
+	// docs/cluster.md#acknowledged-writes-lost-at-a-failover), or when a
+	// step over the buckets of a split item did not end (its process died
+	// between the change's ledger row and its loads; docs/buckets.md):
+	// nothing of it is sold until it is refreshed, which its next change
+	// or read does, or RefreshAll. Its Redis stock and capacity are then
+	// what they were before, not corrupt.
 	Stale bool
 }
 
@@ -244,8 +247,11 @@ func (c *Core[K]) driftOf(ctx context.Context, t Totals[K], looks []look, journa
 		d.Redis = 0
 	}
 	// Capacity: Redis's c plus pending restocks (r) is the ledger's
-	// capacity plus the adjusts of the journal that the ledger lacks.
-	if d.Corrupt == "" && !d.Missing && capacity != t.Capacity+pendingCap {
+	// capacity plus the adjusts of the journal that the ledger lacks. A
+	// stale item's is not compared: it is loaded afresh before it sells,
+	// and a step cut off between a change's row and its loads (a split
+	// item's buckets marked) leaves the old capacity behind.
+	if d.Corrupt == "" && !d.Missing && !d.Stale && capacity != t.Capacity+pendingCap {
 		d.Corrupt = fmt.Sprintf("capacity %d in Redis, %d per the ledger and the journal", capacity, t.Capacity+pendingCap)
 	}
 	return d, nil

@@ -221,6 +221,37 @@ func TestBucketsReleaseKilledAfterItsRow(t *testing.T) {
 	})
 }
 
+// TestBucketsAuditOfAStepCutOff: an Adjust of +1 of a split item whose
+// process dies after its ledger row, before it loads a bucket, leaves the
+// buckets marked. Until someone touches the item, Audit reports it stale,
+// short of the ledger by the unit, and not corrupt: invgen wrote every
+// field of it. The next read loads it, and then Redis and the ledger
+// agree to the unit.
+func TestBucketsAuditOfAStepCutOff(t *testing.T) {
+	eachKillable(t, func(t *testing.T, f *fixture[string], stream bool) {
+		initBuckets(t, f, "ak", 4, 2)
+		k := &killer{at: nthLoad(t, 1)}
+		_, _ = k.process(t, f, stream).Adjust(ctx0, "ak", 1, "grow") // a dead process answers nothing
+		if !k.dead.Load() {
+			t.Fatal("the Adjust never loaded a bucket")
+		}
+		time.Sleep(stepFence + 50*time.Millisecond)
+		rep, err := f.m.Audit(ctx0)
+		testenv.Must(t, err, "Audit")
+		if len(rep.Drift) != 1 || !rep.Drift[0].Stale || rep.Drift[0].Corrupt != "" || rep.Drift[0].Redis != 4 || rep.Drift[0].Ledger != 5 {
+			t.Fatalf("Audit of a split item whose Adjust was cut off after its row = %+v; want it stale, 4 in Redis against 5, not corrupt", rep.Drift)
+		}
+		if got := f.assertConserved(t, "ak"); got != 5 {
+			t.Fatalf("stock %d after the read, want 5", got)
+		}
+		rep, err = f.m.Audit(ctx0)
+		testenv.Must(t, err, "Audit")
+		if len(rep.Drift) != 0 {
+			t.Fatalf("Audit after the read loaded the item = %+v; want no drift", rep.Drift)
+		}
+	})
+}
+
 // TestBucketsDecreaseOffSaleBeforeItsRow: an Adjust of -2 of a split
 // item takes the units off sale in Redis before its ledger row is
 // written. Its process dies as it first takes stock off a bucket: whatever the ledger

@@ -273,7 +273,7 @@ func (a adapter[K]) Audit(ctx context.Context) (int, []string, int, error) {
 	rep, err := a.m.Audit(ctx)
 	var drift []string
 	for _, d := range rep.Drift {
-		drift = append(drift, fmt.Sprintf("%s(redis=%d missing=%v ledger=%d pending=%d)", a.enc(d.Item), d.Redis, d.Missing, d.Ledger, d.Pending))
+		drift = append(drift, fmt.Sprintf("%s(redis=%d missing=%v ledger=%d pending=%d stale=%v corrupt=%q)", a.enc(d.Item), d.Redis, d.Missing, d.Ledger, d.Pending, d.Stale, d.Corrupt))
 	}
 	return rep.Items, drift, rep.Expired, err
 }
