@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Plants each bug of scripts/mutants/*.patch, one at a time, in a scratch
 # copy of the work tree, and runs the model-based fault tester against it
-# (SEEDS seeds from FIRST, long traffic), then the runtime's tests. A
-# mutant is killed when either fails. Prints one line per mutant and a
-# summary; exits non-zero if any mutant survives.
+# (SEEDS seeds from FIRST, long traffic; it stops at the first failing
+# seed), then the runtime's tests. A mutant is killed when either fails.
+# Prints one line per mutant and a summary; exits non-zero if any mutant
+# survives.
 #
 #   bash scripts/mutants.sh                 # every mutant
 #   bash scripts/mutants.sh issue7-1-*      # some
@@ -27,7 +28,7 @@ for patch in scripts/mutants/$pattern.patch; do
   start=$(date +%s)
   verdict=survived by=""
   log="$work/$name.log"
-  if ! (cd "$work/tree" && go test -count=1 -timeout 30m -tags invgen_failpoints -run '^TestRobustness$' ./internal/robustness \
+  if ! (cd "$work/tree" && go test -count=1 -failfast -timeout 30m -tags invgen_failpoints -run '^TestRobustness$' ./internal/robustness \
         -args -robustness.long -robustness.seeds="$seeds" -robustness.first="$first" -robustness.shrink=1ms) >"$log" 2>&1; then
     verdict=killed by="tester ($(grep -oE 'seed [0-9]+: [0-9]+ violations \([^)]*\)' "$log" | head -1))"
   elif ! (cd "$work/tree" && go test -count=1 -timeout 20m ./internal/contract ./runtime/...) >>"$log" 2>&1; then
