@@ -278,7 +278,7 @@ func (cc *changeCall[K]) inFlight(ctx context.Context, r reserveReply) verdict {
 			return answer(res, err)
 		}
 	}
-	if err := cc.wait.sleep(ctx, cc.c.opt.busyWait); err != nil {
+	if err := cc.wait.sleep(ctx, cc.busyWait()); err != nil {
 		return fail(fmt.Errorf("%w: op key %q of %v is still in progress", ErrBusy, cc.opKey, cc.id))
 	}
 	return again
@@ -316,9 +316,18 @@ func (cc *changeCall[K]) repair(ctx context.Context) verdict {
 	return again
 }
 
+// busyWait is how long the call waits for a fence or an op in flight:
+// the Core's busy wait, or nothing for an expiry (see HoldIntent).
+func (cc *changeCall[K]) busyWait() time.Duration {
+	if cc.hold.expiry {
+		return 0
+	}
+	return cc.c.opt.busyWait
+}
+
 // busy waits for a fence or an op in flight, up to the busy wait.
 func (cc *changeCall[K]) busy(ctx context.Context) verdict {
-	if err := cc.wait.sleep(ctx, cc.c.opt.busyWait); err != nil {
+	if err := cc.wait.sleep(ctx, cc.busyWait()); err != nil {
 		return fail(fmt.Errorf("%w: item %v of %s is fenced or op key %q is in progress", ErrBusy, cc.id, cc.c.prefix, cc.opKey))
 	}
 	return again

@@ -70,6 +70,10 @@ type HoldIntent struct {
 	// End, on a release: the row is a Cancel's, or the janitor's ending
 	// of an expired hold; the hold must be open.
 	End bool
+	// expiry: the release is ExpireHolds'. It waits for nothing in
+	// flight (ErrBusy at once): the hold is still due at the next round,
+	// and one busy hold does not hold up the others.
+	expiry bool
 }
 
 // op is the operation an Observer sees for a change of kind with intent h.
@@ -338,7 +342,7 @@ func (c *Core[K]) ExpireHolds(ctx context.Context) (int, error) {
 		var errs []error
 		page := 0
 		for _, d := range due {
-			res, err := c.change(ctx, KindRelease, d.Item, "", d.HoldKey, HoldIntent{End: true}, nil)
+			res, err := c.change(ctx, KindRelease, d.Item, "", d.HoldKey, HoldIntent{End: true, expiry: true}, nil)
 			switch {
 			case err == nil && !res.Replayed:
 				page++

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/invgen/invgen/internal/testenv"
 	invrt "github.com/invgen/invgen/runtime"
 )
@@ -237,6 +239,74 @@ func TestHoldExpiresByItself(t *testing.T) {
 	t.Logf("expired holds' units back at most %v after their deadline (janitor every %v)", worst, every)
 	f.assertHeld(t, h, "exp", 0)
 	f.assertConserved(t, "exp")
+}
+
+// TestHoldExpiryPassesAHoldInFlight: a holder dies after its hold's rows
+// are committed and before Redis heard of it, so that its purchase stays
+// in flight in Redis for its lease (1.5 s here). Past the deadlines the
+// janitor ends the other holds within its bound while that one waits: a
+// hold in flight does not hold up the expiry of the rest. Once its lease
+// has passed and Reconcile settled its purchase, it expires too.
+func TestHoldExpiryPassesAHoldInFlight(t *testing.T) {
+	f, h, ok := holdFixture(t, invrt.WithBusyWait(2*time.Second))
+	if !ok {
+		return
+	}
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "due", 20), "Init")
+	settled, err := invrt.Scripts.ReadFile("scripts/settled.lua")
+	testenv.Must(t, err, "read settled.lua")
+	commitSrc, err := invrt.Scripts.ReadFile("scripts/commit.lua")
+	testenv.Must(t, err, "read commit.lua")
+	commit := redis.NewScript(string(settled) + string(commitSrc)).Hash()
+	k := &killer{at: func(cmd redis.Cmder) bool { return runs(cmd, commit) }}
+	const lease = 1500 * time.Millisecond
+	_, _ = k.process(t, f, false, invrt.WithLease(lease)).(holder).Hold(ctx, "due", 2, "stuck", 20*time.Millisecond)
+	for end := time.Now().Add(time.Second); !k.dead.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the Hold never reached its commit") // which may come after its answer
+		}
+	}
+	const ttl = 100 * time.Millisecond
+	for i := range 5 {
+		testenv.Must(t, errOf(h.Hold(ctx, "due", 1, fmt.Sprint("h", i), ttl)), "Hold %d", i)
+	}
+	row, _, err := h.LookupHold(ctx, "due", "h4")
+	testenv.Must(t, err, "LookupHold")
+	deadline := time.Now().Add(row.Deadline.Sub(row.Now))
+
+	const every = 50 * time.Millisecond
+	jctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- f.m.RunJanitor(jctx, invrt.JanitorConfig[string]{ExpireHoldsEvery: every, ReconcileEvery: every})
+	}()
+	defer func() { stop(); <-done }()
+	for i := 0; i < 5; {
+		if r, _, err := h.LookupHold(ctx, "due", fmt.Sprint("h", i)); err == nil && r.State == invrt.HoldExpired {
+			i++
+			continue
+		}
+		if late := time.Since(deadline); late > every+400*time.Millisecond {
+			t.Fatalf("hold h%d still not expired %v after its deadline, while another hold's purchase is in flight", i, late)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r, _, _ := h.LookupHold(ctx, "due", "stuck"); r.State != invrt.HoldOpen {
+		t.Fatalf("the hold in flight is %q, want it open until its purchase settles", r.State)
+	}
+	for end := time.Now().Add(lease + 2*time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, _, _ := h.LookupHold(ctx, "due", "stuck"); r.State == invrt.HoldExpired {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the hold whose purchase was in flight did not expire once its lease had passed and Reconcile ran")
+		}
+	}
+	if got := f.assertConserved(t, "due"); got != 20 {
+		t.Fatalf("%d available once every hold expired, want 20", got)
+	}
+	f.assertHeld(t, h, "due", 0)
 }
 
 // TestHoldSurvivesRedisLoss: Redis forgets everything while holds are
