@@ -116,12 +116,12 @@ VALUES (sqlc.arg(item_id), sqlc.arg(delta), 'decr', sqlc.arg(op_key), sqlc.arg(a
 
 -- name: EndHold :many
 -- Ends the open hold of the op key, cancelled before its deadline and
--- expired after it, and writes the release row of its units, in one
--- statement. No row: no open hold was there, and nothing was written.
+-- expired after it (resolved_at is the instant of that decision), and
+-- writes the release row of its units, in one statement. No row: no open hold was there, and nothing was written.
 WITH h AS (
     UPDATE coupon_inventory_hold
     SET state = CASE WHEN deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN 'cancelled' ELSE 'expired' END,
-        resolved_at = now()
+        resolved_at = clock_timestamp()
     WHERE coupon_inventory_hold.item_id = sqlc.arg(item_id) AND coupon_inventory_hold.hold_key = sqlc.arg(op_key)
       AND coupon_inventory_hold.state = 'open'
     RETURNING coupon_inventory_hold.item_id, coupon_inventory_hold.hold_key, coupon_inventory_hold.units, coupon_inventory_hold.state
@@ -132,7 +132,7 @@ WITH h AS (
 SELECT h.state FROM h;
 
 -- name: ConfirmHold :execrows
-UPDATE coupon_inventory_hold SET state = 'confirmed', resolved_at = now()
+UPDATE coupon_inventory_hold SET state = 'confirmed', resolved_at = clock_timestamp()
 WHERE item_id = $1 AND hold_key = $2 AND state = 'open' AND deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 
 -- name: LookupHold :one

@@ -8,7 +8,7 @@ import (
 )
 
 const confirmHold = `-- name: ConfirmHold :execrows
-UPDATE sale_2026_inventory_hold SET state = 'confirmed', resolved_at = now()
+UPDATE sale_2026_inventory_hold SET state = 'confirmed', resolved_at = clock_timestamp()
 WHERE item_id = $1 AND hold_key = $2 AND state = 'open' AND deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
 `
 
@@ -62,7 +62,7 @@ const endHold = `-- name: EndHold :many
 WITH h AS (
     UPDATE sale_2026_inventory_hold
     SET state = CASE WHEN deadline_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN 'cancelled' ELSE 'expired' END,
-        resolved_at = now()
+        resolved_at = clock_timestamp()
     WHERE sale_2026_inventory_hold.item_id = $1 AND sale_2026_inventory_hold.hold_key = $2
       AND sale_2026_inventory_hold.state = 'open'
     RETURNING sale_2026_inventory_hold.item_id, sale_2026_inventory_hold.hold_key, sale_2026_inventory_hold.units, sale_2026_inventory_hold.state
@@ -80,8 +80,8 @@ type EndHoldParams struct {
 }
 
 // Ends the open hold of the op key, cancelled before its deadline and
-// expired after it, and writes the release row of its units, in one
-// statement. No row: no open hold was there, and nothing was written.
+// expired after it (resolved_at is the instant of that decision), and
+// writes the release row of its units, in one statement. No row: no open hold was there, and nothing was written.
 func (q *Queries) EndHold(ctx context.Context, arg EndHoldParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, endHold, arg.ItemID, arg.OpKey, arg.Attempt)
 	if err != nil {
