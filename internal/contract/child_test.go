@@ -74,36 +74,46 @@ func parseEvents(r io.Reader) []event {
 	return out
 }
 
-func childBuyer() int {
-	ctx := context.Background()
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+// childServers connects a child process to the parent's PostgreSQL schema
+// and Redis (or the Redis of INVGEN_CHILD_REDIS), and returns the options
+// of its managers and a function that closes both.
+func childServers(ctx context.Context) (*pgxpool.Pool, redis.UniversalClient, []invrt.Option, func(), error) {
 	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
 	if err != nil {
-		return fail(err)
+		return nil, nil, nil, nil, err
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = os.Getenv("INVGEN_CHILD_SCHEMA")
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return fail(err)
+		return nil, nil, nil, nil, err
 	}
-	defer pool.Close()
-	// The test Redis, or cluster, of the parent's environment; or a Redis
-	// of INVGEN_CHILD_REDIS.
 	var rdb redis.UniversalClient
 	if u := os.Getenv("INVGEN_CHILD_REDIS"); u != "" {
 		opt, err := redis.ParseURL(u)
 		if err != nil {
-			return fail(err)
+			pool.Close()
+			return nil, nil, nil, nil, err
 		}
 		rdb = redis.NewClient(opt)
 	} else if rdb, err = testenv.NewRedis(0); err != nil {
-		return fail(err)
+		pool.Close()
+		return nil, nil, nil, nil, err
 	}
-	defer rdb.Close()
 	opts := []invrt.Option{invrt.WithNamespace(os.Getenv("INVGEN_CHILD_NS")), invrt.WithBusyWait(5 * time.Second)}
 	if d, err := time.ParseDuration(os.Getenv("INVGEN_CHILD_LEASE")); err == nil {
 		opts = append(opts, invrt.WithLease(d))
 	}
+	return pool, rdb, opts, func() { rdb.Close(); pool.Close() }, nil
+}
+
+func childBuyer() int {
+	ctx := context.Background()
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+	pool, rdb, opts, closeAll, err := childServers(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeAll()
 	var m manager[string]
 	if os.Getenv("INVGEN_CHILD_MODE") == "stream" {
 		// A stream-mode buyer also runs a flusher, which the kill interrupts

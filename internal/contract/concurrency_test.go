@@ -18,8 +18,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("INVGEN_CHILD") == "buyer" {
+	switch os.Getenv("INVGEN_CHILD") {
+	case "buyer":
 		os.Exit(childBuyer())
+	case "holder":
+		os.Exit(childHolder())
 	}
 	os.Exit(m.Run())
 }
