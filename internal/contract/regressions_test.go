@@ -44,6 +44,35 @@ func TestPendingIncreaseIsNotForSale(t *testing.T) {
 	}
 }
 
+// A restock (Adjust up) whose ledger row is refused gives back all it
+// reserved, its pending capacity too: afterwards Redis holds the ledger's
+// capacity, Audit finds nothing, and returns cannot go above it.
+func TestAbortedRestockLeavesNoCapacity(t *testing.T) {
+	f := stringFixture(t)
+	ctx := ctxT(t)
+	testenv.Must(t, f.m.Init(ctx, "a", 5), "Init")
+	testenv.Must(t, errOf(f.m.Decr(ctx, "a", 2, "d1")), "Decr")
+	_, err := f.pool.Exec(ctx, `CREATE FUNCTION refuse_adjust() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.kind = 'adjust' THEN RAISE EXCEPTION 'no restocks today'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_adjust BEFORE INSERT ON `+f.modTable+` FOR EACH ROW EXECUTE FUNCTION refuse_adjust()`)
+	testenv.Must(t, err, "trigger")
+	if _, err := f.m.Adjust(ctx, "a", 4, "restock"); err == nil || errors.Is(err, invrt.ErrInDoubt) {
+		t.Fatalf("Adjust whose row the ledger refuses: %v; want a definite error", err)
+	}
+	if rep, err := f.m.Audit(ctx); err != nil || len(rep.Drift) != 0 {
+		t.Fatalf("Audit after the refused restock = %+v, %v; want no drift", rep.Drift, err)
+	}
+	if r, err := f.m.Incr(ctx, "a", 2, "back"); err != nil || r.Available != 5 {
+		t.Fatalf("Incr of the 2 sold units = %+v, %v; want 5 available", r, err)
+	}
+	if r, err := f.m.Incr(ctx, "a", 1, "more"); !errors.Is(err, invrt.ErrOverLimit) {
+		t.Fatalf("Incr above the capacity of 5 = %+v, %v; want ErrOverLimit", r, err)
+	}
+	if got := f.assertConserved(t, "a"); got != 5 {
+		t.Fatalf("stock %d, want 5", got)
+	}
+}
+
 // Releasing what an Incr already returned is refused, also at the top of
 // the quantity range, where the reply once overflowed the script's number
 // format.
