@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -251,9 +249,6 @@ func TestChaosHoldKill(t *testing.T) {
 	const every = 50 * time.Millisecond
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "hot", stock), "Init")
-	exe, err := os.Executable()
-	testenv.Must(t, err, "executable")
-
 	jctx, stopJanitor := context.WithCancel(ctx)
 	janitorDone := make(chan struct{})
 	go func() {
@@ -266,21 +261,9 @@ func TestChaosHoldKill(t *testing.T) {
 	h := &holdTally{held: map[string]int64{}, confirmed: map[string]bool{}, cancelled: map[string]bool{}, ended: map[string]bool{}}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for k := 0; k < kills || h.retried == 0 && k < kills+10; k++ {
-		cmd := exec.CommandContext(ctx, exe)
-		cmd.Env = append(os.Environ(), "INVGEN_CHILD=holder",
-			"INVGEN_CHILD_NS="+f.ns, "INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool),
+		out := killChild(ctx, t, f, rng, 50, 400, "INVGEN_CHILD=holder",
 			fmt.Sprintf("INVGEN_CHILD_ID=k%d", k), "INVGEN_CHILD_LEASE="+chaosLease.String(),
 			"INVGEN_CHILD_RETRY="+strings.Join(h.inflight, ","))
-		out := &startedBuffer{started: make(chan struct{})}
-		cmd.Stdout = out
-		testenv.Must(t, cmd.Start(), "start holder")
-		select {
-		case <-out.started:
-		case <-time.After(10 * time.Second):
-		}
-		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
-		testenv.Must(t, cmd.Process.Signal(syscall.SIGKILL), "kill")
-		cmd.Wait()
 		h.take(t, k, parseEvents(&out.buf))
 	}
 	if h.retried == 0 {

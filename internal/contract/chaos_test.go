@@ -202,8 +202,6 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 	const stock = 1_000_000
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "hot", stock), "Init")
-	exe, err := os.Executable()
-	testenv.Must(t, err, "executable")
 	tl := newTally()
 	var inflight []string // "op:n" the last victim had started but not finished
 	var retried, completed, voided int
@@ -211,24 +209,10 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 	// Past the planned kills, a few more until a kill has caught an op in
 	// flight and its successor retried it (a busy machine starts slowly).
 	for k := 0; k < kills || retried == 0 && k < kills+10; k++ {
-		cmd := exec.CommandContext(ctx, exe)
-		cmd.Env = append(os.Environ(), "INVGEN_CHILD=buyer",
-			"INVGEN_CHILD_NS="+f.ns, "INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool),
+		out := killChild(ctx, t, f, rng, 20, 300, "INVGEN_CHILD=buyer",
 			fmt.Sprintf("INVGEN_CHILD_ID=k%d", k), "INVGEN_CHILD_ATTEMPTS=1000000000",
 			"INVGEN_CHILD_LEASE="+chaosLease.String(), "INVGEN_CHILD_RETRY="+strings.Join(inflight, ","),
 			"INVGEN_CHILD_MODE="+mode)
-		out := &startedBuffer{started: make(chan struct{})}
-		cmd.Stdout = out
-		testenv.Must(t, cmd.Start(), "start buyer")
-		// The kill comes at a random moment of the buying, however long
-		// the process took to start on a busy machine.
-		select {
-		case <-out.started:
-		case <-time.After(10 * time.Second):
-		}
-		time.Sleep(time.Duration(20+rng.IntN(300)) * time.Millisecond)
-		testenv.Must(t, cmd.Process.Signal(syscall.SIGKILL), "kill")
-		cmd.Wait()
 		tl.faults.Add(1)
 		started := map[string]int64{}
 		wasInflight := map[string]bool{}
@@ -288,6 +272,29 @@ func chaosKill(t *testing.T, f *fixture[string], mode, scenario string) {
 		}
 	}
 	verify(t, f, f.m, tl, scenario, stock)
+}
+
+// killChild runs the test binary as a child process of f's namespace and
+// schema with env, and kills it with SIGKILL least+rand(spread) ms after
+// its first report line, however long it took to start on a busy
+// machine. It returns the child's report.
+func killChild(ctx context.Context, t *testing.T, f *fixture[string], rng *rand.Rand, least, spread int, env ...string) *startedBuffer {
+	t.Helper()
+	exe, err := os.Executable()
+	testenv.Must(t, err, "executable")
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(append(os.Environ(), "INVGEN_CHILD_NS="+f.ns, "INVGEN_CHILD_SCHEMA="+testenv.Schema(f.pool)), env...)
+	out := &startedBuffer{started: make(chan struct{})}
+	cmd.Stdout = out
+	testenv.Must(t, cmd.Start(), "start a child process")
+	select {
+	case <-out.started:
+	case <-time.After(10 * time.Second):
+	}
+	time.Sleep(time.Duration(least+rng.IntN(spread)) * time.Millisecond)
+	testenv.Must(t, cmd.Process.Signal(syscall.SIGKILL), "kill")
+	cmd.Wait()
+	return out
 }
 
 // proxyTo starts a toxiproxy proxy on a free loopback port in front of
