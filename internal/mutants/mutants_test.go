@@ -1,6 +1,8 @@
 // Package mutants checks that the planted bugs of scripts/mutants (make
-// mutants) still apply to the tree: a patch that no longer applies plants
-// nothing, and make mutants would count it as a bug the tests missed.
+// mutants) still apply to the tree and build: a patch that no longer
+// applies plants nothing, and make mutants would count it as a bug the
+// tests missed; one that does not build fails every test, and would be
+// counted as caught.
 package mutants
 
 import (
