@@ -15,14 +15,7 @@ import (
 // originals through the go command's -overlay, so that the tree stays as
 // it is.
 func TestPatchesBuild(t *testing.T) {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	patches, err := filepath.Glob(filepath.Join(root, "scripts", "mutants", "*.patch"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, patches := planted(t)
 	for _, p := range patches {
 		files, err := goFiles(p)
 		if err != nil {

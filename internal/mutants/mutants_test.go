@@ -13,6 +13,19 @@ import (
 )
 
 func TestPatchesApply(t *testing.T) {
+	root, patches := planted(t)
+	for _, p := range patches {
+		cmd := exec.Command("git", "apply", "--check", p)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s does not apply to the tree: %v\n%s", filepath.Base(p), err, strings.TrimSpace(string(out)))
+		}
+	}
+}
+
+// planted returns the repository's root and the patches of scripts/mutants.
+func planted(t *testing.T) (string, []string) {
+	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
@@ -24,11 +37,5 @@ func TestPatchesApply(t *testing.T) {
 	if len(patches) == 0 {
 		t.Fatal("no patches in scripts/mutants")
 	}
-	for _, p := range patches {
-		cmd := exec.Command("git", "apply", "--check", p)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("%s does not apply to the tree: %v\n%s", filepath.Base(p), err, strings.TrimSpace(string(out)))
-		}
-	}
+	return root, patches
 }

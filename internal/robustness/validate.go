@@ -207,11 +207,7 @@ func (r *Run) Settle(ctx context.Context) []Violation {
 		// ErrBusy is for retrying (docs/api.md): a refresh in another
 		// process, killed while it held the item's fence, holds it for as
 		// long as the fence lasts (3 s at most here).
-		err := r.env.Targets[g[0]].Refresh(ctx, g[1])
-		for until := time.Now().Add(4 * time.Second); errors.Is(err, invrt.ErrBusy) && time.Now().Before(until); {
-			sleep(ctx, 100*time.Millisecond)
-			err = r.env.Targets[g[0]].Refresh(ctx, g[1])
-		}
+		err := whileBusy(ctx, func() error { return r.env.Targets[g[0]].Refresh(ctx, g[1]) })
 		if err != nil {
 			add("OPS", "Refresh of garbled item %s/%d fails: %v", Prefixes[g[0]].Name, g[1], err)
 		}
@@ -338,7 +334,7 @@ func (r *Run) CheckI2(ctx context.Context) []Violation {
 				r.mu.Lock()
 				r.stats["i2-stale-read"]++
 				r.mu.Unlock()
-				r.getRetrying(ctx, t, i)
+				whileBusy(ctx, func() error { _, err := t.Get(ctx, i); return err })
 			}
 			a, err := r.stockOf(ctx, keys)
 			if errors.Is(err, redis.Nil) {
@@ -366,14 +362,16 @@ func (r *Run) CheckI2(ctx context.Context) []Violation {
 	return vs
 }
 
-// getRetrying reads item i of t, retrying while it is busy: a fence left
-// by a killed process lasts until it expires.
-func (r *Run) getRetrying(ctx context.Context, t Target, i int) {
-	_, err := t.Get(ctx, i)
+// whileBusy runs call, again while it answers ErrBusy, for up to 4 s: a
+// fence left by a killed process lasts until it expires (3 s at most
+// here). It returns call's last error.
+func whileBusy(ctx context.Context, call func() error) error {
+	err := call()
 	for until := time.Now().Add(4 * time.Second); errors.Is(err, invrt.ErrBusy) && time.Now().Before(until); {
 		sleep(ctx, 100*time.Millisecond)
-		_, err = t.Get(ctx, i)
+		err = call()
 	}
+	return err
 }
 
 // dump is what Redis holds in keys, for a violation's message.
