@@ -928,18 +928,84 @@ const (
 // ledger, in stream order, and deletes them from the items' hashes once
 // written (the flusher writes them again when it reaches them, which
 // changes nothing). It costs what these items hold, not their shards'
-// backlog. Refresh calls it under the items' fences so that the ledger
-// holds every change of them. Conflicts need no action here: the caller
-// reads the ledger next and loads what it says.
+// backlog, but for an item whose hash lost that list (writeStrayEntries).
+// Refresh calls it under the items' fences so that the ledger holds every
+// change of them. Conflicts need no action here: the caller reads the
+// ledger next and loads what it says.
 func (c *Core[K]) writeUnflushed(ctx context.Context, items ...itemKeys) error {
-	for len(items) > 0 {
-		chunk := items[:min(len(items), unflushedChunk)]
-		items = items[len(chunk):]
+	for rest := items; len(rest) > 0; {
+		chunk := rest[:min(len(rest), unflushedChunk)]
+		rest = rest[len(chunk):]
 		if err := c.writeUnflushedChunk(ctx, chunk); err != nil {
 			return err
 		}
 	}
-	return nil
+	return c.writeStrayEntries(ctx, items)
+}
+
+// writeStrayEntries writes the entries of the items whose hash holds no
+// stock (Redis lost it, or fence.lua replaced a key that was not a hash)
+// from their shards' streams. Such a hash took its list of the item's
+// unflushed entries with it, but the stream still holds each entry not
+// yet written: loaded from the ledger without them, the item would put
+// the units they took back on sale, to be sold twice once the flusher
+// writes them. Each stream is read once, for all its items; under the
+// items' fences no entry of them is added meanwhile. Entries written
+// already are refused as repeats, which changes nothing.
+func (c *Core[K]) writeStrayEntries(ctx context.Context, items []itemKeys) error {
+	pipe := c.rdb.Pipeline()
+	has := make([]*redis.BoolCmd, len(items))
+	for i, k := range items {
+		has[i] = pipe.HExists(ctx, k.item, "a")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isCommandError(err) {
+		return err
+	}
+	lost := map[string]map[string]int{} // stream -> item's Redis form -> index in items
+	for i, k := range items {
+		if err := has[i].Err(); (err == nil || isWrongType(err)) && !has[i].Val() {
+			if lost[k.stream] == nil {
+				lost[k.stream] = map[string]int{}
+			}
+			lost[k.stream][k.id] = i
+		} else if err != nil && !isWrongType(err) {
+			return err
+		}
+	}
+	var all []unflushedEntry
+	for stream, ids := range lost {
+		found, err := c.entriesInStream(ctx, stream, ids)
+		if err != nil {
+			return err
+		}
+		all = append(all, found...)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return c.writeUnflushedEntries(ctx, items, orderUnflushed(all))
+}
+
+// entriesInStream reads stream from its start and returns the entries of
+// the items ids names, as a hash lists them (reserve.lua).
+func (c *Core[K]) entriesInStream(ctx context.Context, stream string, ids map[string]int) ([]unflushedEntry, error) {
+	var out []unflushedEntry
+	for start := "-"; ; {
+		msgs, err := c.rdb.XRangeN(ctx, stream, start, "+", unflushedScan).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", stream, err)
+		}
+		for _, m := range msgs {
+			str := func(f string) string { v, _ := m.Values[f].(string); return v }
+			if k, ok := ids[str("i")]; ok && m.ID != start {
+				out = append(out, unflushedEntry{m.ID, str("k") + ":" + str("d") + ":" + str("n") + ":" + str("o"), k})
+			}
+		}
+		if len(msgs) < unflushedScan {
+			return out, nil
+		}
+		start = msgs[len(msgs)-1].ID // XRANGE includes it again: skipped above
+	}
 }
 
 // writeUnflushedChunk writes the unflushed entries of a chunk of items:

@@ -213,3 +213,46 @@ func TestStreamRefreshAllWritesEveryItemsEntries(t *testing.T) {
 		}
 	}
 }
+
+// An item hash that is lost or garbled while the item's entries wait in
+// its shard's stream takes its list of them (its "u:" fields) with it.
+// Its refresh must still count them: the stream holds them, and a load
+// from the ledger alone would put every unit they took back on sale, to
+// be sold twice once the flusher writes them.
+func TestStreamRefreshOfALostItemHash(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(ctx context.Context, f *fixture[string], key string)
+	}{
+		{"deleted", func(ctx context.Context, f *fixture[string], key string) { f.rdb.Del(ctx, key) }},
+		{"not a hash", func(ctx context.Context, f *fixture[string], key string) { f.rdb.Set(ctx, key, "garbage", 0) }},
+		{"stock and capacity gone", func(ctx context.Context, f *fixture[string], key string) { f.rdb.HDel(ctx, key, "a", "c") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := streamFixture(t)
+			ctx := ctxT(t)
+			testenv.Must(t, f.m.Init(ctx, "a", 100), "Init")
+			testenv.Must(t, f.m.Init(ctx, "b", 100), "Init")
+			for i := range 20 {
+				_, err := f.m.Decr(ctx, []string{"a", "b"}[i%2], 2, "o"+strconv.Itoa(i))
+				testenv.Must(t, err, "Decr")
+			}
+			_, err := f.m.Incr(ctx, "a", 3, "back")
+			testenv.Must(t, err, "Incr")
+			tc.damage(ctx, f, itemKeysOf(t, f)["a"])
+			testenv.Must(t, f.m.Refresh(ctx, "a"), "Refresh")
+			if got, err := f.m.Get(ctx, "a"); err != nil || got != 83 {
+				t.Fatalf("Get after the refresh of a lost item hash = %d, %v; want 83 (its 10 purchases of 2 and its increase of 3 are in the stream: the refresh writes them)", got, err)
+			}
+			if _, err := f.flusher().Flush(ctx); err != nil {
+				t.Fatalf("Flush: %v", err)
+			}
+			testenv.Must(t, f.m.Refresh(ctx, "a"), "Refresh")
+			for _, item := range []string{"a", "b"} {
+				if got, want := f.assertConserved(t, item), map[string]int64{"a": 83, "b": 80}[item]; got != want {
+					t.Fatalf("item %s: %d available once flushed, want %d", item, got, want)
+				}
+			}
+		})
+	}
+}
