@@ -275,7 +275,7 @@ func (q *quietRound) expect(ctx context.Context, c Call, refused bool) {
 	s := c.Step
 	op := q.ops[s.Key]
 	bad := func(inv, want string) {
-		q.violate(inv, "%s; want %s (the model: %d units%s)", describe(c), want, q.stock, q.opState(op))
+		q.violate(inv, "%s; want %s (the model: %d units%s)%s", describe(c), want, q.stock, q.opState(op), q.busyState(ctx, c))
 	}
 	within := func(at int64) bool { // the stream's idempotency holds within the op TTL
 		return !q.stream || c.Return < at+int64(q.r.Plan.Config.Options.OpTTL)-int64(5*time.Millisecond)
@@ -626,4 +626,21 @@ func (q *quietRound) resync(ctx context.Context, steps ...Step) {
 		q.violate("I3", "after %s, whose answers were lost or unchecked, the ledger holds %d units, the model %d",
 			strings.Join(names, " and "), have, q.stock)
 	}
+}
+
+// busyState is what Redis holds of the item when c was answered ErrBusy
+// with nothing else in flight: its buckets, with their fences, and their
+// journals, at Redis's time.
+func (q *quietRound) busyState(ctx context.Context, c Call) string {
+	if c.Outcome != OutBusy {
+		return ""
+	}
+	keys := q.r.bucketKeys(q.p, q.i)
+	var b strings.Builder
+	fmt.Fprintf(&b, "; at %d ms Redis holds %s", q.r.rdb.Time(ctx).Val().UnixMilli(), q.r.dump(ctx, keys))
+	for _, k := range keys {
+		j := k[:strings.Index(k, "}:")+2] + "journal"
+		fmt.Fprintf(&b, "; %s %v", j[strings.Index(j, "{"):], q.r.rdb.ZRangeWithScores(ctx, j, 0, -1).Val())
+	}
+	return b.String()
 }

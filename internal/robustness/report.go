@@ -23,6 +23,9 @@ type Report struct {
 	Failures   []Failure
 	Stats      map[string]int
 	Took       time.Duration
+	// Ledgers holds, for each item an I1 or I2 of the settled state
+	// names, its ledger rows as they stood then (ledger.txt).
+	Ledgers []string
 }
 
 // Failed reports whether any invariant broke.
@@ -77,6 +80,7 @@ func Execute(ctx context.Context, plan *Plan, setup Setup) (*Report, error) {
 	r.mu.Lock()
 	rep.Events = append(rep.Events, r.events...)
 	rep.Stats = r.stats
+	rep.Ledgers = r.ledgers
 	r.mu.Unlock()
 	for _, c := range calls {
 		rep.Stats["calls"]++
@@ -127,6 +131,9 @@ func (r *Report) Save(dir string) error {
 		b.WriteString(v.String() + "\n")
 	}
 	os.WriteFile(filepath.Join(dir, "violations.txt"), []byte(b.String()), 0o644)
+	if len(r.Ledgers) > 0 {
+		os.WriteFile(filepath.Join(dir, "ledger.txt"), []byte(strings.Join(r.Ledgers, "\n")), 0o644)
+	}
 	for _, fl := range r.Failures {
 		if err := porcupine.VisualizePath(fl.Model, fl.Info, filepath.Join(dir, "linearizability-"+fl.Name+".html")); err != nil {
 			return err

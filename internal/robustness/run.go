@@ -86,6 +86,7 @@ type Run struct {
 	start   time.Time
 	stats   map[string]int
 	sampled []Violation // I1 samples that failed
+	ledgers []string    // ledger rows of items the checks found broken
 }
 
 type child struct {

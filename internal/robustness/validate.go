@@ -347,6 +347,9 @@ func (r *Run) CheckI2(ctx context.Context) []Violation {
 				add("I2", "%s/%d: cannot read Redis (%v) or the ledger (%v)", Prefixes[p].Name, i, err, serr)
 				continue
 			}
+			if a != s.cap+s.usage || s.cap+s.usage < 0 || s.cap+s.usage > s.cap {
+				r.keepLedger(ctx, p, i)
+			}
 			if a != s.cap+s.usage {
 				add("I2", "%s/%d: Redis has %d available, the ledger %d (capacity %d, usage %d); Redis holds %s", Prefixes[p].Name, i, a, s.cap+s.usage, s.cap, s.usage, r.dump(ctx, keys))
 			}
@@ -706,4 +709,25 @@ func explain(info porcupine.LinearizationInfo, ops []porcupine.Operation) string
 			time.Unix(0, stuck.Call).Format("15:04:05.000000"))
 	}
 	return msg
+}
+
+// keepLedger keeps the ledger rows of item i of prefix p for the report:
+// what each op key wrote, to set against the history.
+func (r *Run) keepLedger(ctx context.Context, p, i int) {
+	var b strings.Builder
+	id := ItemID(p, i)
+	fmt.Fprintf(&b, "%s/%d (%s):\n", Prefixes[p].Name, i, id)
+	for _, table := range []string{Prefixes[p].ModTable, Prefixes[p].UsageTable} {
+		err := r.admin.rows(ctx, table, func(rid, kind, op string, rw row) {
+			if rid == id {
+				fmt.Fprintf(&b, "  %s %s %q delta=%d state=%s attempt=%d\n", table, kind, op, rw.delta, rw.state, rw.attempt)
+			}
+		})
+		if err != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", table, err)
+		}
+	}
+	r.mu.Lock()
+	r.ledgers = append(r.ledgers, b.String())
+	r.mu.Unlock()
 }
