@@ -178,13 +178,16 @@ func alter(b *bytes.Buffer, p *Prefix, from, to keyColumn) {
 		fmt.Fprintf(b, "        RAISE EXCEPTION 'item key %% of prefix %s is %% bytes long, over the new max_key_len %d: nothing is changed; remove or rename the items whose keys are longer first', k, octet_length(k)\n", p.Name, to.MaxKeyLen)
 		b.WriteString("            USING ERRCODE = 'string_data_right_truncation';\n    END IF;\nEND $$;\n-- +goose StatementEnd\n")
 	}
+	cast := "item_id::text::" + to.sqlType()
+	if to.Key == "string" {
+		cast = "item_id::text"
+	}
 	for _, t := range []string{p.ModTable, p.UsageTable} {
-		cast := "item_id::text::" + to.sqlType()
-		if to.Key == "string" {
-			cast = "item_id::text"
-		}
 		fmt.Fprintf(b, "ALTER TABLE %s ALTER COLUMN item_id TYPE %s USING %s;\n", t, to.sqlType(), cast)
 	}
+	// The hold table's keys are among the usage table's (each hold has
+	// its purchase row). A database from before holds may lack it.
+	fmt.Fprintf(b, "ALTER TABLE IF EXISTS %s ALTER COLUMN item_id TYPE %s USING %s;\n", p.HoldTable, to.sqlType(), cast)
 	fmt.Fprintf(b, "UPDATE %s SET key_type = '%s', max_key_len = %d, version = version + 1, updated_at = now() WHERE id = 1;\n",
 		p.LayoutTable, to.Key, to.MaxKeyLen)
 }

@@ -74,6 +74,22 @@ func TestMigrate(t *testing.T) {
 	if r := migrate(); !strings.Contains(r.stdout, "shop: up to date") {
 		t.Fatalf("second migrate: %s", r.stdout)
 	}
+	// Every table's key column changes, the hold table's too.
+	holdKeyColumn := func() string {
+		t.Helper()
+		var typ string
+		var n *int32
+		err := pool.QueryRow(ctx, "SELECT data_type, character_maximum_length FROM information_schema.columns "+
+			"WHERE table_schema = current_schema() AND table_name = 'shop_inventory_hold' AND column_name = 'item_id'").Scan(&typ, &n)
+		testenv.Must(t, err, "the hold table's key column")
+		if n != nil {
+			return fmt.Sprintf("%s(%d)", typ, *n)
+		}
+		return typ
+	}
+	if got := holdKeyColumn(); got != "character varying(40)" {
+		t.Errorf("the hold table's key column after the migration to string40 is %s", got)
+	}
 	admin(exitOK, "refresh", "shop", "-all")
 	if r := admin(exitOK, "get", "shop", "123"); !strings.Contains(r.stdout, "123   5      5") {
 		t.Errorf("the item after the migration:\n%s", r.stdout)
@@ -97,6 +113,9 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("the item after the second migration:\n%s", r.stdout)
 	}
 	admin(exitUsage, "get", "shop", "abc")
+	if got := holdKeyColumn(); got != "bigint" {
+		t.Errorf("the hold table's key column after the migration to int64 is %s", got)
+	}
 }
 
 // TestMigrateRefusesTruncation: max_key_len shrinks from 64 to 16 while
