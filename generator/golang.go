@@ -155,7 +155,7 @@ func managerMethods(p *Prefix) []method {
 	)
 }
 
-// holdMethods are the methods of holds: a sync prefix on PostgreSQL.
+// holdMethods are the methods of holds: a sync prefix, on every engine.
 func holdMethods(id param, res []jen.Code) []method {
 	key := param{"holdKey", jen.String()}
 	return []method{
@@ -220,7 +220,7 @@ var sentinels = []struct{ name, doc string }{
 	{"ErrHoldConfirmed", "Cancel of a confirmed hold; Release refunds the purchase."},
 	{"ErrHoldCancelled", "Confirm of a cancelled hold."},
 	{"ErrHoldNotFound", "no hold has this key for the item."},
-	{"ErrNotSupported", "the prefix cannot do this (holds need the sync ledger on PostgreSQL)."},
+	{"ErrNotSupported", "the prefix cannot do this (holds need the sync ledger)."},
 }
 
 // doc adds a comment of one or more lines as // lines.

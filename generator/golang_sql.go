@@ -115,6 +115,9 @@ func emitSQLLedger(f *jen.File, p *Prefix) {
 		jen.Return(jen.Id("out"), wrapErr.Clone()))
 
 	emitSQLLayoutStore(f, p)
+	if p.Holds() {
+		emitSQLHoldStore(f, p)
+	}
 
 	f.Line().Comment("Flush writes a batch in two statements of direct.sql over its JSON: the insert, then the")
 	f.Comment("entries whose op key another attempt holds. Both are idempotent, so a round that fails")
@@ -266,4 +269,91 @@ func emitSQLLayoutStore(f *jen.File, p *Prefix) {
 	fn().Params(recv.Clone()).Id("ReplaceLayout").Params(ctx.Clone(), jen.Id("version").Int64(), jen.Id("to").Add(rt("Layout"))).Params(jen.Bool(), jen.Error()).Block(
 		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ReplaceLayout").Call(jen.Id("ctx"), dbq("ReplaceLayoutParams").Values(replace)),
 		jen.Return(jen.Id("n").Op("==").Lit(1), wrapErr.Clone()))
+}
+
+// emitSQLHoldStore renders the ledger's invrt.HoldStore methods over the
+// hold queries of a mysql or sqlite prefix. Neither engine writes two
+// tables in one statement, so a hold and its purchase row, and its end and
+// its release row, are written in one transaction (invrt.SQLTx); the end
+// changes the hold first, which takes its row's lock before anything else.
+func emitSQLHoldStore(f *jen.File, p *Prefix) {
+	fn := func() *jen.Statement { f.Line(); return f.Func() }
+	dbq := func(name string) *jen.Statement { return jen.Qual(p.DBImportPath, name) }
+	entry := rt("Entry").Types(jen.Id("Key"))
+	ctx := jen.Id("ctx").Qual("context", "Context")
+	recv := jen.Id("l").Id("ledger")
+	e := func(field string) *jen.Statement { return jen.Id("e").Dot(field) }
+	ms := func(d jen.Code) *jen.Statement { return jen.Qual("time", "UnixMilli").Call(d) }
+	key := func(item, holdKey jen.Code) jen.Dict {
+		return jen.Dict{jen.Id("ItemID"): item, jen.Id("HoldKey"): holdKey}
+	}
+	inTx := func(body ...jen.Code) *jen.Statement {
+		return rt("SQLTx").Call(jen.Id("ctx"), jen.Id("l").Dot("db"), jen.Func().Params(jen.Id("tx").Op("*").Qual(sqlPath, "Tx")).Error().Block(
+			append([]jen.Code{jen.Id("q").Op(":=").Id("l").Dot("q").Dot("WithTx").Call(jen.Id("tx"))}, body...)...))
+	}
+	limit := jen.Int64().Parens(jen.Id("limit"))
+	if p.Engine == "mysql" {
+		limit = jen.Int32().Parens(jen.Id("limit"))
+	}
+
+	f.Var().Id("_").Add(rt("HoldStore")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
+
+	f.Line().Comment("RefuseHolds says why the ledger keeps no holds: its pool cannot begin a transaction.")
+	fn().Params(recv.Clone()).Id("RefuseHolds").Params().Error().Block(
+		jen.Return(rt("SQLTxRefusal").Call(jen.Id("l").Dot("db"))))
+
+	f.Line().Comment("InsertHold writes the purchase row e and its open hold in one transaction.")
+	fn().Params(recv.Clone()).Id("InsertHold").Params(ctx.Clone(), jen.Id("e").Add(entry), jen.Id("ttl").Qual("time", "Duration")).Error().Block(
+		jen.Return(jen.Id("dbError").Call(inTx(
+			jen.If(jen.Err().Op(":=").Id("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e"))), jen.Err().Op("!=").Nil()).Block(
+				jen.Return(jen.Err())),
+			jen.Return(jen.Id("q").Dot("InsertHold").Call(jen.Id("ctx"), dbq("InsertHoldParams").Values(jen.Dict{
+				jen.Id("ItemID"):  e("Item"),
+				jen.Id("HoldKey"): e("OpKey"),
+				jen.Id("Units"):   jen.Op("-").Add(e("Delta")),
+				jen.Id("TtlMs"):   jen.Id("ttl").Dot("Milliseconds").Call(),
+			})))))))
+
+	f.Line().Comment("EndHold ends the open hold of e's op key and writes its release row, of the hold's")
+	f.Comment("units, in one transaction; nothing when no open hold is there.")
+	fn().Params(recv.Clone()).Id("EndHold").Params(ctx.Clone(), jen.Id("e").Add(entry)).Params(jen.Bool(), jen.Error()).Block(
+		jen.Id("ended").Op(":=").False(),
+		jen.Err().Op(":=").Add(inTx(
+			jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("q").Dot("EndHold").Call(jen.Id("ctx"), dbq("EndHoldParams").Values(key(e("Item"), e("OpKey")))),
+			jen.If(jen.Err().Op("!=").Nil().Op("||").Id("n").Op("==").Lit(0)).Block(jen.Return(jen.Err())),
+			jen.List(jen.Id("units"), jen.Err()).Op(":=").Id("q").Dot("HoldUnits").Call(jen.Id("ctx"), dbq("HoldUnitsParams").Values(key(e("Item"), e("OpKey")))),
+			jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
+			jen.Id("e").Dot("Kind").Op(",").Id("e").Dot("Delta").Op("=").Add(rt("KindRelease")).Op(",").Id("units"),
+			jen.Id("ended").Op("=").True(),
+			jen.Return(jen.Id("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e")))))),
+		jen.Return(jen.Id("ended").Op("&&").Err().Op("==").Nil(), jen.Id("dbError").Call(jen.Err())))
+
+	fn().Params(recv.Clone()).Id("ConfirmHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ConfirmHold").Call(jen.Id("ctx"), dbq("ConfirmHoldParams").Values(key(jen.Id("item"), jen.Id("holdKey")))),
+		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Id("dbError").Call(jen.Err())))
+
+	fn().Params(recv.Clone()).Id("LookupHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(rt("HoldRow"), jen.Bool(), jen.Error()).Block(
+		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("LookupHold").Call(jen.Id("ctx"), dbq("LookupHoldParams").Values(key(jen.Id("item"), jen.Id("holdKey")))),
+		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(sqlPath, "ErrNoRows"))).Block(
+			jen.Return(rt("HoldRow").Values(), jen.False(), jen.Nil())),
+		jen.Return(rt("HoldRow").Values(jen.Dict{
+			jen.Id("Units"):    jen.Id("r").Dot("Units"),
+			jen.Id("State"):    rt("HoldState").Parens(jen.Id("r").Dot("State")),
+			jen.Id("Deadline"): ms(jen.Id("r").Dot("DeadlineMs")),
+			jen.Id("Now"):      ms(jen.Id("r").Dot("NowMs")),
+		}), jen.Err().Op("==").Nil(), jen.Id("dbError").Call(jen.Err())))
+
+	fn().Params(recv.Clone()).Id("HeldUnits").Params(ctx.Clone(), jen.Id("item").Id("Key")).Params(jen.Int64(), jen.Error()).Block(
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("HeldUnits").Call(jen.Id("ctx"), jen.Id("item")),
+		jen.Return(jen.Id("n"), jen.Id("dbError").Call(jen.Err())))
+
+	fn().Params(recv.Clone()).Id("DueHolds").Params(ctx.Clone(), jen.Id("limit").Int()).Params(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Error()).Block(
+		jen.List(jen.Id("rows"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("DueHolds").Call(jen.Id("ctx"), limit),
+		jen.Id("out").Op(":=").Make(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Len(jen.Id("rows"))),
+		jen.For(jen.List(jen.Id("i"), jen.Id("r")).Op(":=").Range().Id("rows")).Block(
+			jen.Id("out").Index(jen.Id("i")).Op("=").Add(rt("DueHold")).Types(jen.Id("Key")).Values(jen.Dict{
+				jen.Id("Item"):    jen.Id("r").Dot("ItemID"),
+				jen.Id("HoldKey"): jen.Id("r").Dot("HoldKey"),
+			})),
+		jen.Return(jen.Id("out"), jen.Id("dbError").Call(jen.Err())))
 }

@@ -431,7 +431,6 @@ func setOf(words string) map[string]bool {
 	return m
 }
 
-// Holds reports whether the prefix has holds: the sync ledger on
-// PostgreSQL (the other engines and the stream ledger refuse them, see
-// docs/holds.md).
-func (p *Prefix) Holds() bool { return p.Engine == "postgresql" && p.Ledger != "stream" }
+// Holds reports whether the prefix has holds: the sync ledger, on every
+// engine (the stream ledger refuses them, see docs/holds.md).
+func (p *Prefix) Holds() bool { return p.Ledger != "stream" }

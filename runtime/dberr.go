@@ -1,7 +1,10 @@
 package runtime
 
 import (
+	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -108,4 +111,39 @@ func NamedSQL(file string) map[string]string {
 		out[strings.TrimSpace(name)] = strings.TrimSuffix(strings.TrimSpace(body), ";")
 	}
 	return out
+}
+
+// SQLTx runs fn in a transaction of db, which the generated ledgers of the
+// mysql and sqlite engines hold (a *sql.DB, a *sql.Conn, or a wrapper
+// with their BeginTx): committed when fn returns nil, rolled back when it
+// returns an error. Those ledgers write a hold with its purchase row, and
+// end it with its release row, through it.
+func SQLTx(ctx context.Context, db any, fn func(*sql.Tx) error) error {
+	b, ok := db.(txBeginner)
+	if !ok {
+		return SQLTxRefusal(db)
+	}
+	tx, err := b.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// SQLTxRefusal is nil when db can begin a transaction (SQLTx), else an
+// ErrNotSupported that says so: the generated ledgers of the mysql and
+// sqlite engines keep no holds over such a pool (their RefuseHolds).
+func SQLTxRefusal(db any) error {
+	if _, ok := db.(txBeginner); ok {
+		return nil
+	}
+	return fmt.Errorf("%w: holds: the ledger's pool (%T) cannot begin a transaction (it has no BeginTx)", ErrNotSupported, db)
+}
+
+type txBeginner interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
 }

@@ -102,9 +102,9 @@ type DueHold[K any] struct {
 	HoldKey string
 }
 
-// HoldStore is the ledger side of holds. The generated ledgers of the
-// postgresql engine implement it; a Core whose ledger does not refuses
-// holds with ErrNotSupported.
+// HoldStore is the ledger side of holds. The generated ledgers of every
+// engine implement it; a Core whose ledger does not refuses holds with
+// ErrNotSupported.
 type HoldStore[K any] interface {
 	// InsertHold writes e, a purchase row, and its hold of -e.Delta
 	// units open for ttl, in one transaction. A row with the same item,
@@ -126,6 +126,28 @@ type HoldStore[K any] interface {
 	// DueHolds returns up to limit open holds past their deadline, the
 	// oldest first.
 	DueHolds(ctx context.Context, limit int) ([]DueHold[K], error)
+}
+
+// holdsRefuser is a HoldStore that can tell it keeps no holds after all:
+// a database/sql pool that cannot begin a transaction (SQLTx).
+type holdsRefuser interface{ RefuseHolds() error }
+
+// holdsRefused is why hs keeps no holds, or nil.
+func holdsRefused(hs any) error {
+	if r, ok := hs.(holdsRefuser); ok {
+		return r.RefuseHolds()
+	}
+	return nil
+}
+
+// holdStore returns l's holds, if it keeps them. A ledger that refuses
+// them has none open: its changes are rows alone.
+func holdStore[K any](l Ledger[K]) (HoldStore[K], bool) {
+	hs, ok := l.(HoldStore[K])
+	if !ok || holdsRefused(hs) != nil {
+		return nil, false
+	}
+	return hs, true
 }
 
 // MaxHoldTTL is the longest a hold may stay open.
@@ -169,6 +191,8 @@ func (c *Core[K]) holds() (HoldStore[K], error) {
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("%w: the ledger of prefix %s keeps no holds", ErrNotSupported, c.prefix)
+	case holdsRefused(hs) != nil:
+		return nil, fmt.Errorf("prefix %s: %w", c.prefix, holdsRefused(hs))
 	case c.stream:
 		return nil, fmt.Errorf("%w: holds need the sync ledger (prefix %s is stream): a hold must be in the ledger before its holder is told it holds", ErrNotSupported, c.prefix)
 	}
@@ -366,7 +390,7 @@ func (c *Core[K]) ExpireHolds(ctx context.Context) (int, error) {
 // with its hold, a release's ending the hold of its op key when one is
 // open, else the row alone.
 func (c *Core[K]) insertRow(ctx context.Context, l Ledger[K], e Entry[K]) error {
-	hs, ok := l.(HoldStore[K])
+	hs, ok := holdStore(l)
 	switch {
 	case !ok:
 		return l.Insert(ctx, e)
@@ -409,7 +433,7 @@ func (c *Core[K]) refuseEnd(ctx context.Context, hs HoldStore[K], e Entry[K]) er
 // its release row written): a void release row would leave the hold open
 // for good, its units out of stock.
 func (c *Core[K]) voidRow(ctx context.Context, l Ledger[K], e Entry[K]) (Row, error) {
-	if hs, ok := l.(HoldStore[K]); ok && e.Kind == KindRelease {
+	if hs, ok := holdStore(l); ok && e.Kind == KindRelease {
 		ended, err := hs.EndHold(ctx, e)
 		if err != nil {
 			return Row{}, err

@@ -15,8 +15,7 @@ import (
 	invrt "github.com/invgen/invgen/runtime"
 )
 
-// holder is what the Manager of a sync prefix on PostgreSQL offers for
-// holds.
+// holder is what the Manager of a sync prefix offers for holds.
 type holder interface {
 	Hold(ctx context.Context, id string, n int64, holdKey string, ttl time.Duration) (invrt.Result, error)
 	Confirm(ctx context.Context, id string, holdKey string) error
@@ -26,23 +25,16 @@ type holder interface {
 	ExpireHolds(ctx context.Context) (int, error)
 }
 
-// holdFixture is the string fixture and its manager's holds. Holds are
-// the postgresql engine's: on the others the generated Manager has no
-// hold methods, which the test asserts before it ends.
-func holdFixture(t *testing.T, opts ...invrt.Option) (*fixture[string], holder, bool) {
+// holdFixture is the string fixture and its manager's holds, on every
+// engine.
+func holdFixture(t *testing.T, opts ...invrt.Option) (*fixture[string], holder) {
 	t.Helper()
 	f := stringFixture(t, opts...)
 	h, ok := f.m.(holder)
-	if f.engine != "postgresql" {
-		if ok {
-			t.Fatalf("the %s engine's Manager offers holds, which its ledger does not keep", f.engine)
-		}
-		return f, nil, false
-	}
 	if !ok {
-		t.Fatal("the postgresql Manager of a sync prefix has no hold methods")
+		t.Fatalf("the %s Manager of a sync prefix has no hold methods", f.engine)
 	}
-	return f, h, true
+	return f, h
 }
 
 // held asserts the units on hold of item, as the manager and as plain SQL
@@ -68,10 +60,7 @@ func wantErr(t *testing.T, err, target error, what string) {
 // makes it a purchase, Cancel gives its units back, each once, and each
 // refuses the other afterwards. A confirmed hold is refunded by Release.
 func TestHoldLifecycle(t *testing.T) {
-	f, h, ok := holdFixture(t)
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t)
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "sku", 5), "Init")
 
@@ -155,10 +144,7 @@ func TestHoldLifecycle(t *testing.T) {
 // TestHoldLastUnit: the holder of the last unit confirms it while Get
 // reports 0, and nobody else can buy it meanwhile.
 func TestHoldLastUnit(t *testing.T) {
-	f, h, ok := holdFixture(t)
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t)
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "last", 1), "Init")
 	testenv.Must(t, errOf(h.Hold(ctx, "last", 1, "h", time.Minute)), "Hold")
@@ -176,10 +162,7 @@ func TestHoldLastUnit(t *testing.T) {
 // its deadline; Confirm after the deadline is refused even while the
 // units are still out.
 func TestHoldExpiresByItself(t *testing.T) {
-	f, h, ok := holdFixture(t)
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t)
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "exp", 10), "Init")
 
@@ -248,10 +231,7 @@ func TestHoldExpiresByItself(t *testing.T) {
 // hold in flight does not hold up the expiry of the rest. Once its lease
 // has passed and Reconcile settled its purchase, it expires too.
 func TestHoldExpiryPassesAHoldInFlight(t *testing.T) {
-	f, h, ok := holdFixture(t, invrt.WithBusyWait(2*time.Second))
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t, invrt.WithBusyWait(2*time.Second))
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "due", 20), "Init")
 	settled, err := invrt.Scripts.ReadFile("scripts/settled.lua")
@@ -313,10 +293,7 @@ func TestHoldExpiryPassesAHoldInFlight(t *testing.T) {
 // open. The ledger knows them: after a refresh the stock still counts them
 // out, Confirm works, and an expiry still gives the others back.
 func TestHoldSurvivesRedisLoss(t *testing.T) {
-	f, h, ok := holdFixture(t)
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t)
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "keep", 10), "Init")
 	testenv.Must(t, errOf(h.Hold(ctx, "keep", 3, "pay", time.Minute)), "Hold pay")
@@ -348,10 +325,7 @@ func TestHoldSurvivesRedisLoss(t *testing.T) {
 // no unit is created or lost (Redis == ledger, available + out ==
 // capacity, with out counted from the answers).
 func TestHoldsRace(t *testing.T) {
-	f, h, ok := holdFixture(t)
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	ctx := ctxT(t)
@@ -500,10 +474,7 @@ func errOf(_ invrt.Result, err error) error { return err }
 // it by ending the hold, as the Cancel asked. A void release row there
 // would leave the hold open for good, its units out of sale.
 func TestHoldCancelInDoubtEndsTheHold(t *testing.T) {
-	f, h, ok := holdFixture(t, invrt.WithLedgerTimeout(300*time.Millisecond), invrt.WithLease(500*time.Millisecond))
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t, invrt.WithLedgerTimeout(300*time.Millisecond), invrt.WithLease(500*time.Millisecond))
 	ctx := ctxT(t)
 	testenv.Must(t, f.m.Init(ctx, "doubt", 5), "Init")
 	testenv.Must(t, errOf(h.Hold(ctx, "doubt", 2, "h", time.Minute)), "Hold")
@@ -539,10 +510,7 @@ func TestHoldCancelInDoubtEndsTheHold(t *testing.T) {
 // from the buckets as purchases do, and Cancel, Confirm and the expiry
 // keep the books exact.
 func TestHoldsOfASplitItem(t *testing.T) {
-	f, h, ok := holdFixture(t)
-	if !ok {
-		return
-	}
+	f, h := holdFixture(t)
 	ctx := ctxT(t)
 	initBuckets(t, f, "split", 12, 4)
 	for i := range 5 {

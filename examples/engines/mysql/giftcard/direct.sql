@@ -3,10 +3,10 @@
 -- take; the generated code runs them itself, by name.
 
 -- name: TablesInitialized
-SELECT CAST(COUNT(*) = 3 AS SIGNED) AS ok
+SELECT CAST(COUNT(*) = 4 AS SIGNED) AS ok
 FROM information_schema.tables
 WHERE table_schema = DATABASE()
-  AND table_name IN ('gift_card_inventory_modification_record', 'gift_card_inventory_usage_record', 'gift_card_inventory_layout');
+  AND table_name IN ('gift_card_inventory_modification_record', 'gift_card_inventory_usage_record', 'gift_card_inventory_layout', 'gift_card_inventory_hold');
 
 -- name: FlushInsert
 -- The stream ledger's flusher, in two statements over one JSON parameter:

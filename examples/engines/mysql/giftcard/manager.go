@@ -78,6 +78,9 @@ type LayoutSwitch = invrt.LayoutSwitch
 // Observer watches a Manager for metrics and tracing (see WithObserver).
 type Observer = invrt.Observer
 
+// HoldRow is a hold as the ledger holds it.
+type HoldRow = invrt.HoldRow
+
 // Errors, checked with errors.Is. They are the runtime's sentinels.
 var (
 	// ErrNotFound: the item (or the purchase to release) does not exist.
@@ -110,7 +113,7 @@ var (
 	ErrHoldCancelled = invrt.ErrHoldCancelled
 	// ErrHoldNotFound: no hold has this key for the item.
 	ErrHoldNotFound = invrt.ErrHoldNotFound
-	// ErrNotSupported: the prefix cannot do this (holds need the sync ledger on PostgreSQL).
+	// ErrNotSupported: the prefix cannot do this (holds need the sync ledger).
 	ErrNotSupported = invrt.ErrNotSupported
 )
 
@@ -322,6 +325,46 @@ func (m *Manager) RunJanitor(ctx context.Context, cfg JanitorConfig) error {
 // complete after their caller's context ended). Call it before the process exits.
 func (m *Manager) Close(ctx context.Context) error {
 	return m.core.Close(ctx)
+}
+
+// Hold takes n units of item id out of sale for ttl under holdKey: a purchase that
+// Confirm makes final and Cancel gives back, and that gives its units back by itself
+// once ttl has passed on the ledger database's clock (the janitor ends it, within
+// JanitorConfig.ExpireHoldsEvery). It returns once the purchase row and the hold are
+// committed; ErrInsufficientStock takes nothing. Repeating it returns the first outcome.
+func (m *Manager) Hold(ctx context.Context, id Key, n int64, holdKey string, ttl time.Duration) (Result, error) {
+	return m.core.Hold(ctx, id, n, holdKey, ttl)
+}
+
+// Confirm makes the open hold holdKey of item id a purchase for good, if its deadline
+// has not passed: ErrHoldExpired (even while its units are still out), ErrHoldCancelled,
+// ErrHoldNotFound. It touches no stock, so the holder of the last unit confirms it while
+// Get reports 0. Repeating it succeeds.
+func (m *Manager) Confirm(ctx context.Context, id Key, holdKey string) error {
+	return m.core.Confirm(ctx, id, holdKey)
+}
+
+// Cancel ends the open hold holdKey of item id and gives its units back, once (a hold
+// past its deadline is ended as expired). A confirmed hold gets ErrHoldConfirmed: Release
+// the purchase to refund it. Repeating it returns the first outcome.
+func (m *Manager) Cancel(ctx context.Context, id Key, holdKey string) (Result, error) {
+	return m.core.Cancel(ctx, id, holdKey)
+}
+
+// LookupHold returns the hold holdKey of item id as the ledger holds it.
+func (m *Manager) LookupHold(ctx context.Context, id Key, holdKey string) (HoldRow, bool, error) {
+	return m.core.LookupHold(ctx, id, holdKey)
+}
+
+// Held returns the units of the open holds of item id: out of stock, not sold for good yet.
+func (m *Manager) Held(ctx context.Context, id Key) (int64, error) {
+	return m.core.Held(ctx, id)
+}
+
+// ExpireHolds ends every open hold past its deadline and gives its units back; it returns
+// how many it ended. The janitor runs it on a schedule.
+func (m *Manager) ExpireHolds(ctx context.Context) (int, error) {
+	return m.core.ExpireHolds(ctx)
 }
 
 // ledger implements invrt.Ledger with the sqlc queries of gift_card.
@@ -555,6 +598,100 @@ func (l ledger) ReplaceLayout(ctx context.Context, version int64, to invrt.Layou
 		Version:    version,
 	})
 	return n == 1, dbError(err)
+}
+
+var _ invrt.HoldStore[Key] = ledger{}
+
+// RefuseHolds says why the ledger keeps no holds: its pool cannot begin a transaction.
+
+func (l ledger) RefuseHolds() error {
+	return invrt.SQLTxRefusal(l.db)
+}
+
+// InsertHold writes the purchase row e and its open hold in one transaction.
+
+func (l ledger) InsertHold(ctx context.Context, e invrt.Entry[Key], ttl time.Duration) error {
+	return dbError(invrt.SQLTx(ctx, l.db, func(tx *sql.Tx) error {
+		q := l.q.WithTx(tx)
+		if err := q.InsertUsage(ctx, params(e)); err != nil {
+			return err
+		}
+		return q.InsertHold(ctx, db.InsertHoldParams{
+			HoldKey: e.OpKey,
+			ItemID:  e.Item,
+			TtlMs:   ttl.Milliseconds(),
+			Units:   -e.Delta,
+		})
+	}))
+}
+
+// EndHold ends the open hold of e's op key and writes its release row, of the hold's
+// units, in one transaction; nothing when no open hold is there.
+
+func (l ledger) EndHold(ctx context.Context, e invrt.Entry[Key]) (bool, error) {
+	ended := false
+	err := invrt.SQLTx(ctx, l.db, func(tx *sql.Tx) error {
+		q := l.q.WithTx(tx)
+		n, err := q.EndHold(ctx, db.EndHoldParams{
+			HoldKey: e.OpKey,
+			ItemID:  e.Item,
+		})
+		if err != nil || n == 0 {
+			return err
+		}
+		units, err := q.HoldUnits(ctx, db.HoldUnitsParams{
+			HoldKey: e.OpKey,
+			ItemID:  e.Item,
+		})
+		if err != nil {
+			return err
+		}
+		e.Kind, e.Delta = invrt.KindRelease, units
+		ended = true
+		return q.InsertUsage(ctx, params(e))
+	})
+	return ended && err == nil, dbError(err)
+}
+
+func (l ledger) ConfirmHold(ctx context.Context, item Key, holdKey string) (bool, error) {
+	n, err := l.q.ConfirmHold(ctx, db.ConfirmHoldParams{
+		HoldKey: holdKey,
+		ItemID:  item,
+	})
+	return n == 1, dbError(err)
+}
+
+func (l ledger) LookupHold(ctx context.Context, item Key, holdKey string) (invrt.HoldRow, bool, error) {
+	r, err := l.q.LookupHold(ctx, db.LookupHoldParams{
+		HoldKey: holdKey,
+		ItemID:  item,
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return invrt.HoldRow{}, false, nil
+	}
+	return invrt.HoldRow{
+		Deadline: time.UnixMilli(r.DeadlineMs),
+		Now:      time.UnixMilli(r.NowMs),
+		State:    invrt.HoldState(r.State),
+		Units:    r.Units,
+	}, err == nil, dbError(err)
+}
+
+func (l ledger) HeldUnits(ctx context.Context, item Key) (int64, error) {
+	n, err := l.q.HeldUnits(ctx, item)
+	return n, dbError(err)
+}
+
+func (l ledger) DueHolds(ctx context.Context, limit int) ([]invrt.DueHold[Key], error) {
+	rows, err := l.q.DueHolds(ctx, int32(limit))
+	out := make([]invrt.DueHold[Key], len(rows))
+	for i, r := range rows {
+		out[i] = invrt.DueHold[Key]{
+			HoldKey: r.HoldKey,
+			Item:    r.ItemID,
+		}
+	}
+	return out, dbError(err)
 }
 
 // Flush writes a batch in two statements of direct.sql over its JSON: the insert, then the

@@ -36,6 +36,26 @@ CREATE TABLE IF NOT EXISTS coupon_inventory_usage_record (
     CONSTRAINT coupon_usage_op_key UNIQUE (item_id, kind, op_key)
 ) STRICT;
 
+-- Holds (Hold): units a buyer holds while paying. A hold's units leave
+-- stock with its purchase row (decr, the hold key as op key), written in
+-- the same transaction. It is open until deadline_ms (ms since 1970 on this
+-- database's clock), and resolves once: confirmed (the purchase stands), or
+-- cancelled or expired (a release row gave its units back). Only an open
+-- hold changes. Every prefix has the table, so that a switch of a stream
+-- prefix to sync needs none.
+CREATE TABLE IF NOT EXISTS coupon_inventory_hold (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id     INTEGER NOT NULL,
+    hold_key    TEXT    NOT NULL CHECK (length(CAST(hold_key AS BLOB)) <= 128),
+    units       INTEGER NOT NULL CHECK (units > 0),
+    deadline_ms INTEGER NOT NULL,
+    state       TEXT    NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'confirmed', 'cancelled', 'expired')),
+    created_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
+    resolved_at TEXT,
+    CONSTRAINT coupon_hold_key UNIQUE (item_id, hold_key)
+) STRICT;
+CREATE INDEX IF NOT EXISTS coupon_hold_due ON coupon_inventory_hold (deadline_ms) WHERE state = 'open';
+
 -- The prefix's layout: where its data lives in Redis (namespace, shards),
 -- how usage reaches this ledger (ledger_mode) and the key column. One row,
 -- written by CreateTables and checked by every process: two processes with

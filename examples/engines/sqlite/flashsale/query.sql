@@ -62,6 +62,46 @@ LEFT JOIN flash_sale_inventory_usage_record u ON u.item_id = m.item_id AND u.sta
 GROUP BY m.item_id, m.capacity, m.buckets
 ORDER BY m.item_id;
 
+-- name: InsertHold :exec
+-- A Hold's open hold; the generated code writes it with its purchase row in
+-- one transaction. Holds run on this database's clock (in ms), one clock
+-- for every process: a hold's deadline, confirmation and expiry are
+-- decided by the same server.
+INSERT INTO flash_sale_inventory_hold (item_id, hold_key, units, deadline_ms)
+VALUES (sqlc.arg(item_id), sqlc.arg(hold_key), sqlc.arg(units), CAST(unixepoch('subsec') * 1000 AS INTEGER) + CAST(sqlc.arg(ttl_ms) AS INTEGER));
+
+-- name: EndHold :execrows
+-- Ends the open hold of the hold key, cancelled before its deadline and
+-- expired after it; the generated code then writes the release row of its
+-- units in the same transaction. No row: no open hold was there.
+UPDATE flash_sale_inventory_hold
+SET state = CASE WHEN deadline_ms > CAST(unixepoch('subsec') * 1000 AS INTEGER) THEN 'cancelled' ELSE 'expired' END,
+    resolved_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
+WHERE item_id = sqlc.arg(item_id) AND hold_key = sqlc.arg(hold_key) AND state = 'open';
+
+-- name: HoldUnits :one
+SELECT units FROM flash_sale_inventory_hold
+WHERE item_id = sqlc.arg(item_id) AND hold_key = sqlc.arg(hold_key);
+
+-- name: ConfirmHold :execrows
+UPDATE flash_sale_inventory_hold SET state = 'confirmed', resolved_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
+WHERE item_id = sqlc.arg(item_id) AND hold_key = sqlc.arg(hold_key) AND state = 'open' AND deadline_ms > CAST(unixepoch('subsec') * 1000 AS INTEGER);
+
+-- name: LookupHold :one
+SELECT units, deadline_ms, state, CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms FROM flash_sale_inventory_hold
+WHERE item_id = sqlc.arg(item_id) AND hold_key = sqlc.arg(hold_key);
+
+-- name: HeldUnits :one
+SELECT CAST(COALESCE(SUM(units), 0) AS INTEGER) AS units FROM flash_sale_inventory_hold
+WHERE item_id = sqlc.arg(item_id) AND state = 'open';
+
+-- name: DueHolds :many
+-- Open holds past their deadline, the oldest first.
+SELECT item_id, hold_key FROM flash_sale_inventory_hold
+WHERE state = 'open' AND deadline_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER)
+ORDER BY deadline_ms
+LIMIT sqlc.arg(max_rows);
+
 -- name: RecordLayout :one
 -- Records the layout unless one is recorded; returns the recorded one.
 INSERT INTO flash_sale_inventory_layout (id, namespace, shards, ledger_mode, key_type, max_key_len)

@@ -112,7 +112,7 @@ var (
 	ErrHoldCancelled = invrt.ErrHoldCancelled
 	// ErrHoldNotFound: no hold has this key for the item.
 	ErrHoldNotFound = invrt.ErrHoldNotFound
-	// ErrNotSupported: the prefix cannot do this (holds need the sync ledger on PostgreSQL).
+	// ErrNotSupported: the prefix cannot do this (holds need the sync ledger).
 	ErrNotSupported = invrt.ErrNotSupported
 )
 

@@ -3,10 +3,22 @@
 package db
 
 import (
+	"database/sql"
 	"time"
 
 	"github.com/google/uuid"
 )
+
+type GiftCardInventoryHold struct {
+	ID         int64
+	ItemID     uuid.UUID
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  time.Time
+	ResolvedAt sql.NullTime
+}
 
 type GiftCardInventoryLayout struct {
 	ID         int16

@@ -9,6 +9,138 @@ import (
 	"github.com/google/uuid"
 )
 
+const confirmHold = `-- name: ConfirmHold :execrows
+UPDATE gift_card_inventory_hold SET state = 'confirmed', resolved_at = CURRENT_TIMESTAMP(6)
+WHERE item_id = ? AND hold_key = ? AND state = 'open' AND deadline_ms > CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000 AS SIGNED)
+`
+
+type ConfirmHoldParams struct {
+	ItemID  uuid.UUID
+	HoldKey string
+}
+
+func (q *Queries) ConfirmHold(ctx context.Context, arg ConfirmHoldParams) (int64, error) {
+	result, err := q.db.ExecContext(ctx, confirmHold, arg.ItemID, arg.HoldKey)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
+const dueHolds = `-- name: DueHolds :many
+SELECT item_id, hold_key FROM gift_card_inventory_hold
+WHERE state = 'open' AND deadline_ms <= CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000 AS SIGNED)
+ORDER BY deadline_ms
+LIMIT ?
+`
+
+type DueHoldsRow struct {
+	ItemID  uuid.UUID
+	HoldKey string
+}
+
+// Open holds past their deadline, the oldest first.
+func (q *Queries) DueHolds(ctx context.Context, limit int32) ([]DueHoldsRow, error) {
+	rows, err := q.db.QueryContext(ctx, dueHolds, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DueHoldsRow
+	for rows.Next() {
+		var i DueHoldsRow
+		if err := rows.Scan(&i.ItemID, &i.HoldKey); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const endHold = `-- name: EndHold :execrows
+UPDATE gift_card_inventory_hold
+SET state = CASE WHEN deadline_ms > CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000 AS SIGNED) THEN 'cancelled' ELSE 'expired' END,
+    resolved_at = CURRENT_TIMESTAMP(6)
+WHERE item_id = ? AND hold_key = ? AND state = 'open'
+`
+
+type EndHoldParams struct {
+	ItemID  uuid.UUID
+	HoldKey string
+}
+
+// Ends the open hold of the hold key, cancelled before its deadline and
+// expired after it; the generated code then writes the release row of its
+// units in the same transaction. No row: no open hold was there.
+func (q *Queries) EndHold(ctx context.Context, arg EndHoldParams) (int64, error) {
+	result, err := q.db.ExecContext(ctx, endHold, arg.ItemID, arg.HoldKey)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
+const heldUnits = `-- name: HeldUnits :one
+SELECT CAST(COALESCE(SUM(units), 0) AS SIGNED) AS units FROM gift_card_inventory_hold
+WHERE item_id = ? AND state = 'open'
+`
+
+func (q *Queries) HeldUnits(ctx context.Context, itemID uuid.UUID) (int64, error) {
+	row := q.db.QueryRowContext(ctx, heldUnits, itemID)
+	var units int64
+	err := row.Scan(&units)
+	return units, err
+}
+
+const holdUnits = `-- name: HoldUnits :one
+SELECT units FROM gift_card_inventory_hold
+WHERE item_id = ? AND hold_key = ?
+`
+
+type HoldUnitsParams struct {
+	ItemID  uuid.UUID
+	HoldKey string
+}
+
+func (q *Queries) HoldUnits(ctx context.Context, arg HoldUnitsParams) (int64, error) {
+	row := q.db.QueryRowContext(ctx, holdUnits, arg.ItemID, arg.HoldKey)
+	var units int64
+	err := row.Scan(&units)
+	return units, err
+}
+
+const insertHold = `-- name: InsertHold :exec
+INSERT INTO gift_card_inventory_hold (item_id, hold_key, units, deadline_ms)
+VALUES (?, ?, ?, CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000 AS SIGNED) + CAST(? AS SIGNED))
+`
+
+type InsertHoldParams struct {
+	ItemID  uuid.UUID
+	HoldKey string
+	Units   int64
+	TtlMs   int64
+}
+
+// A Hold's open hold; the generated code writes it with its purchase row in
+// one transaction. Holds run on this database's clock (in ms), one clock
+// for every process: a hold's deadline, confirmation and expiry are
+// decided by the same server.
+func (q *Queries) InsertHold(ctx context.Context, arg InsertHoldParams) error {
+	_, err := q.db.ExecContext(ctx, insertHold,
+		arg.ItemID,
+		arg.HoldKey,
+		arg.Units,
+		arg.TtlMs,
+	)
+	return err
+}
+
 const insertModification = `-- name: InsertModification :exec
 
 INSERT INTO gift_card_inventory_modification_record (item_id, delta, kind, op_key, attempt)
@@ -189,6 +321,35 @@ func (q *Queries) LoadLayout(ctx context.Context) (LoadLayoutRow, error) {
 		&i.MaxKeyLen,
 		&i.Retired,
 		&i.Version,
+	)
+	return i, err
+}
+
+const lookupHold = `-- name: LookupHold :one
+SELECT units, deadline_ms, state, CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000 AS SIGNED) AS now_ms FROM gift_card_inventory_hold
+WHERE item_id = ? AND hold_key = ?
+`
+
+type LookupHoldParams struct {
+	ItemID  uuid.UUID
+	HoldKey string
+}
+
+type LookupHoldRow struct {
+	Units      int64
+	DeadlineMs int64
+	State      string
+	NowMs      int64
+}
+
+func (q *Queries) LookupHold(ctx context.Context, arg LookupHoldParams) (LookupHoldRow, error) {
+	row := q.db.QueryRowContext(ctx, lookupHold, arg.ItemID, arg.HoldKey)
+	var i LookupHoldRow
+	err := row.Scan(
+		&i.Units,
+		&i.DeadlineMs,
+		&i.State,
+		&i.NowMs,
 	)
 	return i, err
 }

@@ -2,6 +2,21 @@
 
 package db
 
+import (
+	"database/sql"
+)
+
+type DropInventoryHold struct {
+	ID         int64
+	ItemID     string
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  string
+	ResolvedAt sql.NullString
+}
+
 type DropInventoryLayout struct {
 	ID         int64
 	Namespace  string

@@ -37,6 +37,26 @@ CREATE TABLE IF NOT EXISTS flash_sale_inventory_usage_record (
     CONSTRAINT flash_sale_usage_op_key UNIQUE (item_id, kind, op_key)
 ) ENGINE = InnoDB;
 
+-- Holds (Hold): units a buyer holds while paying. A hold's units leave
+-- stock with its purchase row (decr, the hold key as op key), written in
+-- the same transaction. It is open until deadline_ms (ms since 1970 on this
+-- database's clock), and resolves once: confirmed (the purchase stands), or
+-- cancelled or expired (a release row gave its units back). Only an open
+-- hold changes. Every prefix has the table, so that a switch of a stream
+-- prefix to sync needs none.
+CREATE TABLE IF NOT EXISTS flash_sale_inventory_hold (
+    id          BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    item_id     VARBINARY(1024) NOT NULL,
+    hold_key    VARBINARY(128) NOT NULL,
+    units       BIGINT       NOT NULL CHECK (units > 0),
+    deadline_ms BIGINT       NOT NULL,
+    state       VARCHAR(9)   CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'confirmed', 'cancelled', 'expired')),
+    created_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    resolved_at DATETIME(6)  NULL,
+    CONSTRAINT flash_sale_hold_key UNIQUE (item_id, hold_key),
+    INDEX flash_sale_hold_due (state, deadline_ms)
+) ENGINE = InnoDB;
+
 -- The prefix's layout: where its data lives in Redis (namespace, shards),
 -- how usage reaches this ledger (ledger_mode) and the key column. One row,
 -- written by CreateTables and checked by every process: two processes with

@@ -3,10 +3,10 @@
 -- take; the generated code runs them itself, by name.
 
 -- name: TablesInitialized
-SELECT CAST(COUNT(*) = 3 AS INTEGER) AS ok
+SELECT CAST(COUNT(*) = 4 AS INTEGER) AS ok
 FROM sqlite_schema
 WHERE type = 'table'
-  AND name IN ('coupon_inventory_modification_record', 'coupon_inventory_usage_record', 'coupon_inventory_layout');
+  AND name IN ('coupon_inventory_modification_record', 'coupon_inventory_usage_record', 'coupon_inventory_layout', 'coupon_inventory_hold');
 
 -- name: FlushInsert
 -- The stream ledger's flusher, in two statements over one JSON parameter:

@@ -3,10 +3,10 @@
 -- take; the generated code runs them itself, by name.
 
 -- name: TablesInitialized
-SELECT CAST(COUNT(*) = 3 AS INTEGER) AS ok
+SELECT CAST(COUNT(*) = 4 AS INTEGER) AS ok
 FROM sqlite_schema
 WHERE type = 'table'
-  AND name IN ('flash_sale_inventory_modification_record', 'flash_sale_inventory_usage_record', 'flash_sale_inventory_layout');
+  AND name IN ('flash_sale_inventory_modification_record', 'flash_sale_inventory_usage_record', 'flash_sale_inventory_layout', 'flash_sale_inventory_hold');
 
 -- name: FlushInsert
 -- The stream ledger's flusher, in two statements over one JSON parameter:

@@ -3,8 +3,20 @@
 package db
 
 import (
+	"database/sql"
 	"time"
 )
+
+type CouponInventoryHold struct {
+	ID         int64
+	ItemID     int64
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  time.Time
+	ResolvedAt sql.NullTime
+}
 
 type CouponInventoryLayout struct {
 	ID         int16

@@ -3,8 +3,20 @@
 package db
 
 import (
+	"database/sql"
 	"time"
 )
+
+type FlashSaleInventoryHold struct {
+	ID         int64
+	ItemID     string
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  time.Time
+	ResolvedAt sql.NullTime
+}
 
 type FlashSaleInventoryLayout struct {
 	ID         int16

@@ -2,6 +2,21 @@
 
 package db
 
+import (
+	"database/sql"
+)
+
+type CouponInventoryHold struct {
+	ID         int64
+	ItemID     int64
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  string
+	ResolvedAt sql.NullString
+}
+
 type CouponInventoryLayout struct {
 	ID         int64
 	Namespace  string

@@ -3,8 +3,21 @@
 package db
 
 import (
+	"database/sql"
+
 	"github.com/google/uuid"
 )
+
+type GiftCardInventoryHold struct {
+	ID         int64
+	ItemID     uuid.UUID
+	HoldKey    string
+	Units      int64
+	DeadlineMs int64
+	State      string
+	CreatedAt  string
+	ResolvedAt sql.NullString
+}
 
 type GiftCardInventoryLayout struct {
 	ID         int64
