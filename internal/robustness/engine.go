@@ -58,6 +58,23 @@ func (d *DB) Conn(ctx context.Context) (*sql.Conn, error) {
 	return c, err
 }
 
+// BeginTx begins a transaction, as (*sql.DB).BeginTx does: the generated
+// packages write a hold with its row, and end it with its release row, in
+// one (runtime.SQLTx). A transaction begun for a call is logged as its
+// insert gone out.
+func (d *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	d.pause(ctx)
+	tx, err := d.SQL.BeginTx(ctx, opts)
+	if err == nil {
+		if id := callOf(ctx); id != "" {
+			d.mu.Lock()
+			d.sent[id] = true
+			d.mu.Unlock()
+		}
+	}
+	return tx, err
+}
+
 // PrepareContext implements DBTX.
 func (d *DB) PrepareContext(ctx context.Context, q string) (*sql.Stmt, error) {
 	d.pause(ctx)

@@ -241,7 +241,20 @@ func (q *quietRound) step(ctx context.Context, s Step) {
 		q.paused(ctx, s, site)
 		return
 	}
-	q.expect(ctx, q.r.env.Run(ctx, s, 0, s.Deadline, discard), false)
+	c := q.r.env.Run(ctx, s, 0, s.Deadline, discard)
+	if c.Outcome == OutBusy && isChange(s.Kind) {
+		// ErrBusy is a no-op to retry. The runtime's own background
+		// work may fence the item for longer than the busy wait on a
+		// slow ledger (a rebalance after an earlier step fell over:
+		// seen with one pool connection and delayed statements, every
+		// bucket fenced by one token, no change pending). A fence that
+		// outlives its bound makes the retry busy again.
+		q.stat("quiet-busy-retries")
+		sleep(ctx, q.r.Plan.Config.Options.FenceTTL+100*time.Millisecond)
+		s.Seq = q.next()
+		c = q.r.env.Run(ctx, s, 0, s.Deadline, discard)
+	}
+	q.expect(ctx, c, false)
 }
 
 // refused runs s while its ledger table refuses every new row.
