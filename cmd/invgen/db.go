@@ -262,6 +262,42 @@ func (d sqlDB) query(ctx context.Context, q string, args ...any) (rows, error) {
 	return sqlRows{r}, nil
 }
 
+// sqlTx is a transaction of a sqlDB, for the statements of a hold that
+// go together.
+type sqlTx struct {
+	tx *sql.Tx
+	d  sqlDB
+}
+
+// inTx runs fn in a transaction: committed when it returns nil, rolled
+// back when it returns an error.
+func (d sqlDB) inTx(ctx context.Context, fn func(sqlTx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return d.wrap(err)
+	}
+	if err := fn(sqlTx{tx, d}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return d.wrap(tx.Commit())
+}
+
+func (t sqlTx) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	q, args = bind(q, args)
+	res, err := t.tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, t.d.wrap(err)
+	}
+	n, err := res.RowsAffected()
+	return n, t.d.wrap(err)
+}
+
+func (t sqlTx) queryRow(ctx context.Context, q string, args ...any) scanner {
+	q, args = bind(q, args)
+	return wrappedRow{t.tx.QueryRowContext(ctx, q, args...), t.d}
+}
+
 type wrappedRow struct {
 	row *sql.Row
 	d   sqlDB

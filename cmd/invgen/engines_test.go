@@ -86,6 +86,29 @@ func TestAdminOnEngines(t *testing.T) {
 				t.Errorf("list:\n%s", r.stdout)
 			}
 
+			// Holds: the application holds, invgen admin shows them and
+			// ends the one past its deadline.
+			hold := appHold(t, engine, db, ns)
+			if _, err := hold(ctx, "sku-1", 2, "cart-short", 20*time.Millisecond); err != nil {
+				t.Fatalf("the application's Hold: %v", err)
+			}
+			if _, err := hold(ctx, "sku-1", 1, "cart-long", time.Hour); err != nil {
+				t.Fatalf("the application's Hold: %v", err)
+			}
+			if r := run(exitOK, "admin", "-json", "holds", "flash_sale", "sku-1"); !strings.Contains(r.stdout, `"held": 3`) {
+				t.Errorf("holds:\n%s", r.stdout)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if r := run(exitOK, "admin", "expire", "flash_sale"); !strings.Contains(r.stdout, "expired  1") {
+				t.Errorf("expire:\n%s", r.stdout)
+			}
+			if n, err := get(ctx, "sku-1"); err != nil || n != 11 {
+				t.Errorf("after expire the application sees sku-1 at %d, %v; want 11 (one unit still held)", n, err)
+			}
+			if r := run(exitOK, "admin", "holds", "flash_sale", "sku-1", "cart-short"); !strings.Contains(r.stdout, "expired") {
+				t.Errorf("hold cart-short after expire:\n%s", r.stdout)
+			}
+
 			// The stream prefix: the application buys, invgen flush writes.
 			buy := appStream(t, engine, db, ns)
 			run(exitOK, "admin", "init", "drop", "hot", "5")
@@ -120,6 +143,21 @@ func appSale(t *testing.T, engine string, db *sql.DB, ns string) (
 		m, err := liflashsale.New(db, testenv.Redis(t), liflashsale.WithNamespace(ns))
 		testenv.Must(t, err, "New")
 		return m.Get, m.Decr
+	}
+}
+
+// appHold is the Hold of the application's flash_sale manager of engine.
+func appHold(t *testing.T, engine string, db *sql.DB, ns string) func(ctx ctxArg, id string, n int64, key string, ttl time.Duration) (invrt.Result, error) {
+	t.Helper()
+	switch engine {
+	case "mysql":
+		m, err := myflashsale.New(db, testenv.Redis(t), myflashsale.WithNamespace(ns))
+		testenv.Must(t, err, "New")
+		return m.Hold
+	default:
+		m, err := liflashsale.New(db, testenv.Redis(t), liflashsale.WithNamespace(ns))
+		testenv.Must(t, err, "New")
+		return m.Hold
 	}
 }
 

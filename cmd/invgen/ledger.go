@@ -288,11 +288,42 @@ func (l holdLedger) Acquire(context.Context) (invrt.Ledger[itemKey], func(), err
 }
 
 func (l holdLedger) InsertHold(ctx context.Context, e invrt.Entry[itemKey], ttl time.Duration) error {
-	_, err := l.db.exec(ctx, l.q["InsertHold"], string(e.Item), e.Delta, e.OpKey, e.Attempt, ttl.Milliseconds())
-	return err
+	d, ok := l.db.(sqlDB)
+	if !ok {
+		// PostgreSQL: the hold and its purchase row in one statement.
+		_, err := l.db.exec(ctx, l.q["InsertHold"], string(e.Item), e.Delta, e.OpKey, e.Attempt, ttl.Milliseconds())
+		return err
+	}
+	// The engines of database/sql: in one transaction, as the generated
+	// packages write them.
+	return d.inTx(ctx, func(tx sqlTx) error {
+		if _, err := tx.exec(ctx, l.q["InsertUsage"], string(e.Item), e.Delta, string(e.Kind), e.OpKey, e.Attempt); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, l.q["InsertHold"], string(e.Item), e.OpKey, -e.Delta, ttl.Milliseconds())
+		return err
+	})
 }
 
 func (l holdLedger) EndHold(ctx context.Context, e invrt.Entry[itemKey]) (bool, error) {
+	if d, ok := l.db.(sqlDB); ok {
+		// The hold first (its row's lock), then its release row.
+		ended := false
+		err := d.inTx(ctx, func(tx sqlTx) error {
+			n, err := tx.exec(ctx, l.q["EndHold"], string(e.Item), e.OpKey)
+			if err != nil || n == 0 {
+				return err
+			}
+			var units int64
+			if err := tx.queryRow(ctx, l.q["HoldUnits"], string(e.Item), e.OpKey).Scan(&units); err != nil {
+				return err
+			}
+			ended = true
+			_, err = tx.exec(ctx, l.q["InsertUsage"], string(e.Item), units, string(invrt.KindRelease), e.OpKey, e.Attempt)
+			return err
+		})
+		return ended && err == nil, err
+	}
 	rows, err := l.db.query(ctx, l.q["EndHold"], string(e.Item), e.OpKey, e.Attempt)
 	if err != nil {
 		return false, err
