@@ -168,6 +168,11 @@ func justified(s *linState, in linInput, out string) bool {
 		return s.avail < in.N
 	case in.Kind == OpCancel && out == OutNotFound:
 		return !took
+	case in.Kind == OpCancel && out == OutLimit:
+		// An Incr may have returned units up to the capacity, the held
+		// ones counted as sold: the hold's units no longer fit, as for a
+		// Release, and the hold stays open.
+		return took && s.holds[in.Key] == holdOpen && s.avail-taken > s.cap
 	case in.Kind == OpDecr && out == OutShort:
 		return s.avail < in.N
 	case in.Kind == OpIncr && out == OutLimit:
