@@ -342,7 +342,7 @@ func run(ctx context.Context, obs *metrics.Observer, buyers int, stock int64, on
 	return streamSale(ctx, l, ms.drop, rdb, obs, buyers, stock)
 }
 
-// holdManager is the Manager of a sync prefix on PostgreSQL: it has holds.
+// holdManager is the Manager of a sync prefix: it has holds, on every engine.
 type holdManager interface {
 	manager[string]
 	Hold(ctx context.Context, id string, n int64, holdKey string, ttl time.Duration) (invrt.Result, error)
@@ -488,7 +488,7 @@ func sampleHolds(ctx context.Context, l *ledger, inv holdManager, item string, s
 		(SELECT COALESCE(SUM(units), 0) FROM flash_sale_inventory_hold WHERE item_id = $1 AND state = 'confirmed')`
 	for ctx.Err() == nil {
 		var avail, onHold, sold int64
-		if err := l.pool.QueryRow(ctx, q, item).Scan(&avail, &onHold, &sold); err != nil {
+		if err := l.queryRow(ctx, q, item).Scan(&avail, &onHold, &sold); err != nil {
 			break
 		}
 		if avail < 0 || onHold < 0 || avail+onHold+sold != stock {
@@ -619,12 +619,16 @@ func (l *ledger) stock(ctx context.Context, mod, usage string, id any) (n int64,
 	q := `SELECT
 		(SELECT COALESCE(SUM(delta), 0) FROM ` + mod + ` WHERE item_id = $1 AND state = 'committed') +
 		(SELECT COALESCE(SUM(delta), 0) FROM ` + usage + ` WHERE item_id = $1 AND state = 'committed')`
-	if l.pool != nil {
-		err = l.pool.QueryRow(ctx, q, id).Scan(&n)
-	} else {
-		err = l.db.QueryRowContext(ctx, strings.ReplaceAll(q, "$1", "?1"), id).Scan(&n)
-	}
+	err = l.queryRow(ctx, q, id).Scan(&n)
 	return n, err
+}
+
+// queryRow runs q, whose one parameter is $1, on the ledger.
+func (l *ledger) queryRow(ctx context.Context, q string, arg any) interface{ Scan(...any) error } {
+	if l.pool != nil {
+		return l.pool.QueryRow(ctx, q, arg)
+	}
+	return l.db.QueryRowContext(ctx, strings.ReplaceAll(q, "$1", "?1"), arg)
 }
 
 // connect opens the ledger (PostgreSQL, or SQLite when onSQLite is set or
