@@ -5,6 +5,7 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -27,6 +28,12 @@ type linInput struct {
 	Overlap bool // a refusal that overlaps another change of the item
 	Unknown bool // the outcome is unknown
 	Call    string
+	// TTL is a short hold's hold time (Step.TTL), 0 for a hold that does
+	// not expire in the run; Invoke and Return bound when the call ran
+	// (Return forever when unknown), to place the deadline of a short
+	// hold and the calls that meet it.
+	TTL            int64
+	Invoke, Return int64
 }
 
 // linOutput is what came back.
@@ -42,21 +49,66 @@ type linState struct {
 	avail, cap int64
 	done       map[string]int64 // kind/op key -> units it moved
 	holds      map[string]holdState
+	// deadlines bound the deadline of each short hold: no earlier than
+	// its execution's call began, no later than it returned, plus its
+	// TTL. A hold without one does not expire in the run (holdTTL).
+	deadlines map[string][2]int64
 }
 
-// holdState is the state of a hold in the model. No hold expires inside a
-// run (holdTTL), so the model needs no clock.
+// holdState is the state of a hold in the model.
 type holdState int8
 
 const (
 	noHold holdState = iota
 	holdOpen
 	holdConfirmed
-	holdEnded // cancelled, or ended by a release of its key
+	holdEnded   // cancelled, or ended by a release of its key
+	holdExpired // ended by the janitor once its deadline passed
 )
 
+// clockSlack is how far the tester's clock and the database's, which
+// decides a hold's deadline, may disagree (one machine).
+const clockSlack = int64(5 * time.Millisecond)
+
 func (s *linState) clone() *linState {
-	return &linState{avail: s.avail, cap: s.cap, done: maps.Clone(s.done), holds: maps.Clone(s.holds)}
+	return &linState{avail: s.avail, cap: s.cap, done: maps.Clone(s.done), holds: maps.Clone(s.holds), deadlines: maps.Clone(s.deadlines)}
+}
+
+// passed reports whether the deadline of the short hold of key may have
+// passed by at (the tester's clock; the database's within clockSlack).
+func (s *linState) passed(key string, at int64) bool {
+	d, ok := s.deadlines[key]
+	return ok && at+clockSlack >= d[0]
+}
+
+// mustHavePassed reports whether it must have passed by at.
+func (s *linState) mustHavePassed(key string, at int64) bool {
+	d, ok := s.deadlines[key]
+	return ok && at > d[1]+clockSlack
+}
+
+// expiries is s and every state the janitor may have made of it by at:
+// any of the open short holds whose deadline may have passed ended, its
+// units back, unless they no longer fit the capacity (the expiry is then
+// refused, as a Cancel is, and the hold stays open).
+func expiries(s *linState, at int64) []*linState {
+	out := []*linState{s}
+	for key, h := range s.holds {
+		if h != holdOpen || !s.passed(key, at) {
+			continue
+		}
+		for _, x := range out {
+			taken, ok := x.done[opID(OpDecr, key)]
+			if x.holds[key] != holdOpen || !ok || x.avail-taken > x.cap {
+				continue
+			}
+			n := x.withHold(key, holdExpired)
+			n.avail -= taken
+			n.done[opID(OpRelease, key)] = -taken
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // withHold is s with the hold of key in state h.
@@ -78,7 +130,14 @@ func apply(s *linState, in linInput, want *int64) (*linState, bool) {
 	case OpHold:
 		// A purchase of the hold key, with its hold.
 		if n, ok := apply(s, linInput{Kind: OpDecr, Key: in.Key, N: in.N}, want); ok {
-			return n.withHold(in.Key, holdOpen), true
+			n = n.withHold(in.Key, holdOpen)
+			if in.TTL > 0 {
+				if n.deadlines == nil {
+					n.deadlines = map[string][2]int64{}
+				}
+				n.deadlines[in.Key] = [2]int64{in.Invoke + in.TTL, sat(in.Return, in.TTL)}
+			}
+			return n, true
 		}
 		return nil, false
 	case OpCancel:
@@ -131,19 +190,29 @@ func apply(s *linState, in linInput, want *int64) (*linState, bool) {
 	return n, true
 }
 
-// confirm is the step of a Confirm: its answer must fit the hold's state.
+// confirm is the step of a Confirm: its answer must fit the hold's state
+// and, for a short hold, its deadline: the database confirms only an open
+// hold whose deadline has not passed when the statement runs.
 func confirm(s *linState, in linInput, out linOutput) []any {
 	h := s.holds[in.Key]
+	inTime := !s.mustHavePassed(in.Key, in.Invoke)
+	late := s.passed(in.Key, in.Return)
 	switch {
-	case in.Unknown && h == holdOpen:
+	case in.Unknown && h == holdOpen && inTime:
 		return []any{s, s.withHold(in.Key, holdConfirmed)}
 	case in.Unknown:
 		return []any{s}
 	}
 	switch out.Out {
 	case OutOK:
-		if h == holdOpen || h == holdConfirmed {
+		if h == holdConfirmed || h == holdOpen && inTime {
 			return []any{s.withHold(in.Key, holdConfirmed)}
+		}
+	case OutExpired:
+		// Past its deadline: ended by the janitor, or by a Cancel that
+		// came late, or open still, its units not given back yet.
+		if h == holdExpired || (h == holdOpen || h == holdEnded) && late {
+			return []any{s}
 		}
 	case OutCancelled:
 		if h == holdEnded {
@@ -156,7 +225,6 @@ func confirm(s *linState, in linInput, out linOutput) []any {
 	case OutBusy, OutInvalid, OutUnsupported:
 		return []any{s}
 	}
-	// ErrHoldExpired included: no hold expires inside a run.
 	return nil
 }
 
@@ -188,9 +256,16 @@ func justified(s *linState, in linInput, out string) bool {
 }
 
 func linStep(state, input, output any) []any {
-	s := state.(*linState)
 	in := input.(linInput)
-	out := output.(linOutput)
+	var res []any
+	for _, s := range expiries(state.(*linState), in.Return) {
+		res = append(res, linStep1(s, in, output.(linOutput))...)
+	}
+	return res
+}
+
+// linStep1 is the step of one call from s, the janitor done meanwhile.
+func linStep1(s *linState, in linInput, out linOutput) []any {
 	if in.Kind == OpConfirm {
 		return confirm(s, in, out)
 	}
@@ -213,7 +288,7 @@ func linStep(state, input, output any) []any {
 			_, ok := s.done[opID(rowKind(in.Kind), in.Key)]
 			switch {
 			case in.Kind == OpHold && s.holds[in.Key] == noHold,
-				in.Kind == OpCancel && s.holds[in.Key] != holdEnded:
+				in.Kind == OpCancel && s.holds[in.Key] != holdEnded && s.holds[in.Key] != holdExpired:
 				return nil
 			case ok:
 				return []any{s}
@@ -234,7 +309,9 @@ func linStep(state, input, output any) []any {
 		if in.Kind == OpAdjust {
 			n = d
 		}
-		if n, ok := apply(s, linInput{Kind: in.Kind, Key: in.Key, N: n}, &d); ok {
+		ran := in // a short hold keeps its deadline
+		ran.N = n
+		if n, ok := apply(s, ran, &d); ok {
 			return []any{n}
 		}
 		return nil
@@ -256,7 +333,7 @@ func linStep(state, input, output any) []any {
 		}
 		return nil
 	case OutExpired, OutCancelled:
-		return nil // no hold expires inside a run; only Confirm answers cancelled
+		return nil // only Confirm answers them
 	case OutInvalid:
 		// A Hold of an op key that a Decr bought (not a hold).
 		if _, bought := s.done[opID(OpDecr, in.Key)]; in.Kind == OpHold && bought && s.holds[in.Key] == noHold {
@@ -271,7 +348,16 @@ func linStep(state, input, output any) []any {
 
 func linEqual(a, b any) bool {
 	x, y := a.(*linState), b.(*linState)
-	return x.avail == y.avail && x.cap == y.cap && maps.Equal(x.done, y.done) && equalHolds(x.holds, y.holds)
+	return x.avail == y.avail && x.cap == y.cap && maps.Equal(x.done, y.done) && equalHolds(x.holds, y.holds) &&
+		maps.Equal(x.deadlines, y.deadlines)
+}
+
+// sat is a + b, or a when a is forever (an unknown return).
+func sat(a, b int64) int64 {
+	if a >= forever-b {
+		return forever
+	}
+	return a + b
 }
 
 // equalHolds compares hold maps, a missing key and noHold alike.

@@ -282,6 +282,7 @@ func (a adapter[K]) Janitor(ctx context.Context, d time.Duration) error {
 	defer cancel()
 	var errs []error
 	_ = a.m.RunJanitor(jctx, invrt.JanitorConfig[K]{ReconcileEvery: 7 * time.Millisecond, AuditEvery: 11 * time.Millisecond, Repair: !a.stream,
+		ExpireHoldsEvery: 13 * time.Millisecond,
 		OnReport: func(r invrt.JanitorReport[K]) {
 			if r.Err != nil {
 				errs = append(errs, r.Err)

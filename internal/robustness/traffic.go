@@ -36,9 +36,21 @@ const (
 )
 
 // holdTTL is the holder clients' hold time: longer than any run, so that
-// no hold expires inside one and the model needs no clock. Expiry is
-// tested by the contract tests (TestHoldExpiresByItself, TestHoldsRace).
+// such a hold expires only if a step says otherwise (Step.TTL, a short
+// hold, which the janitor of the run ends once it expired).
 const holdTTL = time.Hour
+
+// shortHold is the hold time of one hold in three, or 0: 100 to 300 ms,
+// so that holds expire in the run, their units come back by the janitor,
+// and confirms and cancels meet them before and after their deadline. It
+// is a function of the step's place, not drawn, so that the plans of
+// older seeds stay what they were.
+func shortHold(client, seq int) time.Duration {
+	if (client*31+seq)%3 != 0 {
+		return 0
+	}
+	return time.Duration(100+(client*7+seq*13)%200) * time.Millisecond
+}
 
 // isChange reports whether a step kind is a change of stock with an op key.
 func isChange(kind string) bool {
@@ -68,6 +80,9 @@ type Step struct {
 	Key      string        `json:"o,omitempty"`
 	Deadline time.Duration `json:"d"`
 	Think    time.Duration `json:"t,omitempty"`
+	// TTL is the hold time of a short hold (shortHold), on its Hold and
+	// on every later step of its hold key; 0 for the others (holdTTL).
+	TTL time.Duration `json:"ttl,omitempty"`
 }
 
 // ID names the step.
@@ -332,11 +347,12 @@ func drawHoldSteps(rng *rand.Rand, cfg Config, client, n int) []Step {
 			s.Kind = OpGet
 		case kind == OpHold || !ok:
 			s.Kind, s.N, s.Key = OpHold, int64(1+rng.IntN(3)), "h"+strconv.Itoa(client)+"-"+strconv.Itoa(seq)
+			s.TTL = shortHold(client, seq)
 			holds = append(holds, s)
 		case kind == "retry":
-			s.Prefix, s.Item, s.Kind, s.N, s.Key = e.Prefix, e.Item, e.Kind, e.N, e.Key
+			s.Prefix, s.Item, s.Kind, s.N, s.Key, s.TTL = e.Prefix, e.Item, e.Kind, e.N, e.Key, e.TTL
 		default:
-			s.Prefix, s.Item, s.Kind, s.N, s.Key = e.Prefix, e.Item, kind, e.N, e.Key
+			s.Prefix, s.Item, s.Kind, s.N, s.Key, s.TTL = e.Prefix, e.Item, kind, e.N, e.Key, e.TTL
 		}
 		steps = append(steps, s)
 	}
@@ -480,7 +496,11 @@ func (e *Env) Run(ctx context.Context, s Step, attempt int, deadline time.Durati
 	case OpRelease:
 		r, err = t.Release(cctx, s.Item, s.Key)
 	case OpHold:
-		r, err = t.Hold(cctx, s.Item, s.N, s.Key, holdTTL)
+		ttl := holdTTL
+		if s.TTL > 0 {
+			ttl = s.TTL
+		}
+		r, err = t.Hold(cctx, s.Item, s.N, s.Key, ttl)
 	case OpConfirm:
 		err = t.Confirm(cctx, s.Item, s.Key)
 	case OpCancel:
