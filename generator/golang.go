@@ -647,7 +647,6 @@ func emitHoldStore(f *jen.File, p *Prefix) {
 	ctx := jen.Id("ctx").Qual("context", "Context")
 	recv := jen.Id("l").Id("ledger")
 	e := func(field string) *jen.Statement { return jen.Id("e").Dot(field) }
-	ms := func(d jen.Code) *jen.Statement { return jen.Qual("time", "UnixMilli").Call(d) }
 
 	f.Var().Id("_").Add(rt("HoldStore")).Types(jen.Id("Key")).Op("=").Id("ledger").Values()
 
@@ -668,35 +667,47 @@ func emitHoldStore(f *jen.File, p *Prefix) {
 		})),
 		jen.Return(jen.Len(jen.Id("rows")).Op(">").Lit(0), jen.Err()))
 
+	emitHoldReads(f, p, jen.Qual(pgxPath, "ErrNoRows"), jen.Int32().Parens(jen.Id("limit")), func(c jen.Code) jen.Code { return c })
+}
+
+// emitHoldReads renders the HoldStore methods that are one query on every
+// engine: ConfirmHold, LookupHold, HeldUnits and DueHolds. noRows is the
+// driver's error of an empty :one, limit DueHolds' argument as its query
+// takes it, and wrap what the errors go through.
+func emitHoldReads(f *jen.File, p *Prefix, noRows, limit jen.Code, wrap func(jen.Code) jen.Code) {
+	fn := func() *jen.Statement { f.Line(); return f.Func() }
+	dbq := func(name string) *jen.Statement { return jen.Qual(p.DBImportPath, name) }
+	ctx := jen.Id("ctx").Qual("context", "Context")
+	recv := jen.Id("l").Id("ledger")
+	ms := func(d jen.Code) *jen.Statement { return jen.Qual("time", "UnixMilli").Call(d) }
+	key := jen.Dict{jen.Id("ItemID"): jen.Id("item"), jen.Id("HoldKey"): jen.Id("holdKey")}
+
 	fn().Params(recv.Clone()).Id("ConfirmHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(jen.Bool(), jen.Error()).Block(
-		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ConfirmHold").Call(jen.Id("ctx"), dbq("ConfirmHoldParams").Values(jen.Dict{
-			jen.Id("ItemID"): jen.Id("item"), jen.Id("HoldKey"): jen.Id("holdKey"),
-		})),
-		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Err()))
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ConfirmHold").Call(jen.Id("ctx"), dbq("ConfirmHoldParams").Values(key)),
+		jen.Return(jen.Id("n").Op("==").Lit(1), wrap(jen.Err())))
 
 	fn().Params(recv.Clone()).Id("LookupHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(rt("HoldRow"), jen.Bool(), jen.Error()).Block(
-		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("LookupHold").Call(jen.Id("ctx"), dbq("LookupHoldParams").Values(jen.Dict{
-			jen.Id("ItemID"): jen.Id("item"), jen.Id("HoldKey"): jen.Id("holdKey"),
-		})),
-		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(pgxPath, "ErrNoRows"))).Block(
+		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("LookupHold").Call(jen.Id("ctx"), dbq("LookupHoldParams").Values(key)),
+		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), noRows)).Block(
 			jen.Return(rt("HoldRow").Values(), jen.False(), jen.Nil())),
 		jen.Return(rt("HoldRow").Values(jen.Dict{
 			jen.Id("Units"):    jen.Id("r").Dot("Units"),
 			jen.Id("State"):    rt("HoldState").Parens(jen.Id("r").Dot("State")),
 			jen.Id("Deadline"): ms(jen.Id("r").Dot("DeadlineMs")),
 			jen.Id("Now"):      ms(jen.Id("r").Dot("NowMs")),
-		}), jen.Err().Op("==").Nil(), jen.Err()))
+		}), jen.Err().Op("==").Nil(), wrap(jen.Err())))
 
 	fn().Params(recv.Clone()).Id("HeldUnits").Params(ctx.Clone(), jen.Id("item").Id("Key")).Params(jen.Int64(), jen.Error()).Block(
-		jen.Return(jen.Id("l").Dot("q").Dot("HeldUnits").Call(jen.Id("ctx"), jen.Id("item"))))
+		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("HeldUnits").Call(jen.Id("ctx"), jen.Id("item")),
+		jen.Return(jen.Id("n"), wrap(jen.Err())))
 
 	fn().Params(recv.Clone()).Id("DueHolds").Params(ctx.Clone(), jen.Id("limit").Int()).Params(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Error()).Block(
-		jen.List(jen.Id("rows"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("DueHolds").Call(jen.Id("ctx"), jen.Int32().Parens(jen.Id("limit"))),
+		jen.List(jen.Id("rows"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("DueHolds").Call(jen.Id("ctx"), limit),
 		jen.Id("out").Op(":=").Make(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Len(jen.Id("rows"))),
 		jen.For(jen.List(jen.Id("i"), jen.Id("r")).Op(":=").Range().Id("rows")).Block(
 			jen.Id("out").Index(jen.Id("i")).Op("=").Add(rt("DueHold")).Types(jen.Id("Key")).Values(jen.Dict{
 				jen.Id("Item"):    jen.Id("r").Dot("ItemID"),
 				jen.Id("HoldKey"): jen.Id("r").Dot("HoldKey"),
 			})),
-		jen.Return(jen.Id("out"), jen.Err()))
+		jen.Return(jen.Id("out"), wrap(jen.Err())))
 }

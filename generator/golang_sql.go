@@ -283,7 +283,6 @@ func emitSQLHoldStore(f *jen.File, p *Prefix) {
 	ctx := jen.Id("ctx").Qual("context", "Context")
 	recv := jen.Id("l").Id("ledger")
 	e := func(field string) *jen.Statement { return jen.Id("e").Dot(field) }
-	ms := func(d jen.Code) *jen.Statement { return jen.Qual("time", "UnixMilli").Call(d) }
 	key := func(item, holdKey jen.Code) jen.Dict {
 		return jen.Dict{jen.Id("ItemID"): item, jen.Id("HoldKey"): holdKey}
 	}
@@ -328,32 +327,5 @@ func emitSQLHoldStore(f *jen.File, p *Prefix) {
 			jen.Return(jen.Id("q").Dot("InsertUsage").Call(jen.Id("ctx"), jen.Id("params").Call(jen.Id("e")))))),
 		jen.Return(jen.Id("ended").Op("&&").Err().Op("==").Nil(), jen.Id("dbError").Call(jen.Err())))
 
-	fn().Params(recv.Clone()).Id("ConfirmHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(jen.Bool(), jen.Error()).Block(
-		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("ConfirmHold").Call(jen.Id("ctx"), dbq("ConfirmHoldParams").Values(key(jen.Id("item"), jen.Id("holdKey")))),
-		jen.Return(jen.Id("n").Op("==").Lit(1), jen.Id("dbError").Call(jen.Err())))
-
-	fn().Params(recv.Clone()).Id("LookupHold").Params(ctx.Clone(), jen.Id("item").Id("Key"), jen.Id("holdKey").String()).Params(rt("HoldRow"), jen.Bool(), jen.Error()).Block(
-		jen.List(jen.Id("r"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("LookupHold").Call(jen.Id("ctx"), dbq("LookupHoldParams").Values(key(jen.Id("item"), jen.Id("holdKey")))),
-		jen.If(jen.Qual("errors", "Is").Call(jen.Err(), jen.Qual(sqlPath, "ErrNoRows"))).Block(
-			jen.Return(rt("HoldRow").Values(), jen.False(), jen.Nil())),
-		jen.Return(rt("HoldRow").Values(jen.Dict{
-			jen.Id("Units"):    jen.Id("r").Dot("Units"),
-			jen.Id("State"):    rt("HoldState").Parens(jen.Id("r").Dot("State")),
-			jen.Id("Deadline"): ms(jen.Id("r").Dot("DeadlineMs")),
-			jen.Id("Now"):      ms(jen.Id("r").Dot("NowMs")),
-		}), jen.Err().Op("==").Nil(), jen.Id("dbError").Call(jen.Err())))
-
-	fn().Params(recv.Clone()).Id("HeldUnits").Params(ctx.Clone(), jen.Id("item").Id("Key")).Params(jen.Int64(), jen.Error()).Block(
-		jen.List(jen.Id("n"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("HeldUnits").Call(jen.Id("ctx"), jen.Id("item")),
-		jen.Return(jen.Id("n"), jen.Id("dbError").Call(jen.Err())))
-
-	fn().Params(recv.Clone()).Id("DueHolds").Params(ctx.Clone(), jen.Id("limit").Int()).Params(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Error()).Block(
-		jen.List(jen.Id("rows"), jen.Err()).Op(":=").Id("l").Dot("q").Dot("DueHolds").Call(jen.Id("ctx"), limit),
-		jen.Id("out").Op(":=").Make(jen.Index().Add(rt("DueHold")).Types(jen.Id("Key")), jen.Len(jen.Id("rows"))),
-		jen.For(jen.List(jen.Id("i"), jen.Id("r")).Op(":=").Range().Id("rows")).Block(
-			jen.Id("out").Index(jen.Id("i")).Op("=").Add(rt("DueHold")).Types(jen.Id("Key")).Values(jen.Dict{
-				jen.Id("Item"):    jen.Id("r").Dot("ItemID"),
-				jen.Id("HoldKey"): jen.Id("r").Dot("HoldKey"),
-			})),
-		jen.Return(jen.Id("out"), jen.Id("dbError").Call(jen.Err())))
+	emitHoldReads(f, p, jen.Qual(sqlPath, "ErrNoRows"), limit, func(c jen.Code) jen.Code { return jen.Id("dbError").Call(c) })
 }

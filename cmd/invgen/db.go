@@ -239,8 +239,23 @@ func bind(q string, args []any) (string, []any) {
 }
 
 func (d sqlDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	return d.execOn(ctx, d.db, q, args)
+}
+
+func (d sqlDB) queryRow(ctx context.Context, q string, args ...any) scanner {
+	return d.queryRowOn(ctx, d.db, q, args)
+}
+
+// runner is what a sqlDB runs statements on: its *sql.DB, or a
+// transaction of it.
+type runner interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func (d sqlDB) execOn(ctx context.Context, r runner, q string, args []any) (int64, error) {
 	q, args = bind(q, args)
-	res, err := d.db.ExecContext(ctx, q, args...)
+	res, err := r.ExecContext(ctx, q, args...)
 	if err != nil {
 		return 0, d.wrap(err)
 	}
@@ -248,9 +263,9 @@ func (d sqlDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	return n, d.wrap(err)
 }
 
-func (d sqlDB) queryRow(ctx context.Context, q string, args ...any) scanner {
+func (d sqlDB) queryRowOn(ctx context.Context, r runner, q string, args []any) scanner {
 	q, args = bind(q, args)
-	return wrappedRow{d.db.QueryRowContext(ctx, q, args...), d}
+	return wrappedRow{r.QueryRowContext(ctx, q, args...), d}
 }
 
 func (d sqlDB) query(ctx context.Context, q string, args ...any) (rows, error) {
@@ -284,18 +299,11 @@ func (d sqlDB) inTx(ctx context.Context, fn func(sqlTx) error) error {
 }
 
 func (t sqlTx) exec(ctx context.Context, q string, args ...any) (int64, error) {
-	q, args = bind(q, args)
-	res, err := t.tx.ExecContext(ctx, q, args...)
-	if err != nil {
-		return 0, t.d.wrap(err)
-	}
-	n, err := res.RowsAffected()
-	return n, t.d.wrap(err)
+	return t.d.execOn(ctx, t.tx, q, args)
 }
 
 func (t sqlTx) queryRow(ctx context.Context, q string, args ...any) scanner {
-	q, args = bind(q, args)
-	return wrappedRow{t.tx.QueryRowContext(ctx, q, args...), t.d}
+	return t.d.queryRowOn(ctx, t.tx, q, args)
 }
 
 type wrappedRow struct {

@@ -564,7 +564,8 @@ func (l ledger) LookupHold(ctx context.Context, item Key, holdKey string) (invrt
 }
 
 func (l ledger) HeldUnits(ctx context.Context, item Key) (int64, error) {
-	return l.q.HeldUnits(ctx, item)
+	n, err := l.q.HeldUnits(ctx, item)
+	return n, err
 }
 
 func (l ledger) DueHolds(ctx context.Context, limit int) ([]invrt.DueHold[Key], error) {
