@@ -544,7 +544,7 @@ func (c *Core[K]) settleSplit(ctx context.Context, h *splitHold[K], heal bool) e
 func (c *Core[K]) splitTotals(ctx context.Context, h *splitHold[K]) error {
 	id := h.id
 	if c.stream {
-		if err := c.writeUnflushed(ctx, h.keys...); err != nil {
+		if err := c.writeFenced(ctx, h.keys...); err != nil {
 			return fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
 		}
 	}

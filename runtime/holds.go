@@ -188,11 +188,12 @@ func noHold(id any, holdKey string) error {
 // holds returns the Core's hold store, or ErrNotSupported.
 func (c *Core[K]) holds() (HoldStore[K], error) {
 	hs, ok := c.ledger.(HoldStore[K])
-	switch {
-	case !ok:
+	if !ok {
 		return nil, fmt.Errorf("%w: the ledger of prefix %s keeps no holds", ErrNotSupported, c.prefix)
-	case holdsRefused(hs) != nil:
-		return nil, fmt.Errorf("prefix %s: %w", c.prefix, holdsRefused(hs))
+	}
+	switch refused := holdsRefused(hs); {
+	case refused != nil:
+		return nil, fmt.Errorf("prefix %s: %w", c.prefix, refused)
 	case c.stream:
 		return nil, fmt.Errorf("%w: holds need the sync ledger (prefix %s is stream): a hold must be in the ledger before its holder is told it holds", ErrNotSupported, c.prefix)
 	}
@@ -390,14 +391,15 @@ func (c *Core[K]) ExpireHolds(ctx context.Context) (int, error) {
 // with its hold, a release's ending the hold of its op key when one is
 // open, else the row alone.
 func (c *Core[K]) insertRow(ctx context.Context, l Ledger[K], e Entry[K]) error {
+	if e.Hold.TTL == 0 && e.Kind != KindRelease {
+		return l.Insert(ctx, e) // a purchase, a return, a restock: the row alone
+	}
 	hs, ok := holdStore(l)
 	switch {
 	case !ok:
 		return l.Insert(ctx, e)
 	case e.Hold.TTL > 0:
 		return hs.InsertHold(ctx, e, e.Hold.TTL)
-	case e.Kind != KindRelease:
-		return l.Insert(ctx, e)
 	}
 	ended, err := hs.EndHold(ctx, e)
 	if err != nil || ended {

@@ -180,7 +180,7 @@ func (c *Core[K]) awaitPending(ctx context.Context, id K, k itemKeys, pending []
 // way to refreshSplit (errSplit).
 func (c *Core[K]) fencedTotals(ctx context.Context, id K, k itemKeys) (Totals[K], error) {
 	if c.stream {
-		if err := c.writeUnflushed(ctx, k); err != nil {
+		if err := c.writeFenced(ctx, k); err != nil {
 			return Totals[K]{}, fmt.Errorf("invgen: refresh %v: write its unflushed entries: %w", id, err)
 		}
 	}
@@ -480,7 +480,7 @@ func (pg *page[K]) dropPending(ctx context.Context, fenced []pageEntry[K]) ([]pa
 	}
 	pg.unfence(ctx, pending)
 	if c.stream {
-		if err := c.writeUnflushed(ctx, keysOf(ready)...); err != nil {
+		if err := c.writeFenced(ctx, keysOf(ready)...); err != nil {
 			pg.unfence(ctx, ready)
 			return nil, err
 		}

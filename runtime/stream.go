@@ -928,17 +928,26 @@ const (
 // ledger, in stream order, and deletes them from the items' hashes once
 // written (the flusher writes them again when it reaches them, which
 // changes nothing). It costs what these items hold, not their shards'
-// backlog, but for an item whose hash lost that list (writeStrayEntries).
-// Refresh calls it under the items' fences so that the ledger holds every
-// change of them. Conflicts need no action here: the caller reads the
-// ledger next and loads what it says.
+// backlog. Conflicts need no action here: the caller reads the ledger
+// next and loads what it says.
 func (c *Core[K]) writeUnflushed(ctx context.Context, items ...itemKeys) error {
-	for rest := items; len(rest) > 0; {
-		chunk := rest[:min(len(rest), unflushedChunk)]
-		rest = rest[len(chunk):]
+	for len(items) > 0 {
+		chunk := items[:min(len(items), unflushedChunk)]
+		items = items[len(chunk):]
 		if err := c.writeUnflushedChunk(ctx, chunk); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// writeFenced is writeUnflushed under the items' fences, as a refresh
+// calls it so that the ledger holds every change of them: the entries an
+// item's hash lists, then those of an item whose hash lost its list
+// (writeStrayEntries).
+func (c *Core[K]) writeFenced(ctx context.Context, items ...itemKeys) error {
+	if err := c.writeUnflushed(ctx, items...); err != nil {
+		return err
 	}
 	return c.writeStrayEntries(ctx, items)
 }
