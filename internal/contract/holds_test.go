@@ -261,7 +261,8 @@ func TestHoldExpiryPassesAHoldInFlight(t *testing.T) {
 	go func() {
 		done <- f.m.RunJanitor(jctx, invrt.JanitorConfig[string]{ExpireHoldsEvery: every, ReconcileEvery: every})
 	}()
-	defer func() { stop(); <-done }()
+	stopJanitor := sync.OnceFunc(func() { stop(); <-done })
+	defer stopJanitor()
 	for i := 0; i < 5; {
 		if r, _, err := h.LookupHold(ctx, "due", fmt.Sprint("h", i)); err == nil && r.State == invrt.HoldExpired {
 			i++
@@ -281,6 +282,15 @@ func TestHoldExpiryPassesAHoldInFlight(t *testing.T) {
 		}
 		if time.Now().After(end) {
 			t.Fatal("the hold whose purchase was in flight did not expire once its lease had passed and Reconcile ran")
+		}
+	}
+	// The hold's state and its release row commit together; the units
+	// reach Redis in the release's last step, just after (it may finish
+	// in the background once the janitor stops).
+	stopJanitor()
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if n, err := f.m.Get(ctx, "due"); err == nil && n == 20 {
+			break
 		}
 	}
 	if got := f.assertConserved(t, "due"); got != 20 {
